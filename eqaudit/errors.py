@@ -1,0 +1,43 @@
+"""Typed errors raised by the library; each carries the process exit code the CLI maps it to."""
+
+from __future__ import annotations
+
+
+class EqauditError(Exception):
+    """Base class. Messages say what went wrong, the offending value, what was expected and the fix.
+
+    ``exit_code`` follows DESIGN.md: 2 for usage/configuration problems, 3 for runtime failures
+    before a verdict.
+    """
+
+    exit_code: int = 3
+
+
+class ConfigError(EqauditError):
+    """A malformed option, config file, gate or spec: a usage error (exit 2)."""
+
+    exit_code = 2
+
+
+class PathNotFoundError(ConfigError):
+    """A path the user named does not exist (exit 2)."""
+
+
+class SymmetryError(ConfigError):
+    """An unknown symmetry, an unknown or invalid parameter, or a symmetry that cannot act on the data."""
+
+
+class ModelLoadError(EqauditError):
+    """A model file exists but cannot be loaded, is not what its name says, or needs --trust (exit 3)."""
+
+
+class ModelRunError(EqauditError):
+    """The model failed on the data, or returned outputs of an unexpected shape (exit 3)."""
+
+
+class DataError(EqauditError):
+    """A data file exists but cannot be read, or holds values of the wrong shape, dtype or range (exit 3)."""
+
+
+class ResultError(EqauditError):
+    """A saved result.json is missing keys, has an unknown format version, or does not parse (exit 3)."""

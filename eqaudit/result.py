@@ -1,0 +1,177 @@
+"""AuditResult: the tree that the JSON, plots, HTML and gates all read, with to_dict/from_dict."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ResultError
+
+# Format history (bump on any incompatible change):
+#   1  first release: models, data, symmetries[] (summary, per_element, gates), passed, timing.
+FORMAT_VERSION = 1
+
+ORBITS_FILE = "orbits.npz"
+"""Per-sample orbit table written beside result.json.
+
+Keys (j indexes ``symmetries[]``): ``sample_index`` (N,) dataset rows, ``labels`` (N,) when the data
+has labels, and for each j ``s{j}.{metric}`` (N, E) per-sample values in sweep order (for
+classifiers: ``prob_tv``, ``flipped``, ``correct``, ``true_class_prob``, ``pred``), ``s{j}.floor``
+(N, E) where the action is resampled, ``s{j}.worst_index`` (k,) rows of N ranked worst first and
+``s{j}.worst_x`` (k, ...) the inputs of those samples (for thumbnails; no data file needed).
+"""
+
+
+@dataclass
+class ModelInfo:
+    path: str
+    backend: str  # "torch" | "onnx"
+    sha256: str
+    input_shape: list[int]  # per-sample shape the symmetries act on, e.g. [1, 32, 32]
+    format: str = ""  # "state_dict" | "export" | "onnx" | "pickle" | "torchscript"
+    output_name: str | None = None
+    output_kind: str = "logits"  # "logits" | "probabilities"
+
+
+@dataclass
+class DataInfo:
+    path: str
+    n_samples: int
+    has_labels: bool
+    sample_shape: list[int] = field(default_factory=list)
+    n_total: int = 0  # rows in the file before --limit
+    classes: list[str] | None = None
+    key: str | None = None
+
+
+@dataclass
+class Gate:
+    metric: str
+    op: str  # "<=" | ">="
+    threshold: float
+    value: float | None
+    passed: bool
+
+    def describe(self) -> str:
+        shown = "n/a" if self.value is None else f"{self.value:.6g}"
+        return f"{self.metric} = {shown} (must be {self.op} {self.threshold:g})"
+
+
+@dataclass
+class SymmetryResult:
+    model: int
+    name: str
+    spec: str
+    exact: bool
+    domain: str
+    param_names: list[str]
+    units: list[str]
+    layout: str
+    identity_index: int
+    elements: list[list[float]]
+    labels: list[str]
+    summary: dict[str, Any]
+    per_element: list[dict[str, Any]]
+    task: str = "classify"
+    reference: str = "identity"
+    gates: list[Gate] = field(default_factory=list)
+    passed: bool = True
+
+
+@dataclass
+class AuditResult:
+    eqaudit_version: str
+    created: str
+    seed: int
+    device: str
+    models: list[ModelInfo]
+    data: DataInfo
+    symmetries: list[SymmetryResult]
+    timing: dict[str, float]
+    passed: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)
+    orbits_file: str = ORBITS_FILE
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditResult:
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ResultError(
+                f"Expected result format_version {FORMAT_VERSION}, got {version!r}; "
+                "re-run `eqaudit scan` with this version of eqaudit."
+            )
+        try:
+            syms = []
+            for s in d["symmetries"]:
+                s = dict(s)
+                s["gates"] = [Gate(**g) for g in s.get("gates", [])]
+                syms.append(_build(SymmetryResult, s))
+            return _build(
+                cls,
+                {
+                    **d,
+                    "models": [_build(ModelInfo, m) for m in d["models"]],
+                    "data": _build(DataInfo, d["data"]),
+                    "symmetries": syms,
+                },
+            )
+        except (KeyError, TypeError) as exc:
+            raise ResultError(f"result.json is missing or has malformed key {exc}; re-run `eqaudit scan`.") from exc
+
+    def save(self, path: Path) -> None:
+        from .report.io import write_text_atomic
+
+        write_text_atomic(Path(path), json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> AuditResult:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            from .errors import PathNotFoundError
+
+            raise PathNotFoundError(f"Result file {str(path)!r} does not exist; pass the result.json a scan wrote.") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ResultError(f"{str(path)!r} is not a JSON result ({exc}); pass the result.json a scan wrote.") from exc
+        if not isinstance(d, dict):
+            raise ResultError(f"{str(path)!r} holds {type(d).__name__}, expected a JSON object; pass a result.json.")
+        return cls.from_dict(d)
+
+    def load_orbits(self, folder: Path) -> dict[str, np.ndarray]:
+        """The per-sample orbit table saved beside result.json in ``folder``."""
+        path = Path(folder) / self.orbits_file
+        if not path.exists():
+            raise ResultError(f"Orbit table {str(path)!r} is missing; keep it beside result.json or re-run the scan.")
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+
+def _build(cls, d: dict[str, Any]):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

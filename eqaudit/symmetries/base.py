@@ -1,0 +1,110 @@
+"""The Symmetry interface: a group whose elements are rows of a tensor, and its action on inputs.
+
+Shapes use fixed letters: E group elements, D parameters per element, B batch, C channels, H, W pixels.
+Every action is batched over elements *and* samples in one tensor operation (a gather, roll or
+grid_sample), never a Python loop over samples.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter a symmetry accepts in its spec string (``NAME:key=value``)."""
+
+    name: str
+    kind: type  # int, float or str
+    default: object
+    help: str
+    choices: tuple[str, ...] = ()
+
+
+@dataclass
+class Symmetry(ABC):
+    """A sampled group acting on inputs.
+
+    Attributes set by each subclass:
+      name          catalogue name, e.g. ``"rotate"``
+      spec          canonical spec string with every parameter that differs from its default,
+                    e.g. ``"rotate:step=15"``
+      exact         True when the action is a permutation/sign change of the input (no resampling)
+      domain        ``"image"`` (B, C, H, W) or ``"points"`` (B, P, 3)
+      param_names   names of the D element parameters, e.g. ``("angle",)`` or ``("dx", "dy")``
+      units         unit of each parameter for plots, e.g. ``("deg",)``, ``("px", "px")``, ``("log2",)``,
+                    ``("",)`` for discrete indices
+      layout        how plots lay the orbit out: ``"polar"`` (one angle), ``"line"`` (one non-angular
+                    parameter), ``"grid2d"`` (two parameters on a grid), ``"finite"`` (a small finite group)
+      elements      (E, D) float64 tensor of sampled elements in sweep order
+      identity_index  row of ``elements`` that is the identity
+      labels        E short human-readable labels, e.g. ``"90°"``, ``"dx=1 dy=-2"``, ``"r1·flip"``
+    """
+
+    name: str
+    spec: str
+    exact: bool
+    domain: str
+    param_names: tuple[str, ...]
+    units: tuple[str, ...]
+    layout: str
+    elements: Tensor
+    identity_index: int
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def n_elements(self) -> int:
+        return int(self.elements.shape[0])
+
+    @abstractmethod
+    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
+        """Paired action, the primitive every subclass implements: x (E, B, ...) and elements (E, D)
+        -> (E, B, ...), where row e of ``elements`` acts on block ``x[e]``.
+
+        The result has x's dtype and device; elements may be any rows (not only sampled ones), so
+        compositions and inverses can be applied too. One batched tensor op, no Python loop over
+        samples or elements.
+        """
+
+    def act(self, x: Tensor, elements: Tensor) -> Tensor:
+        """Apply each element to every input: x (B, ...) and elements (E, D) -> (E, B, ...)."""
+        e = int(elements.shape[0])
+        return self.apply(x.unsqueeze(0).expand(e, *x.shape), elements)
+
+    def mask(self, x: Tensor, elements: Tensor) -> Tensor | None:
+        """Validity mask of act(x, elements) for x (B, C, H, W): (E, 1, H, W) bool, True where the transformed input
+        holds real content (not padding or resampled from outside the frame). None: all valid."""
+        return None
+
+    @abstractmethod
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        """Group product, row by row: (E, D), (E, D) -> (E, D), the element 'apply b, then a'."""
+
+    @abstractmethod
+    def inverse(self, a: Tensor) -> Tensor:
+        """Group inverse, row by row: (E, D) -> (E, D)."""
+
+    def round_trip(self, x: Tensor, elements: Tensor) -> Tensor:
+        """T_{g^-1}(T_g x) for each element: x (B, ...) -> (E, B, ...).
+
+        For exact actions this equals x (up to float noise); for resampled actions it is the input
+        that the measured floor is computed from.
+        """
+        return self.apply(self.act(x, elements), self.inverse(elements))
+
+    def describe(self) -> dict:
+        """JSON-ready description used by the result: name, spec, exact, parameters, units, layout."""
+        return {
+            "name": self.name,
+            "spec": self.spec,
+            "exact": self.exact,
+            "domain": self.domain,
+            "param_names": list(self.param_names),
+            "units": list(self.units),
+            "layout": self.layout,
+            "identity_index": self.identity_index,
+        }
