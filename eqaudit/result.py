@@ -36,6 +36,7 @@ class ModelInfo:
     format: str = ""  # "state_dict" | "export" | "onnx" | "pickle" | "torchscript"
     output_name: str | None = None
     output_kind: str = "logits"  # "logits" | "probabilities"
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -96,6 +97,7 @@ class AuditResult:
     passed: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
     orbits_file: str = ORBITS_FILE
+    complete: bool = True  # False while a multi-model scan is still running (partial results)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:

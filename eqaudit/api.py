@@ -1,0 +1,184 @@
+"""The scan facade: settings -> model + data + symmetries -> sweep -> AuditResult, written to the output folder."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import __version__
+from .config import Settings, parse_input_shape, resolve
+from .data import Dataset, load_dataset
+from .errors import ConfigError
+from .gates import check_gate_metrics, evaluate_gates
+from .metrics import summarize_classify
+from .models import ReshapedInput, load_model, resolve_device
+from .report.io import write_bytes_atomic
+from .result import ORBITS_FILE, AuditResult, DataInfo, ModelInfo, SymmetryResult
+from .sweep import Progress, SweepOutput, sweep
+from .symmetries import Symmetry, parse_symmetry
+
+WORST_SAMPLES = 8
+
+
+def scan(
+    models: str | Path | list[str | Path],
+    *,
+    config: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+    write: bool = True,
+    **options: Any,
+) -> AuditResult:
+    """Audit ``models`` with options named as in the settings table (``data=``, ``symmetry=[...]``,
+    ``fail_over={"flip_rate": 0.05}``, ...); config files and ``EQAUDIT_*`` apply as on the CLI."""
+    paths = [Path(m) for m in ([models] if isinstance(models, (str, Path)) else models)]
+    settings = resolve(options, models=paths, config_file=Path(config) if config else None, env=env)
+    result, _ = run_scan(paths, settings, progress=progress, write=write)
+    return result
+
+
+def default_out(models: list[Path]) -> Path:
+    stems = [m.name[: -len(m.suffix)] if m.suffix else m.name for m in models]
+    return Path("reports") / "__".join(dict.fromkeys(stems))
+
+
+def run_scan(
+    models: list[Path], settings: Settings, *, progress: Progress | None = None, write: bool = True
+) -> tuple[AuditResult, Path]:
+    """Run the audit described by ``settings``; write result.json and the orbit table after each model."""
+    if not models:
+        raise ConfigError("No model given; pass at least one model file: eqaudit scan MODEL.")
+    if not settings.data:
+        raise ConfigError("No data given; pass --data PATH (or set data in MODEL.eqaudit.toml).")
+    if not settings.symmetry:
+        raise ConfigError("No symmetry given; pass --symmetry SPEC (see `eqaudit symmetries`).")
+    if settings.batch_size <= 0:
+        raise ConfigError(f"Expected --batch-size to be a positive number of rows, got {settings.batch_size}.")
+    device = resolve_device(settings.device)
+    symmetries = [parse_symmetry(spec) for spec in settings.symmetry]
+    input_shape = parse_input_shape(settings.input_shape) if settings.input_shape else None
+    dataset = load_dataset(settings.data, limit=settings.limit, seed=settings.seed, input_shape=input_shape)
+    for sym in symmetries:
+        sym.check_input(dataset.sample_shape)
+    check_gate_metrics(settings.fail_over, dataset.has_labels)
+    out_dir = Path(settings.out) if settings.out else default_out(models)
+    factory_dirs = [settings.bases["model_factory"]] if "model_factory" in settings.bases else []
+
+    result = AuditResult(
+        eqaudit_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seed=settings.seed,
+        device=str(device),
+        models=[],
+        data=DataInfo(
+            path=dataset.path,
+            key=dataset.key,
+            n_samples=len(dataset),
+            n_total=dataset.n_total,
+            has_labels=dataset.has_labels,
+            sample_shape=list(dataset.sample_shape),
+            classes=dataset.classes,
+        ),
+        symmetries=[],
+        timing={"seconds": 0.0, "model_seconds": 0.0, "model_evals": 0, "evals_per_second": 0.0},
+        settings={"values": _jsonable(settings.values), "sources": dict(settings.sources)},
+        complete=False,
+    )
+    orbits: dict[str, np.ndarray] = {"sample_index": dataset.indices.astype(np.int64)}
+    if dataset.has_labels:
+        orbits["labels"] = dataset.y[dataset.indices]
+
+    for m, path in enumerate(models):
+        adapter = load_model(
+            path,
+            device,
+            factory=settings.model_factory,
+            search_dirs=factory_dirs,
+            trust=settings.trust,
+            output_name=settings.output_name,
+        )
+        model = ReshapedInput(adapter, dataset.stored_shape) if input_shape is not None else adapter
+        swept = sweep(model, dataset, symmetries, batch_size=settings.batch_size, output_kind=settings.output_kind, progress=progress)
+        result.models.append(
+            ModelInfo(
+                path=str(path),
+                backend=adapter.info.backend,
+                sha256=adapter.info.sha256,
+                input_shape=list(dataset.sample_shape),
+                format=adapter.info.format,
+                output_name=adapter.info.output_name,
+                output_kind=swept.output_kind,
+                notes=list(adapter.info.notes),
+            )
+        )
+        _add_symmetries(result, orbits, m, symmetries, swept, dataset, settings.fail_over)
+        t = result.timing
+        t["seconds"] += swept.seconds
+        t["model_seconds"] += swept.model_seconds
+        t["model_evals"] += swept.model_evals
+        t["evals_per_second"] = t["model_evals"] / t["seconds"] if t["seconds"] > 0 else 0.0
+        result.passed = all(s.passed for s in result.symmetries)
+        if write:
+            result.complete = m == len(models) - 1
+            write_outputs(result, orbits, out_dir)
+    result.complete = True
+    return result, out_dir
+
+
+def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepOutput, dataset: Dataset, fail_over) -> None:
+    for sym, table in zip(symmetries, swept.tables):
+        j = len(result.symmetries)
+        summary, per_element = summarize_classify(table, sym.identity_index)
+        elements = sym.elements.tolist()
+        for e, row in enumerate(per_element):
+            row["element"] = elements[e]
+            row["label"] = sym.labels[e]
+        gates = evaluate_gates(summary, fail_over)
+        desc = sym.describe()
+        result.symmetries.append(
+            SymmetryResult(
+                model=m,
+                name=desc["name"],
+                spec=desc["spec"],
+                exact=desc["exact"],
+                domain=desc["domain"],
+                param_names=desc["param_names"],
+                units=desc["units"],
+                layout=desc["layout"],
+                identity_index=desc["identity_index"],
+                elements=elements,
+                labels=list(sym.labels),
+                summary=summary,
+                per_element=per_element,
+                gates=gates,
+                passed=all(g.passed for g in gates),
+            )
+        )
+        for key, arr in table.items():
+            orbits[f"s{j}.{key}"] = arr
+        worst = _worst(table, sym.identity_index)
+        orbits[f"s{j}.worst_index"] = worst
+        orbits[f"s{j}.worst_x"] = dataset.take(worst).numpy()
+
+
+def _worst(table: dict[str, np.ndarray], identity_index: int, k: int = WORST_SAMPLES) -> np.ndarray:
+    """Rows of the orbit table ranked worst first by orbit-mean probability shift (ties: flips)."""
+    tv = np.delete(table["prob_tv"], identity_index, axis=1) if table["prob_tv"].shape[1] > 1 else table["prob_tv"]
+    score = tv.mean(1) + table["flipped"].mean(1)
+    return np.argsort(-score, kind="stable")[:k].astype(np.int64)
+
+
+def write_outputs(result: AuditResult, orbits: dict[str, np.ndarray], out_dir: Path) -> None:
+    """Write the orbit table, then result.json, each atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **orbits)
+    write_bytes_atomic(out_dir / ORBITS_FILE, buf.getvalue())
+    result.save(out_dir / "result.json")
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}

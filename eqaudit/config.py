@@ -1,0 +1,272 @@
+"""Settings: one table of options, one precedence function, and where each value came from.
+
+Precedence, lowest first: built-in defaults < ``[tool.eqaudit]`` in the nearest pyproject.toml <
+the model's sidecar ``MODEL_STEM.eqaudit.toml`` (or ``--config FILE``) < ``EQAUDIT_*`` environment
+variables < command-line flags. Relative paths in a config file are relative to that file's folder.
+``trust`` can only come from a flag or the environment: a file lying next to a model must not be
+able to vouch for it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError, PathNotFoundError
+
+ENV_PREFIX = "EQAUDIT_"
+SIDECAR_SUFFIX = ".eqaudit.toml"
+
+
+def _to_int(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError("a whole number")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str) and v.strip().lstrip("-").isdigit():
+        return int(v)
+    raise ValueError("a whole number")
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in {"1", "true", "yes", "on"}:
+        return True
+    if s in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("true or false")
+
+
+def _to_str(v: Any) -> str:
+    if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+        return str(v)
+    raise ValueError("a string")
+
+
+def _to_list(v: Any) -> list[str]:
+    if isinstance(v, str):
+        return [p.strip() for p in _split_specs(v) if p.strip()]
+    if isinstance(v, (list, tuple)) and all(isinstance(p, str) for p in v):
+        return [p.strip() for p in v]
+    raise ValueError("a list of strings")
+
+
+def _split_specs(s: str) -> list[str]:
+    """Split 'rot90;rotate:step=15' or 'rot90 rotate:step=15' (';' or whitespace; commas belong to specs)."""
+    return [p for chunk in s.split(";") for p in chunk.split()]
+
+
+def _to_gates(v: Any) -> dict[str, float]:
+    """``{"flip_rate": 0.05}`` or ``["flip_rate=0.05", ...]`` or ``"flip_rate=0.05,prob_tv=0.1"``."""
+    items: list[tuple[str, Any]]
+    if isinstance(v, Mapping):
+        items = list(v.items())
+    else:
+        parts = v.split(",") if isinstance(v, str) else v
+        if not isinstance(parts, (list, tuple)):
+            raise ValueError("METRIC=VALUE pairs")
+        items = []
+        for p in parts:
+            if not isinstance(p, str) or "=" not in p:
+                raise ValueError(f"METRIC=VALUE pairs (got {p!r})")
+            k, val = p.split("=", 1)
+            items.append((k.strip(), val.strip()))
+    out = {}
+    for k, val in items:
+        try:
+            out[str(k)] = float(val)
+        except (TypeError, ValueError):
+            raise ValueError(f"a number for {k} (got {val!r})") from None
+    return out
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    convert: Callable[[Any], Any]
+    help: str
+    is_path: bool = False
+    files_allowed: bool = True  # may a config file set it?
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in [
+        Setting("data", None, _to_str, "dataset PATH[:KEY] (.npz, .npy, .pt)", is_path=True),
+        Setting("symmetry", ["rot90", "flip"], _to_list, "symmetry specs, e.g. rot90, rotate:step=15"),
+        Setting("task", "classify", _to_str, "what the model outputs: classify"),
+        Setting("device", "auto", _to_str, "auto, cpu, cuda or cuda:N"),
+        Setting("batch_size", 256, _to_int, "model rows per call"),
+        Setting("limit", None, _to_int, "audit a seeded random subset of this many samples"),
+        Setting("seed", 0, _to_int, "seed for subsets and random group elements"),
+        Setting("out", None, _to_str, "output folder (default reports/<model-stem>/)", is_path=True),
+        Setting("fail_over", {}, _to_gates, "gates METRIC=VALUE: fail when a summary metric exceeds VALUE"),
+        Setting("input_shape", None, _to_str, "per-sample shape for flat inputs, e.g. 1x8x8"),
+        Setting("output_name", None, _to_str, "which output of a multi-output model to audit"),
+        Setting("output_kind", "auto", _to_str, "classifier outputs: auto, logits or probabilities"),
+        Setting("model_factory", None, _to_str, "module:callable that builds the architecture of a state dict"),
+        Setting("trust", False, _to_bool, "allow pickled modules and TorchScript (they run code)", files_allowed=False),
+    ]
+}
+
+CHOICES = {
+    "task": ("classify",),
+    "output_kind": ("auto", "logits", "probabilities"),
+}
+
+
+@dataclass
+class Settings:
+    """Effective values plus, for each, where it came from (``sources``) and, for values read from a
+    config file, that file's folder (``bases``; model factories are imported from there)."""
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    bases: dict[str, Path] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _unknown(key: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, SETTINGS, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(SETTINGS)}"
+    return ConfigError(f"Unknown setting {key!r} in {where}; {hint}")
+
+
+def _convert(name: str, value: Any, where: str) -> Any:
+    setting = SETTINGS[name]
+    if value is None:
+        return None
+    try:
+        out = setting.convert(value)
+    except ValueError as exc:
+        raise ConfigError(f"Setting {name!r} from {where}: expected {exc}, got {value!r}.") from None
+    if name in CHOICES and out not in CHOICES[name]:
+        raise ConfigError(f"Setting {name!r} from {where}: expected one of {', '.join(CHOICES[name])}, got {out!r}.")
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise PathNotFoundError(f"Config file {str(path)!r} does not exist; check the path given to --config.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {exc}.") from None
+
+
+def find_pyproject(start: Path) -> Path | None:
+    for folder in [start, *start.parents]:
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def sidecar_for(model: Path) -> Path:
+    name = model.name
+    stem = name[: -len(model.suffix)] if model.suffix else name
+    return model.with_name(stem + SIDECAR_SUFFIX)
+
+
+def resolve(
+    flags: Mapping[str, Any],
+    *,
+    models: list[Path] = (),
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Merge every layer into effective settings; ``flags`` holds only options the user gave (not None)."""
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else Path(cwd)
+    values = {k: s.default for k, s in SETTINGS.items()}
+    sources = {k: "default" for k in SETTINGS}
+    bases: dict[str, Path] = {}
+    files: list[Path] = []
+
+    def apply_file(table: Mapping[str, Any], where: str, base: Path) -> None:
+        for key, raw in table.items():
+            k = key.replace("-", "_")
+            if k not in SETTINGS:
+                raise _unknown(key, where)
+            if not SETTINGS[k].files_allowed:
+                raise ConfigError(f"Setting {key!r} cannot be set in {where}; pass --{key.replace('_', '-')} on the command line.")
+            value = _convert(k, raw, where)
+            if SETTINGS[k].is_path and value is not None:
+                value = _resolve_path(value, base)
+            values[k], sources[k], bases[k] = value, where, base
+
+    pyproject = find_pyproject(cwd)
+    if pyproject is not None:
+        table = read_toml(pyproject).get("tool", {}).get("eqaudit")
+        if table is not None:
+            if not isinstance(table, dict):
+                raise ConfigError(f"[tool.eqaudit] in {str(pyproject)!r} must be a table.")
+            apply_file(table, f"[tool.eqaudit] in {pyproject}", pyproject.parent)
+            files.append(pyproject)
+
+    if config_file is not None:
+        config_file = Path(config_file)
+        apply_file(read_toml(config_file), f"config {config_file}", config_file.parent.resolve())
+        files.append(config_file)
+    elif models:
+        sidecar = sidecar_for(Path(models[0]))
+        if sidecar.is_file():
+            apply_file(read_toml(sidecar), f"sidecar {sidecar}", sidecar.parent.resolve())
+            files.append(sidecar)
+
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        k = key[len(ENV_PREFIX) :].lower()
+        if k not in SETTINGS:
+            raise _unknown(k, f"environment variable {key}")
+        values[k], sources[k] = _convert(k, raw, f"environment variable {key}"), f"env {key}"
+        bases.pop(k, None)
+
+    for k, value in flags.items():
+        if value is None:
+            continue
+        if k not in SETTINGS:
+            raise _unknown(k, "options")
+        values[k], sources[k] = _convert(k, value, f"--{k.replace('_', '-')}"), f"flag --{k.replace('_', '-')}"
+        bases.pop(k, None)
+    return Settings(values, sources, bases, files)
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    """Resolve a config-file path against the file's folder, keeping a ``:KEY`` suffix (data)."""
+    p = Path(value)
+    if p.is_absolute():
+        return value
+    candidate = base / value
+    if ":" in value and not candidate.exists():
+        head, key = value.rsplit(":", 1)
+        if (base / head).exists():
+            return f"{base / head}:{key}"
+    return str(candidate)
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """``"1x8x8"`` -> (1, 8, 8)."""
+    try:
+        dims = tuple(int(p) for p in text.lower().replace("*", "x").replace(",", "x").split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise ConfigError(f"Expected --input-shape like 1x8x8 (positive integers joined by 'x'), got {text!r}.")
+    return dims

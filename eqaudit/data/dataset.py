@@ -1,0 +1,232 @@
+"""Read a dataset file once, pick a seeded subset, and hand out float32 batches on a device.
+
+Inputs keep their stored values (cast to float32; uint8 images are NOT rescaled, since the model
+may expect either range). ``x`` is (N, ...) (images (N, C, H, W), point clouds (N, P, 3)); ``y`` (N,)
+integer labels; ``classes`` (K,) names. ``.npy`` files are memory-mapped, so only the rows of a
+batch are read.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, DataError, PathNotFoundError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class Dataset:
+    path: str
+    key: str | None
+    x: np.ndarray | Tensor  # (N_total, *stored_shape), possibly memory-mapped
+    y: np.ndarray | None  # (N_total,) int64
+    classes: list[str] | None
+    indices: np.ndarray  # (N,) selected rows, ascending
+    sample_shape: tuple[int, ...]  # shape symmetries act on (after --input-shape)
+
+    @property
+    def stored_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def n_total(self) -> int:
+        return int(self.x.shape[0])
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y is not None
+
+    def take(self, positions: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
+        """Inputs at ``positions`` of the selection: (b, *sample_shape) float32 on ``device``."""
+        rows = self.indices[np.asarray(positions)]
+        raw = self.x[torch.as_tensor(rows)] if isinstance(self.x, Tensor) else self.x[rows]
+        t = torch.as_tensor(np.asarray(raw) if not isinstance(raw, Tensor) else raw).to(device=device, dtype=torch.float32)
+        if not torch.isfinite(t).all():
+            bad = int(rows[int((~torch.isfinite(t.reshape(t.shape[0], -1))).any(1).nonzero()[0])])
+            raise DataError(f"Sample {bad} of {self.path!r} contains NaN or infinite values; clean or drop it.")
+        return t.reshape(t.shape[0], *self.sample_shape)
+
+    def labels(self, positions: np.ndarray) -> Tensor | None:
+        if self.y is None:
+            return None
+        return torch.as_tensor(self.y[self.indices[np.asarray(positions)]], dtype=torch.long)
+
+    def batches(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[tuple[np.ndarray, Tensor, Tensor | None]]:
+        """Yield (positions (b,), x (b, *sample_shape), y (b,) or None) over the selection, in order."""
+        n = len(self)
+        for start in range(0, n, batch_size):
+            pos = np.arange(start, min(start + batch_size, n))
+            y = self.labels(pos)
+            yield pos, self.take(pos, device), (y.to(device) if y is not None else None)
+
+
+def split_key(spec: str) -> tuple[Path, str | None]:
+    """``data.npz:images`` -> (Path("data.npz"), "images"); a path that exists as given has no key."""
+    p = Path(spec)
+    if p.exists() or ":" not in spec:
+        return p, None
+    head, key = spec.rsplit(":", 1)
+    return Path(head), (key or None)
+
+
+def load_dataset(
+    spec: str,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    input_shape: tuple[int, ...] | None = None,
+) -> Dataset:
+    """Open ``spec`` (PATH[:KEY]) and select ``limit`` rows at random with ``seed`` (all rows if None)."""
+    path, key = split_key(spec)
+    if not path.exists():
+        raise PathNotFoundError(f"Data file {str(path)!r} does not exist; check --data.")
+    if path.is_dir():
+        x, y, classes = _read_image_folder(path)
+    else:
+        suffix = path.suffix.lower()
+        if suffix == ".npz":
+            x, y, classes = _read_npz(path, key)
+        elif suffix == ".npy":
+            x, y, classes = _read_npy(path), None, None
+        elif suffix in {".pt", ".pth"}:
+            x, y, classes = _read_pt(path, key)
+        else:
+            raise DataError(f"Unknown data file type {suffix!r} for {str(path)!r}; expected .npz, .npy, .pt or a folder of images.")
+    x, y, classes = _validate(path, x, y, classes)
+    n = int(x.shape[0])
+    if limit is not None:
+        if limit <= 0:
+            raise ConfigError(f"Expected --limit to be a positive number of samples, got {limit}.")
+    if limit is not None and limit < n:
+        indices = np.sort(np.random.default_rng(seed).permutation(n)[:limit])
+    else:
+        indices = np.arange(n)
+    stored = tuple(int(d) for d in x.shape[1:])
+    sample_shape = stored
+    if input_shape is not None:
+        if math.prod(input_shape) != math.prod(stored):
+            raise ConfigError(
+                f"Expected --input-shape with {math.prod(stored)} values per sample (data rows are {stored}), "
+                f"got {'x'.join(map(str, input_shape))} = {math.prod(input_shape)} values."
+            )
+        sample_shape = tuple(input_shape)
+    return Dataset(str(path), key, x, y, classes, indices, sample_shape)
+
+
+def _read_npz(path: Path, key: str | None):
+    try:
+        z = np.load(path, allow_pickle=False)
+        files = set(z.files)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DataError(f"{str(path)!r} is not a readable .npz archive ({exc}).") from exc
+    xkey = key or "x"
+    if xkey not in files:
+        raise DataError(f"{str(path)!r} has no array {xkey!r} (it has {sorted(files)}); name the inputs with --data {path}:KEY.")
+    try:
+        x = z[xkey]
+        y = z["y"] if "y" in files else None
+        classes = [str(c) for c in z["classes"].tolist()] if "classes" in files else None
+    except ValueError as exc:
+        raise DataError(f"{str(path)!r} stores Python objects (pickled arrays), which eqaudit does not load; save plain numeric/string arrays.") from exc
+    return x, y, classes
+
+
+def _read_npy(path: Path):
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"{str(path)!r} stores Python objects (pickled array), which eqaudit does not load; save a numeric array.") from exc
+    except OSError as exc:
+        raise DataError(f"{str(path)!r} is not a readable .npy file ({exc}).") from exc
+
+
+def _read_pt(path: Path, key: str | None):
+    import pickle
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"{str(path)!r} holds pickled Python objects, which eqaudit does not load; save a tensor or a dict of tensors.") from exc
+    except Exception as exc:
+        raise DataError(f"{str(path)!r} could not be read by torch.load ({exc}).") from exc
+    if isinstance(obj, Tensor):
+        return obj.numpy() if key is None else _fail_key(path, key)
+    if not isinstance(obj, dict):
+        raise DataError(f"{str(path)!r} holds {type(obj).__name__}; expected a tensor or a dict with keys x, y, classes.")
+    xkey = key or "x"
+    if xkey not in obj:
+        raise DataError(f"{str(path)!r} has no entry {xkey!r} (it has {sorted(map(str, obj))}); name the inputs with --data {path}:KEY.")
+    to_np = lambda v: v.numpy() if isinstance(v, Tensor) else np.asarray(v)  # noqa: E731
+    y = to_np(obj["y"]) if "y" in obj else None
+    classes = [str(c) for c in obj["classes"]] if "classes" in obj else None
+    return to_np(obj[xkey]), y, classes
+
+
+def _fail_key(path: Path, key: str):
+    raise DataError(f"{str(path)!r} holds a single tensor, so it has no key {key!r}; drop ':{key}' from --data.")
+
+
+def _read_image_folder(path: Path):
+    """One sub-folder per class; all images the same size; grayscale stays 1 channel, others RGB; /255."""
+    from PIL import Image, UnidentifiedImageError
+
+    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"Folder {str(path)!r} has no class sub-folders; expected one sub-folder of images per class.")
+    files, labels = [], []
+    for k, d in enumerate(class_dirs):
+        for f in sorted(d.iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(k)
+    if not files:
+        raise DataError(f"Folder {str(path)!r} has class sub-folders but no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    imgs = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                imgs.append(im.copy())
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"Image {str(f)!r} could not be read ({exc}).") from exc
+    gray = all(im.mode in ("L", "1", "I;16", "I") for im in imgs)
+    arrays = [np.asarray(im.convert("L" if gray else "RGB"), dtype=np.float32) / 255.0 for im in imgs]
+    sizes = {a.shape for a in arrays}
+    if len(sizes) > 1:
+        raise DataError(f"Images in {str(path)!r} have different sizes {sorted(sizes)[:4]}; resize them to one size first.")
+    x = np.stack(arrays)
+    x = x[:, None] if gray else x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x), np.asarray(labels, dtype=np.int64), [d.name for d in class_dirs]
+
+
+def _validate(path: Path, x, y, classes):
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"Inputs in {str(path)!r} have dtype {x.dtype}; expected a numeric array.")
+    if x.ndim < 2:
+        raise DataError(f"Inputs in {str(path)!r} have shape {tuple(x.shape)}; expected (N, ...) with one row per sample.")
+    if x.shape[0] == 0:
+        raise DataError(f"{str(path)!r} holds no samples (shape {tuple(x.shape)}).")
+    if y is not None:
+        y = np.asarray(y)
+        if y.dtype.kind not in "iu":
+            if y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):
+                y = y.astype(np.int64)
+            else:
+                raise DataError(f"Labels y in {str(path)!r} have dtype {y.dtype}; expected integer class indices.")
+        if y.shape != (x.shape[0],):
+            raise DataError(f"Labels y in {str(path)!r} have shape {tuple(y.shape)}; expected ({x.shape[0]},), one per sample.")
+        if (y < 0).any():
+            raise DataError(f"Labels y in {str(path)!r} include {int(y.min())}; expected class indices >= 0.")
+        y = y.astype(np.int64)
+    return x, y, classes

@@ -1,0 +1,107 @@
+"""ONNX adapter: an onnxruntime session on the provider that --device asks for, checked after creation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ConfigError, ModelLoadError, ModelRunError
+from .base import AdapterInfo, sha256_of
+from .batching import call_fixed_batch
+from .sniff import check_not_foreign
+
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+
+
+class OnnxAdapter:
+    """Feeds float batches to one ONNX input and returns one named output as a torch tensor."""
+
+    supports_autograd = False
+
+    def __init__(self, session, info: AdapterInfo, device: torch.device, input_name: str, input_dtype, fixed_batch):
+        self.session = session
+        self.info = info
+        self.device = device
+        self.input_name = input_name
+        self.input_dtype = input_dtype
+        self.fixed_batch = fixed_batch
+
+    def _run(self, batch: Tensor) -> Tensor:
+        arr = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy().astype(self.input_dtype, copy=False))
+        try:
+            (out,) = self.session.run([self.info.output_name], {self.input_name: arr})
+        except Exception as exc:
+            raise ModelRunError(
+                f"onnxruntime failed on a batch of shape {tuple(arr.shape)}: {str(exc).splitlines()[0]}; "
+                "check --input-shape and that the data matches the model's input."
+            ) from exc
+        return torch.from_numpy(np.asarray(out)).to(self.device)
+
+    def __call__(self, batch: Tensor) -> Tensor:
+        return call_fixed_batch(self._run, batch, self.fixed_batch)
+
+
+def providers_for(device: torch.device) -> list:
+    """Execution providers for ``device``: CUDA first (with its device id) when asked, CPU always last."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise ConfigError(
+                f"--device {device} needs onnxruntime's CUDAExecutionProvider, but this onnxruntime offers {available}; "
+                "install onnxruntime-gpu or use --device cpu."
+            )
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def load_onnx(path: Path, device: torch.device, *, output_name: str | None = None) -> OnnxAdapter:
+    import onnxruntime as ort
+
+    path = Path(path)
+    check_not_foreign(path, "an ONNX model", "export the model with torch.onnx.export")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers_for(device))
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelLoadError(f"{str(path)!r} is not a loadable ONNX model (onnxruntime: {msg}); it may be truncated or corrupt.") from exc
+    info = AdapterInfo(str(path), "onnx", "onnx", sha256_of(path), str(device))
+    active = session.get_providers()
+    if device.type == "cuda" and active[0] != "CUDAExecutionProvider":
+        raise ModelLoadError(
+            f"onnxruntime could not start the CUDA provider for {str(path)!r} (active: {active}); "
+            "check the CUDA/cuDNN install or use --device cpu."
+        )
+    info.notes.append(f"onnxruntime providers: {', '.join(active)}")
+
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelLoadError(
+            f"{str(path)!r} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); eqaudit feeds exactly one tensor."
+        )
+    inp = inputs[0]
+    if inp.type not in ORT_DTYPES:
+        raise ModelLoadError(f"{str(path)!r} input {inp.name!r} has type {inp.type}; expected a float tensor.")
+    outputs = session.get_outputs()
+    info.output_names = [o.name for o in outputs]
+    if output_name is not None:
+        if output_name not in info.output_names:
+            raise ConfigError(f"--output-name {output_name!r} is not an output of {str(path)!r}; its outputs are {info.output_names}.")
+        info.output_name = output_name
+    else:
+        floats = [o.name for o in outputs if o.type in ORT_DTYPES]
+        if not floats:
+            raise ModelLoadError(f"{str(path)!r} has no float output (outputs: {info.output_names}).")
+        info.output_name = floats[0]
+        if len(outputs) > 1:
+            info.notes.append(f"using output {floats[0]!r} of {info.output_names}; pick another with --output-name")
+    fixed = inp.shape[0] if inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
+    if fixed is not None:
+        info.notes.append(f"input {inp.name!r} has a fixed batch size of {fixed}; called in slices of {fixed}")
+    return OnnxAdapter(session, info, device, inp.name, ORT_DTYPES[inp.type], fixed)

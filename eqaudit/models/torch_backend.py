@@ -1,0 +1,194 @@
+"""PyTorch adapters: state dicts with a factory, torch.export programs, and (with --trust) pickles and TorchScript."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError, ModelLoadError, ModelRunError
+from .base import AdapterInfo, sha256_of
+from .batching import call_fixed_batch
+from .factory import resolve_factory
+from .sniff import ZIP_MAGIC, check_not_foreign, zip_kind
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights", "ema")
+PREFIXES = ("module.", "_orig_mod.")
+
+
+class TorchAdapter:
+    """Runs an ``nn.Module`` (or an exported program's module) in inference mode on one device."""
+
+    supports_autograd = True
+
+    def __init__(self, module: Any, info: AdapterInfo, device: torch.device, fixed_batch: int | None = None):
+        self.module = module
+        self.info = info
+        self.device = device
+        self.fixed_batch = fixed_batch
+
+    def forward(self, batch: Tensor) -> Tensor:
+        """Differentiable call (no inference mode), for Lie derivatives and per-layer attribution."""
+        return self._pick(self.module(batch))
+
+    def __call__(self, batch: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return call_fixed_batch(self.forward, batch.to(self.device), self.fixed_batch)
+
+    def _pick(self, out: Any) -> Tensor:
+        name = self.info.output_name
+        if isinstance(out, Tensor):
+            return out
+        if isinstance(out, dict):
+            if name is None:
+                name = next(iter(out))
+            if name not in out:
+                raise ConfigError(f"--output-name {name!r} is not an output of the model; it returns {sorted(out)}.")
+            return out[name]
+        if isinstance(out, (tuple, list)):
+            idx = int(name) if name is not None and str(name).isdigit() else 0
+            if idx >= len(out):
+                raise ConfigError(f"--output-name {name!r}: the model returns {len(out)} outputs; use 0..{len(out) - 1}.")
+            return out[idx]
+        raise ModelRunError(f"The model returned {type(out).__name__}; expected a tensor, a tuple or a dict of tensors.")
+
+
+def load_torch(
+    path: Path,
+    device: torch.device,
+    *,
+    factory: str | None = None,
+    search_dirs: list[Path] | None = None,
+    trust: bool = False,
+    output_name: str | None = None,
+) -> TorchAdapter:
+    """Load ``path`` as safely as its format allows (see the module docstring) and move it to ``device``."""
+    path = Path(path)
+    first = check_not_foreign(path, "a PyTorch model file", "pass a .pt/.pth state dict, a .pt2 export or an .onnx file")
+    kind = zip_kind(path) if first.startswith(ZIP_MAGIC) else ("pickle" if first[:1] == b"\x80" else None)
+    if kind is None:
+        raise ModelLoadError(
+            f"{str(path)!r} is not a PyTorch file (no zip archive or pickle header; it starts with {first[:8]!r}); "
+            "it may be truncated or in another format."
+        )
+    sha = sha256_of(path)
+    search_dirs = list(search_dirs or []) + [path.parent]
+    if kind == "export":
+        return _load_export(path, device, sha, output_name)
+    if kind == "torchscript":
+        if not trust:
+            raise ModelLoadError(
+                f"{str(path)!r} is TorchScript, which runs code from the file when loaded; "
+                "pass --trust if you vouch for it, or export it with torch.export (.pt2) or to ONNX."
+            )
+        try:
+            module = torch.jit.load(str(path), map_location=device)
+        except Exception as exc:
+            raise ModelLoadError(f"Loading TorchScript {str(path)!r} failed: {exc}") from exc
+        info = AdapterInfo(str(path), "torch", "torchscript", sha, str(device), output_name)
+        return TorchAdapter(module.eval(), info, device)
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        fmt = "state_dict"
+    except pickle.UnpicklingError as exc:
+        if not trust:
+            raise ModelLoadError(
+                f"{str(path)!r} holds pickled Python objects (a whole module?), which can run code when loaded; "
+                "pass --trust if you vouch for the file, or save a state_dict and pass --model-factory."
+            ) from exc
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:
+            raise ModelLoadError(f"Loading {str(path)!r} with --trust failed: {exc2}") from exc2
+        fmt = "pickle"
+    except Exception as exc:
+        raise ModelLoadError(f"{str(path)!r} could not be read by torch.load ({exc}); it may be truncated or corrupt.") from exc
+
+    if isinstance(obj, nn.Module):
+        module = obj
+        fmt = "pickle"
+    else:
+        state = _unwrap_state_dict(obj, path)
+        if factory is None:
+            raise ConfigError(
+                f"{str(path)!r} is a state dict ({len(state)} tensors) without its architecture; "
+                "pass --model-factory module:callable (or set model_factory in the sidecar MODEL.eqaudit.toml)."
+            )
+        build = resolve_factory(factory, search_dirs)
+        try:
+            module = build()
+        except Exception as exc:
+            raise ModelLoadError(f"Calling model factory {factory!r} failed: {exc!r}") from exc
+        if not isinstance(module, nn.Module):
+            raise ModelLoadError(f"Model factory {factory!r} returned {type(module).__name__}, expected a torch.nn.Module.")
+        _load_state(module, state, path, factory)
+    info = AdapterInfo(str(path), "torch", fmt, sha, str(device), output_name)
+    return TorchAdapter(module.to(device).eval(), info, device)
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
+    if isinstance(obj, dict):
+        for key in WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+                obj = inner
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ModelLoadError(
+            f"{str(path)!r} holds {type(obj).__name__}, not a state dict of tensors (also looked under "
+            f"{', '.join(WRAPPER_KEYS)}); save model.state_dict(), or the whole module and pass --trust."
+        )
+    state = dict(obj)
+    for prefix in PREFIXES:
+        torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, prefix)
+    return state
+
+
+def _load_state(module: nn.Module, state: dict[str, Tensor], path: Path, factory: str) -> None:
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise ModelLoadError(
+            f"Weights in {str(path)!r} do not fit the architecture from {factory!r}: {' '.join(first[:3])}"
+        ) from None
+    if missing or unexpected:
+        def few(keys):
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"missing keys {few(list(missing))}")
+        if unexpected:
+            parts.append(f"unexpected keys {few(list(unexpected))}")
+        raise ModelLoadError(
+            f"Weights in {str(path)!r} do not match {factory!r}: {'; '.join(parts)}; check that the factory builds the trained architecture."
+        )
+
+
+def _load_export(path: Path, device: torch.device, sha: str, output_name: str | None) -> TorchAdapter:
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as exc:
+        raise ModelLoadError(f"{str(path)!r} could not be loaded with torch.export.load: {exc}") from exc
+    fixed = None
+    user_inputs = list(ep.graph_signature.user_inputs)
+    if len(user_inputs) != 1:
+        raise ModelLoadError(f"{str(path)!r} takes {len(user_inputs)} inputs {user_inputs}; eqaudit feeds exactly one tensor.")
+    for node in ep.graph.nodes:
+        if node.op == "placeholder" and node.name == user_inputs[0]:
+            val = node.meta.get("val")
+            if val is not None and isinstance(val.shape[0], int):
+                fixed = int(val.shape[0])
+    if device.type != "cpu":
+        from torch.export.passes import move_to_device_pass
+
+        ep = move_to_device_pass(ep, device)
+    info = AdapterInfo(str(path), "torch", "export", sha, str(device), output_name)
+    if fixed is not None:
+        info.notes.append(f"exported with a fixed batch size of {fixed}; called in slices of {fixed}")
+    return TorchAdapter(ep.module(), info, device, fixed_batch=fixed)
