@@ -14,12 +14,12 @@ from .config import Settings, parse_input_shape, resolve
 from .data import Dataset, load_dataset
 from .errors import ConfigError
 from .gates import check_gate_metrics, evaluate_gates
-from .metrics import summarize_classify
 from .models import ReshapedInput, load_model, resolve_device
 from .report.io import write_bytes_atomic
 from .result import ORBITS_FILE, AuditResult, DataInfo, ModelInfo, SymmetryResult
 from .sweep import Progress, SweepOutput, sweep
 from .symmetries import Symmetry, parse_symmetry
+from .tasks import Task, get_task
 
 WORST_SAMPLES = 8
 
@@ -64,7 +64,8 @@ def run_scan(
     dataset = load_dataset(settings.data, limit=settings.limit, seed=settings.seed, input_shape=input_shape)
     for sym in symmetries:
         sym.check_input(dataset.sample_shape)
-    check_gate_metrics(settings.fail_over, dataset.has_labels)
+    task = get_task(settings.task)
+    check_gate_metrics(settings.fail_over, dataset.has_labels, task.label_metrics)
     out_dir = Path(settings.out) if settings.out else default_out(models)
     factory_dirs = [settings.bases["model_factory"]] if "model_factory" in settings.bases else []
 
@@ -102,7 +103,8 @@ def run_scan(
             output_name=settings.output_name,
         )
         model = ReshapedInput(adapter, dataset.stored_shape) if input_shape is not None else adapter
-        swept = sweep(model, dataset, symmetries, batch_size=settings.batch_size, output_kind=settings.output_kind, progress=progress)
+        swept = sweep(model, dataset, symmetries, task, batch_size=settings.batch_size, output_kind=settings.output_kind,
+                      seed=settings.seed, progress=progress)
         result.models.append(
             ModelInfo(
                 path=str(path),
@@ -115,7 +117,7 @@ def run_scan(
                 notes=list(adapter.info.notes),
             )
         )
-        _add_symmetries(result, orbits, m, symmetries, swept, dataset, settings.fail_over)
+        _add_symmetries(result, orbits, m, symmetries, swept, dataset, task, settings)
         t = result.timing
         t["seconds"] += swept.seconds
         t["model_seconds"] += swept.model_seconds
@@ -129,15 +131,15 @@ def run_scan(
     return result, out_dir
 
 
-def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepOutput, dataset: Dataset, fail_over) -> None:
+def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepOutput, dataset: Dataset, task: Task, settings) -> None:
     for sym, table in zip(symmetries, swept.tables):
         j = len(result.symmetries)
-        summary, per_element = summarize_classify(table, sym.identity_index)
+        summary, per_element = task.summarize(table, sym.identity_index)
         elements = sym.elements.tolist()
         for e, row in enumerate(per_element):
             row["element"] = elements[e]
             row["label"] = sym.labels[e]
-        gates = evaluate_gates(summary, fail_over)
+        gates = evaluate_gates(summary, settings.fail_over)
         desc = sym.describe()
         result.symmetries.append(
             SymmetryResult(
@@ -154,21 +156,22 @@ def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepO
                 labels=list(sym.labels),
                 summary=summary,
                 per_element=per_element,
+                task=task.name,
                 gates=gates,
                 passed=all(g.passed for g in gates),
             )
         )
         for key, arr in table.items():
             orbits[f"s{j}.{key}"] = arr
-        worst = _worst(table, sym.identity_index)
+        worst = _worst(table, sym.identity_index, task.main_metric)
         orbits[f"s{j}.worst_index"] = worst
         orbits[f"s{j}.worst_x"] = dataset.take(worst).numpy()
 
 
-def _worst(table: dict[str, np.ndarray], identity_index: int, k: int = WORST_SAMPLES) -> np.ndarray:
-    """Rows of the orbit table ranked worst first by orbit-mean probability shift (ties: flips)."""
-    tv = np.delete(table["prob_tv"], identity_index, axis=1) if table["prob_tv"].shape[1] > 1 else table["prob_tv"]
-    score = tv.mean(1) + table["flipped"].mean(1)
+def _worst(table: dict[str, np.ndarray], identity_index: int, metric: str, k: int = WORST_SAMPLES) -> np.ndarray:
+    """Rows of the orbit table ranked worst first by the orbit mean of the task's main metric (plus flips)."""
+    err = np.delete(table[metric], identity_index, axis=1) if table[metric].shape[1] > 1 else table[metric]
+    score = err.mean(1) + (table["flipped"].mean(1) if "flipped" in table else 0.0)
     return np.argsort(-score, kind="stable")[:k].astype(np.int64)
 
 

@@ -36,7 +36,9 @@ def _fail(exc: BaseException) -> None:
     if State.verbose:
         err.print_exception(show_locals=False)
     code = exc.exit_code if isinstance(exc, EqauditError) else EXIT_RUNTIME
-    text = str(exc) if isinstance(exc, EqauditError) else f"{type(exc).__name__}: {exc}"
+    text = str(exc) if isinstance(exc, EqauditError) else (
+        f"unexpected {type(exc).__name__}: {exc} (a bug in eqaudit? re-run with --verbose for the traceback)"
+    )
     err.print(f"[bold red]error:[/] {text}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -118,15 +120,16 @@ def scan(
                     bar.update(task_id, completed=done, total=total, description=f"sweeping {what}")
 
                 result, folder = run_scan(models, settings, progress=_per_model(progress, len(models)))
-    except EqauditError as exc:
-        _fail(exc)
     except KeyboardInterrupt:
         err.print("interrupted; results of models already finished are in the output folder")
         raise typer.Exit(130)
-    _render_report(result, folder, quiet)
+    except Exception as exc:
+        _fail(exc)
     if not quiet:
         print_summary(result)
-        out.print(f"wrote {folder / 'result.json'}")
+    html = _render_report(result, folder)
+    if not quiet:
+        out.print(f"wrote {folder / 'result.json'} and {html}")
     _print_verdict(result)
     raise typer.Exit(EXIT_PASS if result.passed else EXIT_GATE_FAILED)
 
@@ -144,15 +147,13 @@ def _per_model(progress, n_models: int):
     return wrapped
 
 
-def _render_report(result, folder: Path, quiet: bool) -> None:
-    """HTML and plots, when the report package provides them (the JSON is already written)."""
+def _render_report(result, folder: Path) -> Path:
+    """HTML and plots beside the JSON (already written, so a failure here loses no measurement)."""
+    from .report import render
+
     try:
-        from .report import render
-    except ImportError:
-        return
-    try:
-        render(result, folder)
-    except EqauditError as exc:
+        return render(result, folder, source=folder)
+    except Exception as exc:
         _fail(exc)
 
 
@@ -162,6 +163,26 @@ def _print_verdict(result) -> None:
         err.print(f"[red]gate failed:[/] {Path(result.models[s.model].path).name} {s.spec}: {g.describe()}", highlight=False)
     if any(s.gates for s in result.symmetries):
         out.print("[green]all gates passed[/]" if not failed else f"[red]{len(failed)} gate(s) failed[/]")
+
+
+@app.command()
+def report(
+    result_file: Annotated[Path, typer.Argument(metavar="RESULT.json", help="a result.json written by scan")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: the result's folder]")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="tracebacks on errors")] = False,
+) -> None:
+    """Re-render plots and the HTML report from a saved result (no model or data needed)."""
+    from .report import render
+    from .result import AuditResult
+
+    State.verbose = verbose
+    try:
+        result = AuditResult.load(result_file)
+        folder = out_dir or result_file.parent
+        html = render(result, folder, source=result_file.parent)
+    except Exception as exc:
+        _fail(exc)
+    out.print(f"wrote {html}")
 
 
 @app.command()
@@ -182,7 +203,7 @@ def compare(
 
             raise ConfigError(f"Expected --tolerance >= 0, got {tolerance}.")
         comparison = compare_results(AuditResult.load(base), AuditResult.load(new), tolerance)
-    except EqauditError as exc:
+    except Exception as exc:
         _fail(exc)
     table = Table(title="eqaudit compare", title_justify="left")
     for col in ["model", "symmetry", "metric", "base", "new", ""]:

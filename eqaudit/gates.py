@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .metrics import DIRECTION, LABEL_METRICS
+from .metrics import DIRECTION
 from .result import AuditResult, Gate
 
 
-def check_gate_metrics(fail_over: dict[str, float], has_labels: bool) -> None:
+def check_gate_metrics(fail_over: dict[str, float], has_labels: bool, label_metrics: frozenset[str] = frozenset()) -> None:
     """Reject gates on unknown metrics, or on label metrics when the data has no labels."""
     for metric in fail_over:
         if metric not in DIRECTION:
@@ -18,7 +18,7 @@ def check_gate_metrics(fail_over: dict[str, float], has_labels: bool) -> None:
             close = difflib.get_close_matches(metric, DIRECTION, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(sorted(DIRECTION))}"
             raise ConfigError(f"Unknown gate metric {metric!r} in --fail-over; {hint}")
-        if metric in LABEL_METRICS and not has_labels:
+        if metric in label_metrics and not has_labels:
             raise ConfigError(f"Gate on {metric!r} needs labels, but the data has no 'y'; drop the gate or add labels.")
 
 

@@ -26,8 +26,6 @@ DIRECTION: dict[str, int] = {
     "level": +1,
 }
 
-CLASSIFY_METRICS = ("flip_rate", "prob_tv", "accuracy", "worst_case_accuracy", "true_class_prob")
-LABEL_METRICS = {"accuracy", "clean_accuracy", "worst_case_accuracy", "true_class_prob"}
 
 
 def looks_like_probabilities(out: Tensor) -> bool:
@@ -44,6 +42,11 @@ def to_probabilities(out: Tensor, kind: str) -> Tensor:
     return torch.softmax(out, dim=-1)
 
 
+def prob_tv(p: Tensor, q: Tensor) -> Tensor:
+    """Total-variation distance between probability rows: (..., K), (..., K) -> (...), in [0, 1]."""
+    return 0.5 * (p - q).abs().sum(-1)
+
+
 def classify_per_sample(p_ref: Tensor, p: Tensor, y: Tensor | None) -> dict[str, Tensor]:
     """Per-(element, sample) classifier metrics.
 
@@ -53,7 +56,7 @@ def classify_per_sample(p_ref: Tensor, p: Tensor, y: Tensor | None) -> dict[str,
     """
     pred = p.argmax(-1)
     out = {
-        "prob_tv": 0.5 * (p - p_ref.unsqueeze(0)).abs().sum(-1),
+        "prob_tv": prob_tv(p, p_ref.unsqueeze(0)),
         "flipped": pred != p_ref.argmax(-1).unsqueeze(0),
         "pred": pred,
     }

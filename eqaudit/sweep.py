@@ -4,7 +4,9 @@ Loop structure (no per-sample or per-element Python loops): for each symmetry, d
 batches of B = max(1, batch_size // E) samples, so each model call carries about ``batch_size`` rows
 (E elements x B samples). Per batch the reference f(x) is evaluated separately (so the identity
 element, evaluated inside the orbit batch, reads the float noise of the pipeline: the exact floor).
-Per-sample metrics go straight into (N, E) arrays; raw outputs are never kept.
+Per-sample metrics go straight into (N, E) arrays; raw outputs are never kept, except the converted
+reference outputs of a seeded subset (at most NULL_SAMPLES) from which the null is measured.
+How outputs are compared is the Task's business (eqaudit.tasks); this module only schedules.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from torch import Tensor
 
 from .data import Dataset
 from .errors import DataError, EqauditError, ModelRunError
-from .metrics import classify_per_sample, looks_like_probabilities, to_probabilities
 from .symmetries import Symmetry
+from .tasks import Task
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
@@ -90,20 +92,39 @@ class ModelCaller:
 class SweepOutput:
     tables: list[dict[str, np.ndarray]]  # per symmetry: metric -> (N, E)
     output_kind: str
-    n_classes: int
     seconds: float
     model_seconds: float
     model_evals: int
+    null: np.ndarray | None = None  # (M,) main metric between reference outputs of different inputs
+    null_positions: np.ndarray | None = None  # (M,) selection positions the null was measured on
     notes: list[str] = field(default_factory=list)
+
+
+NULL_SAMPLES = 512
+
+
+def null_pairs(n: int, seed: int, m: int = NULL_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded pairs of *different* selection positions (a, b), at most ``m`` of them: each sample of a
+    random subset is paired with the next one in a random cycle, so no sample is paired with itself."""
+    if n < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed + 7919)
+    a = np.sort(rng.choice(n, size=min(n, m), replace=False)) if n > m else np.arange(n)
+    order = rng.permutation(len(a))
+    b = np.empty_like(a)
+    b[order] = a[np.roll(order, -1)]
+    return a, b
 
 
 def sweep(
     model,
     dataset: Dataset,
     symmetries: list[Symmetry],
+    task: Task,
     *,
     batch_size: int = 256,
     output_kind: str = "auto",
+    seed: int = 0,
     progress: Progress | None = None,
 ) -> SweepOutput:
     """Measure every symmetry on every selected sample; see the module docstring."""
@@ -112,34 +133,42 @@ def sweep(
     n = len(dataset)
     total = n * len(symmetries)
     done = 0
-    kind = None if output_kind == "auto" else output_kind
-    n_classes = 0
+    kind: str | None = None
+    null_a, null_b = null_pairs(n, seed)
+    wanted = np.zeros(n, dtype=bool)
+    wanted[null_a] = True
+    kept_refs: dict[int, Tensor] = {}  # selection position -> converted reference output (for the null)
     tables: list[dict[str, np.ndarray]] = []
     t_start = time.perf_counter()
     with torch.inference_mode():
-        for sym in symmetries:
+        for si, sym in enumerate(symmetries):
             elements = sym.elements.to(device)
+            identity = elements[sym.identity_index : sym.identity_index + 1]
             e_total = sym.n_elements
             per_batch = max(1, batch_size // e_total)
             e_chunk = min(e_total, max(1, batch_size // per_batch))
             table: dict[str, np.ndarray] = {}
             for pos, x, y in dataset.batches(per_batch, device):
-                ref = caller(x)
+                raw = caller(x)
                 if kind is None:
-                    _check_classifier_output(ref, x)
-                    kind = "probabilities" if looks_like_probabilities(ref) else "logits"
-                if not n_classes:
-                    n_classes = _check_classifier_output(ref, x)
-                    _check_labels(dataset, n_classes)
-                p_ref = to_probabilities(ref, kind)
+                    task.check_output(raw, x)
+                    _check_finite(raw)
+                    kind = task.setup(raw, output_kind)
+                    _check_labels(dataset, raw, task)
+                ref = task.convert(raw)
+                if si == 0 and wanted[pos].any():
+                    for i in np.nonzero(wanted[pos])[0]:
+                        kept_refs[int(pos[i])] = ref[int(i)].cpu()
                 for start in range(0, e_total, e_chunk):
                     sl = slice(start, min(start + e_chunk, e_total))
                     el = elements[sl]
-                    values = _measure(caller, sym, x, el, p_ref, y, kind)
+                    values = task.compare(ref, _evaluate(caller, task, sym.act(x, el)), sym, el, x, y)
                     if not sym.exact:
-                        back = _evaluate(caller, sym.round_trip(x, el), kind)
-                        floor = classify_per_sample(p_ref, back, None)
-                        values["floor"], values["floor_flipped"] = floor["prob_tv"], floor["flipped"]
+                        back = _evaluate(caller, task, sym.round_trip(x, el))
+                        ident = identity.expand(back.shape[0], -1)
+                        floor = task.compare(ref, back, sym, ident, x, None)
+                        for key, target in task.floor_keys().items():
+                            values[target] = floor[key]
                     for key, v in values.items():
                         arr = table.get(key)
                         if arr is None:
@@ -149,20 +178,20 @@ def sweep(
                 if progress is not None:
                     progress(done, total, sym.spec)
             tables.append(table)
+        null = None
+        if len(null_a):
+            ra = torch.stack([kept_refs[int(i)] for i in null_a])
+            rb = torch.stack([kept_refs[int(i)] for i in null_b])
+            null = task.null(ra, rb).cpu().numpy().astype(np.float64)
     seconds = time.perf_counter() - t_start
-    return SweepOutput(tables, kind or "logits", n_classes, seconds, caller.seconds, caller.evals)
+    return SweepOutput(tables, kind or "raw", seconds, caller.seconds, caller.evals, null, null_a)
 
 
-def _evaluate(caller: ModelCaller, xg: Tensor, kind: str) -> Tensor:
-    """xg (E, B, ...) -> probabilities (E, B, K) with one model call."""
+def _evaluate(caller: ModelCaller, task: Task, xg: Tensor) -> Tensor:
+    """xg (E, B, ...) -> converted outputs (E, B, ...) with one model call."""
     e, b = xg.shape[:2]
     out = caller(xg.reshape(e * b, *xg.shape[2:]))
-    return to_probabilities(out.reshape(e, b, *out.shape[1:]), kind)
-
-
-def _measure(caller, sym: Symmetry, x: Tensor, el: Tensor, p_ref: Tensor, y, kind: str) -> dict[str, Tensor]:
-    p = _evaluate(caller, sym.act(x, el), kind)
-    return classify_per_sample(p_ref, p, y)
+    return task.convert(out.reshape(e, b, *out.shape[1:]))
 
 
 def _np_dtype(v: Tensor):
@@ -173,18 +202,16 @@ def _np_dtype(v: Tensor):
     return np.float32  # relative precision 6e-8 is plenty, and halves the table
 
 
-def _check_classifier_output(out: Tensor, x: Tensor) -> int:
-    if out.ndim != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2:
-        raise ModelRunError(
-            f"Expected classifier outputs of shape (B, K) with K >= 2 for a batch of {x.shape[0]}, got {tuple(out.shape)}; "
-            "pick another output with --output-name, or check the task."
-        )
+def _check_finite(out: Tensor) -> None:
     if not torch.isfinite(out).all():
         raise ModelRunError("The model returned NaN or infinite outputs on the unmodified data; check the model and the input range.")
-    return int(out.shape[1])
 
 
-def _check_labels(dataset: Dataset, n_classes: int) -> None:
+def _check_labels(dataset: Dataset, raw: Tensor, task: Task) -> None:
+    """Labels index classes: for classifiers they must lie in 0..K-1 and match the class names."""
+    if task.name != "classify":
+        return
+    n_classes = int(raw.shape[1])
     if dataset.y is not None:
         top = int(dataset.y[dataset.indices].max())
         if top >= n_classes:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..errors import SymmetryError
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -59,6 +61,26 @@ class Symmetry(ABC):
     @property
     def n_elements(self) -> int:
         return int(self.elements.shape[0])
+
+    def check_input(self, sample_shape: tuple[int, ...]) -> None:
+        """Raise SymmetryError when this symmetry cannot act on one sample of ``sample_shape`` (no batch axis).
+
+        The default checks the domain's rank: (C, H, W) for ``"image"``, (P, 3) for ``"points"``; other
+        domains accept anything. Subclasses add their own conditions (square images, shifts smaller
+        than the image) and should call ``super().check_input(sample_shape)`` first.
+        """
+        shape = tuple(int(s) for s in sample_shape)
+        if self.domain == "image" and len(shape) != 3:
+            raise SymmetryError(
+                f"Expected images of shape (C, H, W) for symmetry '{self.spec}', got one sample of shape {shape}, "
+                "do reshape flat inputs with --input-shape CxHxW (e.g. --input-shape 1x28x28) or pick a symmetry "
+                "for this kind of data (see `eqaudit symmetries`)"
+            )
+        if self.domain == "points" and (len(shape) != 2 or shape[-1] != 3):
+            raise SymmetryError(
+                f"Expected point clouds of shape (P, 3) for symmetry '{self.spec}', got one sample of shape {shape}, "
+                "do pass (N, P, 3) data or pick a symmetry for this kind of data (see `eqaudit symmetries`)"
+            )
 
     @abstractmethod
     def apply(self, x: Tensor, elements: Tensor) -> Tensor:

@@ -1,0 +1,684 @@
+"""Symmetries acting on images x (B, C, H, W): rot90, flip, d4, translate (exact) and rotate, scale (resampled).
+
+Conventions every caller can rely on:
+
+- Rows go down (y down), columns go right. A positive angle, and rot90 k=1, is counter-clockwise as
+  displayed: exactly ``torch.rot90(img, k=1, dims=(-2, -1))``. ``flip:axis=h`` mirrors left-right
+  (flips W), ``flip:axis=v`` mirrors top-bottom (flips H). ``translate`` shifts content by dx pixels to
+  the right and dy pixels down, like ``torch.roll(img, (dy, dx), dims=(-2, -1))``.
+- Exact actions (rot90, flip, d4, translate, and rotate at multiples of 90 degrees, scale at 1) are
+  pixel permutations: one ``torch.gather`` with an (E, H*W) source index, cached per
+  (H, W, device, elements). Their results are bit-identical to the torch reference ops.
+- Resampled actions (rotate, scale) use bilinear ``grid_sample`` on an s-times supersampled output
+  grid (s = 2 for rotate; for scale s = ceil(1 / min zoom), between 2 and 4) followed by an s x s area
+  average (``avg_pool2d``): a box pre-filter that keeps downscaling from aliasing and never
+  overshoots the input range (unlike bicubic). Padding is zero; ``mask`` marks output pixels all of
+  whose sub-samples lie inside the hull of source pixel centres, so no padding is blended in.
+- Images must be square for rot90, d4 and rotate (``check_input`` says so before a sweep).
+- ``vector_matrix(elements)`` -> (E, 2, 2): how a displacement (u right, v down) attached to the
+  image turns under each element (for flow-field outputs).
+
+Shapes: E elements, D parameters per element, B batch, C channels, H rows, W columns.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from collections import OrderedDict
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import SymmetryError
+from .base import ParamSpec, Symmetry
+from .catalogue import format_spec, register, resolve_params
+
+MAX_ELEMENTS = 100_000
+_ANGLE_TOL = 1e-9  # degrees: angles this close to a multiple of 90 take the exact path
+_LOG_TOL = 1e-12  # log2 zoom this close to 0 is the identity
+_CACHE_SIZE = 16
+
+# cos and sin of k * 90 degrees, exactly
+_COS90 = torch.tensor([1, 0, -1, 0], dtype=torch.int64)
+_SIN90 = torch.tensor([0, 1, 0, -1], dtype=torch.int64)
+
+
+def _doubled_coords(h: int, w: int) -> tuple[Tensor, Tensor]:
+    """Pixel-centre coordinates relative to the image centre, doubled so they are integers:
+    V (H, W) = 2i - (H - 1) (down), U (H, W) = 2j - (W - 1) (right)."""
+    v = (2 * torch.arange(h, dtype=torch.int64) - (h - 1)).view(h, 1).expand(h, w)
+    u = (2 * torch.arange(w, dtype=torch.int64) - (w - 1)).view(1, w).expand(h, w)
+    return v, u
+
+
+def _dihedral_source(k: Tensor, f: Tensor, flip_axis: str, h: int, w: int) -> tuple[Tensor, Tensor]:
+    """Source pixel (row, col), each (E, H, W) int64, of every output pixel of rot90^k o flip^f (flip first).
+
+    k (E,) int64 in 0..3, f (E,) bool. Output pixel p shows input pixel flip(R_k^-1 p); with doubled
+    centred coordinates R_k^-1 maps (U, V) to (c U - s V, s U + c V), c, s = cos, sin of k * 90 deg,
+    which is torch.rot90's convention (k=1: out[i, j] = in[j, W-1-i]).
+    """
+    v, u = _doubled_coords(h, w)
+    c = _COS90[k].view(-1, 1, 1)
+    s = _SIN90[k].view(-1, 1, 1)
+    us = c * u - s * v
+    vs = s * u + c * v
+    flip = f.view(-1, 1, 1)
+    if flip_axis == "h":
+        us = torch.where(flip, -us, us)
+    else:
+        vs = torch.where(flip, -vs, vs)
+    return (vs + (h - 1)) // 2, (us + (w - 1)) // 2
+
+
+def _square_message(spec: str, h: int, w: int) -> str:
+    return (
+        f"Expected square images (H == W) for symmetry '{spec}', got H={h}, W={w}, "
+        "do crop or pad the images to a square, or use flip, translate or scale instead"
+    )
+
+
+def _wrap_degrees(a: Tensor) -> Tensor:
+    """Angles in degrees -> the same angles in (-180, 180]."""
+    w = torch.remainder(a + 180.0, 360.0) - 180.0
+    return torch.where(w <= -180.0, w + 360.0, w)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+class ImageSymmetry(Symmetry):
+    """Base of the image symmetries: the cached permutation (gather) machinery and shape checks.
+
+    Subclasses set the class attributes the catalogue reads (NAME, DESCRIPTION, PARAMS, EXACT) and
+    implement ``_source_pixels`` for the elements they compute exactly.
+    """
+
+    NAME: ClassVar[str]
+    DESCRIPTION: ClassVar[str] = ""
+    PARAMS: ClassVar[tuple[ParamSpec, ...]] = ()
+    EXACT: ClassVar[bool] = True
+    DOMAIN: ClassVar[str] = "image"
+    SQUARE: ClassVar[bool] = False  # needs H == W
+
+    def __init__(
+        self,
+        values: dict[str, object],
+        *,
+        param_names: tuple[str, ...],
+        units: tuple[str, ...],
+        layout: str,
+        elements: Tensor,
+        labels: list[str],
+    ) -> None:
+        elements = elements.to(torch.float64).reshape(-1, len(param_names))
+        if elements.shape[0] > MAX_ELEMENTS:
+            raise SymmetryError(
+                f"Expected at most {MAX_ELEMENTS} group elements for '{self.NAME}', got {elements.shape[0]}, "
+                "do use a larger step or a smaller range"
+            )
+        identity = self.identity_element(elements.shape[1])
+        hits = (elements == identity).all(dim=1).nonzero()
+        assert len(hits) == 1, f"{self.NAME}: the sampled elements must hold the identity once"
+        super().__init__(
+            name=self.NAME,
+            spec=format_spec(self.NAME, self.PARAMS, values),
+            exact=self.EXACT,
+            domain=self.DOMAIN,
+            param_names=param_names,
+            units=units,
+            layout=layout,
+            elements=elements,
+            identity_index=int(hits[0, 0]),
+            labels=labels,
+        )
+        self.params = values
+        self._index_cache: OrderedDict[tuple, tuple[Tensor, Tensor | None]] = OrderedDict()
+
+    @classmethod
+    def _values(cls, given: dict[str, object]) -> dict[str, object]:
+        return resolve_params(cls.NAME, cls.PARAMS, given)
+
+    def identity_element(self, d: int) -> Tensor:
+        """The identity as a (D,) float64 row (zeros for every image symmetry here)."""
+        return torch.zeros(d, dtype=torch.float64)
+
+    def _error(self, expected: str, got: str, do: str) -> SymmetryError:
+        return SymmetryError(f"Expected {expected} for '{self.NAME}', got {got}, do {do}")
+
+    # ---- input checks -------------------------------------------------------------------------------
+
+    def check_input(self, sample_shape: tuple[int, ...]) -> None:
+        """Require (C, H, W) samples, and H == W for symmetries that turn the image by 90 degrees."""
+        super().check_input(sample_shape)
+        h, w = int(sample_shape[-2]), int(sample_shape[-1])
+        if self.SQUARE and h != w:
+            raise SymmetryError(_square_message(self.spec, h, w))
+
+    @staticmethod
+    def _check_x(x: Tensor, elements: Tensor) -> None:
+        if x.dim() != 5 or elements.dim() != 2 or x.shape[0] != elements.shape[0]:
+            raise ValueError(
+                f"Expected x (E, B, C, H, W) and elements (E, D) with the same E, got {tuple(x.shape)} and {tuple(elements.shape)}"
+            )
+
+    # ---- exact actions: one gather with a cached (E, H*W) source index -----------------------------------
+
+    def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        """Source (row, col) of each output pixel, each (E, H, W) int64, for elements (E, D) float64 on
+        the CPU; may point outside the frame (the pixel is then zero and masked out)."""
+        raise NotImplementedError
+
+    def _gather_index(self, elements: Tensor, h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
+        """-> index (E, H*W) int64 and validity (E, H*W) bool (None when every source is in the frame)."""
+        el = elements.detach().to("cpu", torch.float64).contiguous()
+        key = (h, w, str(device), tuple(el.shape), el.numpy().tobytes())
+        hit = self._index_cache.get(key)
+        if hit is not None:
+            self._index_cache.move_to_end(key)
+            return hit
+        # normal (not inference-mode) tensors, so autograd callers (jvp) can reuse the cache
+        with torch.inference_mode(False):
+            el = torch.from_numpy(el.numpy().copy())
+            si, sj = self._source_pixels(el, h, w)
+            valid = (si >= 0) & (si < h) & (sj >= 0) & (sj < w)
+            index = (si.clamp(0, h - 1) * w + sj.clamp(0, w - 1)).reshape(-1, h * w).to(device)
+            flat_valid = None if bool(valid.all()) else valid.reshape(-1, h * w).to(device)
+        self._index_cache[key] = (index, flat_valid)
+        if len(self._index_cache) > _CACHE_SIZE:
+            self._index_cache.popitem(last=False)
+        return index, flat_valid
+
+    def _permute(self, x: Tensor, elements: Tensor) -> Tensor:
+        """x (E, B, C, H, W) -> (E, B, C, H, W) by one gather; pixels whose source is outside are 0."""
+        e, b, c, h, w = x.shape
+        index, valid = self._gather_index(elements, h, w, x.device)
+        flat = x.reshape(e, b, c, h * w)
+        out = torch.gather(flat, 3, index.view(e, 1, 1, h * w).expand(e, b, c, h * w))
+        if valid is not None:
+            out = out.masked_fill(~valid.view(e, 1, 1, h * w), 0)
+        return out.reshape(e, b, c, h, w)
+
+    def _permutation_mask(self, x: Tensor, elements: Tensor) -> Tensor | None:
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        _, valid = self._gather_index(elements, h, w, x.device)
+        return None if valid is None else valid.view(-1, 1, h, w).clone()
+
+    def vector_matrix(self, elements: Tensor) -> Tensor:
+        """(E, D) -> (E, 2, 2) float64: the linear map that a displacement (u right, v down) attached to
+        the image undergoes, i.e. v_out(p) = M v_in(T^-1 p). Identity for pure shifts."""
+        return torch.linalg.inv(self._source_linear(elements.to(torch.float64)))
+
+    def _source_linear(self, elements: Tensor) -> Tensor:
+        """(E, D) -> (E, 2, 2): linear part of the output -> source coordinate map on (u, v)."""
+        return torch.eye(2, dtype=torch.float64, device=elements.device).expand(elements.shape[0], 2, 2).clone()
+
+
+def _dihedral_linear(k: Tensor, f: Tensor, flip_axis: str) -> Tensor:
+    c = _COS90.to(k.device)[k].to(torch.float64)
+    s = _SIN90.to(k.device)[k].to(torch.float64)
+    m = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # (E, 2, 2)
+    sign = torch.where(f, -1.0, 1.0).to(torch.float64)
+    row = 0 if flip_axis == "h" else 1
+    m[:, row, :] = m[:, row, :] * sign.view(-1, 1)
+    return m
+
+
+# ---------------------------------------------------------------------------------------------------------
+# exact symmetries
+
+
+@register
+class Rot90(ImageSymmetry):
+    """C4: rotations by k * 90 degrees counter-clockwise as displayed (torch.rot90, dims=(-2, -1))."""
+
+    NAME = "rot90"
+    DESCRIPTION = (
+        "Rotations by multiples of 90 degrees (C4, 4 elements), counter-clockwise as displayed; "
+        "exact pixel permutation. Square images."
+    )
+    PARAMS = ()
+    EXACT = True
+    SQUARE = True
+
+    def __init__(self) -> None:
+        super().__init__(
+            self._values({}),
+            param_names=("k",),
+            units=("",),
+            layout="finite",
+            elements=torch.arange(4, dtype=torch.float64).view(4, 1),
+            labels=["0°", "90°", "180°", "270°"],
+        )
+
+    @staticmethod
+    def _k(elements: Tensor) -> Tensor:
+        return torch.remainder(elements[:, 0].round().to(torch.int64), 4)
+
+    def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        k = self._k(elements)
+        if h != w and bool((k % 2 == 1).any()):
+            raise SymmetryError(_square_message(self.spec, h, w))
+        return _dihedral_source(k, torch.zeros_like(k, dtype=torch.bool), "h", h, w)
+
+    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
+        """x (E, B, C, H, W), elements (E, 1) holding k -> (E, B, C, H, W), one gather."""
+        self._check_x(x, elements)
+        return self._permute(x, elements)
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.remainder(a + b, 4)
+
+    def inverse(self, a: Tensor) -> Tensor:
+        return torch.remainder(-a, 4)
+
+    def _source_linear(self, elements: Tensor) -> Tensor:
+        k = self._k(elements)
+        return _dihedral_linear(k, torch.zeros_like(k, dtype=torch.bool), "h")
+
+
+@register
+class Flip(ImageSymmetry):
+    """Z2: identity and one mirror (h: left-right, flips W; v: top-bottom, flips H)."""
+
+    NAME = "flip"
+    DESCRIPTION = (
+        "Mirror image (Z2, 2 elements): axis=h mirrors left-right (flips W), axis=v top-bottom (flips H); exact."
+    )
+    PARAMS = (
+        ParamSpec(
+            "axis", str, "h", "h = mirror left-right (flip the W axis), v = mirror top-bottom (flip the H axis)", ("h", "v")
+        ),
+    )
+    EXACT = True
+
+    def __init__(self, axis: str = "h") -> None:
+        values = self._values({"axis": axis})
+        self.axis = str(values["axis"])
+        super().__init__(
+            values,
+            param_names=("f",),
+            units=("",),
+            layout="finite",
+            elements=torch.tensor([[0.0], [1.0]]),
+            labels=["id", f"flip-{self.axis}"],
+        )
+
+    @staticmethod
+    def _f(elements: Tensor) -> Tensor:
+        return torch.remainder(elements[:, 0].round().to(torch.int64), 2) == 1
+
+    def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        f = self._f(elements)
+        return _dihedral_source(torch.zeros_like(f, dtype=torch.int64), f, self.axis, h, w)
+
+    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
+        """x (E, B, C, H, W), elements (E, 1) holding f in {0, 1} -> (E, B, C, H, W), one gather."""
+        self._check_x(x, elements)
+        return self._permute(x, elements)
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.remainder(a + b, 2)
+
+    def inverse(self, a: Tensor) -> Tensor:
+        return a.clone()
+
+    def _source_linear(self, elements: Tensor) -> Tensor:
+        f = self._f(elements)
+        return _dihedral_linear(torch.zeros_like(f, dtype=torch.int64), f, self.axis)
+
+
+@register
+class D4(ImageSymmetry):
+    """The dihedral group of the square: (k, f) = rot90^k o flip_h^f (the flip acts first)."""
+
+    NAME = "d4"
+    DESCRIPTION = (
+        "Dihedral group of the square (8 elements): rot90^k after an optional left-right flip; exact. Square images."
+    )
+    PARAMS = ()
+    EXACT = True
+    SQUARE = True
+
+    def __init__(self) -> None:
+        k = torch.arange(8, dtype=torch.float64) % 4
+        f = (torch.arange(8) >= 4).to(torch.float64)
+        super().__init__(
+            self._values({}),
+            param_names=("k", "f"),
+            units=("", ""),
+            layout="finite",
+            elements=torch.stack([k, f], dim=1),
+            labels=[f"r{i}" for i in range(4)] + [f"r{i}·f" for i in range(4)],
+        )
+
+    @staticmethod
+    def _kf(elements: Tensor) -> tuple[Tensor, Tensor]:
+        k = torch.remainder(elements[:, 0].round().to(torch.int64), 4)
+        f = torch.remainder(elements[:, 1].round().to(torch.int64), 2) == 1
+        return k, f
+
+    def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        k, f = self._kf(elements)
+        if h != w and bool((k % 2 == 1).any()):
+            raise SymmetryError(_square_message(self.spec, h, w))
+        return _dihedral_source(k, f, "h", h, w)
+
+    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
+        """x (E, B, C, H, W), elements (E, 2) holding (k, f) -> (E, B, C, H, W), one gather."""
+        self._check_x(x, elements)
+        return self._permute(x, elements)
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        """(k1, f1)(k2, f2) = (k1 + (-1)^f1 k2 mod 4, f1 xor f2)."""
+        sign = 1.0 - 2.0 * torch.remainder(a[:, 1].round(), 2)
+        k = torch.remainder(a[:, 0] + sign * b[:, 0], 4)
+        f = torch.remainder(a[:, 1] + b[:, 1], 2)
+        return torch.stack([k, f], dim=1)
+
+    def inverse(self, a: Tensor) -> Tensor:
+        """(k, 0)^-1 = (-k, 0); every (k, 1) is a reflection, its own inverse."""
+        f = torch.remainder(a[:, 1].round(), 2)
+        k = torch.where(f == 1, torch.remainder(a[:, 0], 4), torch.remainder(-a[:, 0], 4))
+        return torch.stack([k, f], dim=1)
+
+    def _source_linear(self, elements: Tensor) -> Tensor:
+        k, f = self._kf(elements)
+        return _dihedral_linear(k, f, "h")
+
+
+@register
+class Translate(ImageSymmetry):
+    """Integer shifts (dx right, dy down) on the grid {-max..max} x {-max..max} in steps of ``step``."""
+
+    NAME = "translate"
+    DESCRIPTION = (
+        "Integer pixel shifts on a 2-D grid (dx right, dy down); mode=circular wraps around (torch.roll), "
+        "mode=zero fills with zeros and masks them out; exact."
+    )
+    PARAMS = (
+        ParamSpec("max", int, 2, "largest shift in pixels along each axis"),
+        ParamSpec("step", int, 1, "grid spacing in pixels (shifts are multiples of step, 0 included)"),
+        ParamSpec(
+            "mode", str, "circular", "circular: content wraps around; zero: zeros enter and are masked", ("circular", "zero")
+        ),
+    )
+    EXACT = True
+
+    def __init__(self, max: int = 2, step: int = 1, mode: str = "circular") -> None:  # noqa: A002
+        values = self._values({"max": max, "step": step, "mode": mode})
+        self.max_shift, self.step, self.mode = int(values["max"]), int(values["step"]), str(values["mode"])
+        if self.step <= 0:
+            raise self._error("step >= 1", f"step={self.step}", "pass a positive step, e.g. translate:step=1")
+        if self.max_shift < self.step:
+            raise self._error(
+                "max >= step >= 1", f"max={self.max_shift}, step={self.step}", "pass e.g. translate:max=2 (shifts of -2..2 pixels)"
+            )
+        n = self.max_shift // self.step
+        side = (n * 2 + 1) ** 2
+        if side > MAX_ELEMENTS:
+            raise self._error(f"at most {MAX_ELEMENTS} shifts", str(side), "use a larger step or a smaller max")
+        vals = torch.arange(-n, n + 1, dtype=torch.float64) * self.step
+        dy, dx = torch.meshgrid(vals, vals, indexing="ij")  # sweep order: dy outer, dx inner (row-major)
+        elements = torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=1)
+        super().__init__(
+            values,
+            param_names=("dx", "dy"),
+            units=("px", "px"),
+            layout="grid2d",
+            elements=elements,
+            labels=[f"dx={int(a)} dy={int(b)}" for a, b in elements.tolist()],
+        )
+
+    def check_input(self, sample_shape: tuple[int, ...]) -> None:
+        """Also require the largest shift to be smaller than the image along both axes."""
+        super().check_input(sample_shape)
+        h, w = int(sample_shape[-2]), int(sample_shape[-1])
+        if self.max_shift >= min(h, w):
+            raise SymmetryError(
+                f"Expected translate max below the image size for '{self.spec}', got max={self.max_shift} for "
+                f"{h}x{w} images, do pass max <= {min(h, w) - 1} (e.g. translate:max={max(1, min(h, w) // 8)})"
+            )
+
+    def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        d = elements.round().to(torch.int64)
+        dx, dy = d[:, 0].view(-1, 1, 1), d[:, 1].view(-1, 1, 1)
+        rows = torch.arange(h, dtype=torch.int64).view(1, h, 1) - dy
+        cols = torch.arange(w, dtype=torch.int64).view(1, 1, w) - dx
+        rows, cols = rows.expand(-1, h, w), cols.expand(-1, h, w)
+        if self.mode == "circular":
+            rows, cols = torch.remainder(rows, h), torch.remainder(cols, w)
+        return rows, cols
+
+    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
+        """x (E, B, C, H, W), elements (E, 2) holding (dx, dy) -> (E, B, C, H, W), one gather (zeros
+        where the source is outside the frame in mode=zero)."""
+        self._check_x(x, elements)
+        return self._permute(x, elements)
+
+    def mask(self, x: Tensor, elements: Tensor) -> Tensor | None:
+        """(E, 1, H, W) bool, True where the shifted image holds real content (mode=zero); None for circular."""
+        if self.mode == "circular":
+            return None
+        mask = self._permutation_mask(x, elements)
+        if mask is None:
+            mask = torch.ones(elements.shape[0], 1, *x.shape[-2:], dtype=torch.bool, device=x.device)
+        return mask
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        return a + b
+
+    def inverse(self, a: Tensor) -> Tensor:
+        return -a
+
+
+# ---------------------------------------------------------------------------------------------------------
+# resampled symmetries
+
+
+class _Resampled(ImageSymmetry):
+    """Shared pipeline of rotate and scale: exact rows by gather, the others by one supersampled
+    bilinear grid_sample + area average, merged into one output."""
+
+    EXACT = False
+    supersample: int = 2
+
+    def _exact_rows(self, elements: Tensor) -> Tensor:
+        """(E, D) -> (E,) bool: rows computed exactly by permutation."""
+        raise NotImplementedError
+
+    def _theta(self, elements: Tensor, h: int, w: int) -> Tensor:
+        """(E, D) -> (E, 2, 3) float64 affine map from output to source in affine_grid's normalised coordinates."""
+        raise NotImplementedError
+
+    def _grid(self, elements: Tensor, h: int, w: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """(E, sH, sW, 2) source positions of the s x s sub-samples of every output pixel."""
+        s = self.supersample
+        theta = self._theta(elements.to(device=device, dtype=torch.float64), h, w).to(dtype)
+        return F.affine_grid(theta, [theta.shape[0], 1, s * h, s * w], align_corners=False)
+
+    def resample(self, x: Tensor, elements: Tensor) -> Tensor:
+        """x (E, B, C, H, W) -> (E, B, C, H, W) by one grid_sample over all elements (B x C folded into
+        channels), with no exact short-cut: smooth in the element parameters, e.g. for derivatives
+        at the identity (``apply`` computes the identity exactly, by an integer index)."""
+        e, b, c, h, w = x.shape
+        work = x if x.is_floating_point() else x.to(torch.float32)
+        grid = self._grid(elements, h, w, work.dtype, x.device)
+        y = F.grid_sample(work.reshape(e, b * c, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if self.supersample > 1:
+            y = F.avg_pool2d(y, self.supersample)
+        y = y.reshape(e, b, c, h, w)
+        return y if x.is_floating_point() else y.round().to(x.dtype)
+
+    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
+        """x (E, B, C, H, W), elements (E, D) -> (E, B, C, H, W): one gather for the exact rows (the
+        identity included, so it returns x unchanged), one grid_sample for the rest."""
+        self._check_x(x, elements)
+        exact = self._exact_rows(elements)
+        if bool(exact.all()):
+            return self._permute(x, elements)
+        if not bool(exact.any()):
+            return self.resample(x, elements)
+        ex = exact.nonzero().squeeze(1)
+        rs = (~exact).nonzero().squeeze(1)
+        parts = torch.cat(
+            [
+                self._permute(x.index_select(0, ex.to(x.device)), elements[ex.to(elements.device)]),
+                self.resample(x.index_select(0, rs.to(x.device)), elements[rs.to(elements.device)]),
+            ]
+        )
+        # out of place (autograd- and torch.func-friendly): back to the callers' row order
+        return parts.index_select(0, torch.argsort(torch.cat([ex, rs])).to(x.device))
+
+    def mask(self, x: Tensor, elements: Tensor) -> Tensor:
+        """(E, 1, H, W) bool: True where every sub-sample's source lies inside the hull of source
+        pixel centres (no zero padding blended in); all True for exactly computed rows."""
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        grid = self._grid(elements, h, w, torch.float64, x.device)
+        eps = 1e-9
+        inside = (grid[..., 0].abs() <= 1 - 1 / w + eps) & (grid[..., 1].abs() <= 1 - 1 / h + eps)
+        inside = F.avg_pool2d(inside.to(torch.float64).unsqueeze(1), self.supersample) > 1 - 1e-6
+        exact = self._exact_rows(elements).to(x.device).view(-1, 1, 1, 1)
+        return inside | exact
+
+
+@register
+class Rotate(_Resampled):
+    """SO(2) sampled on a grid of angles (degrees, counter-clockwise as displayed) about the image centre."""
+
+    NAME = "rotate"
+    DESCRIPTION = (
+        "Rotation by arbitrary angles (deg, counter-clockwise as displayed): multiples of step in [min, max] "
+        "plus 0/90/180/-90; multiples of 90 exact, others resampled (2x supersampled bilinear, masked). Square images."
+    )
+    PARAMS = (
+        ParamSpec("step", float, 15.0, "angle spacing in degrees (angles are multiples of step)"),
+        ParamSpec("min", float, -180.0, "smallest angle in degrees"),
+        ParamSpec("max", float, 180.0, "largest angle in degrees"),
+    )
+    SQUARE = True
+    supersample = 2
+
+    def __init__(self, step: float = 15.0, min: float = -180.0, max: float = 180.0) -> None:  # noqa: A002
+        values = self._values({"step": step, "min": min, "max": max})
+        step_, lo, hi = float(values["step"]), float(values["min"]), float(values["max"])
+        if step_ <= 0:
+            raise self._error("step > 0", f"step={_fmt(step_)}", "pass a positive step in degrees, e.g. rotate:step=15")
+        if hi < lo:
+            raise self._error("min <= max", f"min={_fmt(lo)}, max={_fmt(hi)}", "swap them, e.g. rotate:min=-45,max=45")
+        n_lo, n_hi = math.ceil(lo / step_ - 1e-9), math.floor(hi / step_ + 1e-9)
+        if n_hi - n_lo + 1 > MAX_ELEMENTS:
+            raise self._error(f"at most {MAX_ELEMENTS} angles", str(n_hi - n_lo + 1), "use a larger step")
+        angles = [i * step_ for i in range(n_lo, n_hi + 1)]
+        angles += [a for a in (90.0, 180.0, -90.0) if lo <= a <= hi]
+        if lo <= -180.0:
+            angles.append(180.0)
+        angles.append(0.0)  # the identity, always (the reference of every audit)
+        a = _wrap_degrees(torch.tensor(angles, dtype=torch.float64))
+        a = torch.unique(torch.round(a * 1e9) / 1e9)  # sorted, float noise of i * step removed
+        super().__init__(
+            values,
+            param_names=("angle",),
+            units=("deg",),
+            layout="polar",
+            elements=a.view(-1, 1),
+            labels=[f"{_fmt(v)}°" for v in a.tolist()],
+        )
+
+    def _exact_rows(self, elements: Tensor) -> Tensor:
+        q = elements[:, 0].to(torch.float64) / 90.0
+        return (q - q.round()).abs() * 90.0 <= _ANGLE_TOL
+
+    def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        k = torch.remainder((elements[:, 0] / 90.0).round().to(torch.int64), 4)
+        if h != w and bool((k % 2 == 1).any()):
+            raise SymmetryError(_square_message(self.spec, h, w))
+        return _dihedral_source(k, torch.zeros_like(k, dtype=torch.bool), "h", h, w)
+
+    def _theta(self, elements: Tensor, h: int, w: int) -> Tensor:
+        rad = torch.deg2rad(elements[:, 0])
+        c, s = torch.cos(rad), torch.sin(rad)
+        theta = torch.zeros(elements.shape[0], 2, 3, dtype=torch.float64, device=elements.device)
+        # source (U, V) = (c U - s V, s U + c V) in pixels; normalised x = U / W, y = V / H
+        theta[:, 0, 0], theta[:, 0, 1] = c, -s * h / w
+        theta[:, 1, 0], theta[:, 1, 1] = s * w / h, c
+        return theta
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        return _wrap_degrees(a + b)
+
+    def inverse(self, a: Tensor) -> Tensor:
+        return _wrap_degrees(-a)
+
+    def _source_linear(self, elements: Tensor) -> Tensor:
+        rad = torch.deg2rad(elements[:, 0])
+        c, s = torch.cos(rad), torch.sin(rad)
+        return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+
+
+@register
+class Scale(_Resampled):
+    """Isotropic zoom about the image centre, by factors on a log grid; elements hold log2 of the factor."""
+
+    NAME = "scale"
+    DESCRIPTION = (
+        "Zoom about the image centre by log-spaced factors in [min, max] plus 1 (>1 enlarges); resampled "
+        "(supersampled bilinear with area averaging against aliasing), masked."
+    )
+    PARAMS = (
+        ParamSpec("min", float, 0.5, "smallest zoom factor (> 0; < 1 shrinks the content)"),
+        ParamSpec("max", float, 2.0, "largest zoom factor"),
+        ParamSpec("steps", int, 9, "number of log-spaced factors from min to max (1.0 is added if missing)"),
+    )
+
+    def __init__(self, min: float = 0.5, max: float = 2.0, steps: int = 9) -> None:  # noqa: A002
+        values = self._values({"min": min, "max": max, "steps": steps})
+        lo, hi, n = float(values["min"]), float(values["max"]), int(values["steps"])
+        if lo <= 0:
+            raise self._error("min > 0", f"min={_fmt(lo)}", "pass a positive zoom factor, e.g. scale:min=0.5")
+        if hi < lo:
+            raise self._error("min <= max", f"min={_fmt(lo)}, max={_fmt(hi)}", "swap them, e.g. scale:min=0.5,max=2")
+        if n < 1 or n > MAX_ELEMENTS:
+            raise self._error(f"1 <= steps <= {MAX_ELEMENTS}", f"steps={n}", "pass e.g. scale:steps=9")
+        # enough sub-samples that the smallest zoom reads every source pixel (2..4 per axis)
+        self.supersample = builtins.min(4, builtins.max(2, math.ceil(1.0 / lo - 1e-9)))
+        logs = torch.linspace(math.log2(lo), math.log2(hi), n, dtype=torch.float64)
+        logs = torch.unique(torch.round(torch.cat([logs, torch.zeros(1, dtype=torch.float64)]) * 1e12) / 1e12)
+        super().__init__(
+            values,
+            param_names=("log2_scale",),
+            units=("log2",),
+            layout="line",
+            elements=logs.view(-1, 1),
+            labels=[f"×{2.0 ** v:.3g}" for v in logs.tolist()],
+        )
+
+    def _exact_rows(self, elements: Tensor) -> Tensor:
+        return elements[:, 0].abs() <= _LOG_TOL
+
+    def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        e = elements.shape[0]
+        rows = torch.arange(h, dtype=torch.int64).view(1, h, 1).expand(e, h, w)
+        cols = torch.arange(w, dtype=torch.int64).view(1, 1, w).expand(e, h, w)
+        return rows, cols
+
+    def _theta(self, elements: Tensor, h: int, w: int) -> Tensor:
+        inv = torch.exp2(-elements[:, 0])
+        theta = torch.zeros(elements.shape[0], 2, 3, dtype=torch.float64, device=elements.device)
+        theta[:, 0, 0], theta[:, 1, 1] = inv, inv
+        return theta
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        return a + b
+
+    def inverse(self, a: Tensor) -> Tensor:
+        return -a
+
+    def _source_linear(self, elements: Tensor) -> Tensor:
+        inv = torch.exp2(-elements[:, 0].to(torch.float64))
+        return inv.view(-1, 1, 1) * torch.eye(2, dtype=torch.float64, device=elements.device)
+
