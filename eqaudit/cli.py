@@ -75,7 +75,8 @@ def scan(
     models: Annotated[list[Path], typer.Argument(help="model files: .pt/.pth state dict, .pt2 export, .onnx", show_default=False)],
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="dataset PATH[:KEY] (.npz, .npy, .pt, image folder)")] = None,
     symmetry: Annotated[Optional[list[str]], typer.Option("--symmetry", "-s", help="symmetry spec, repeatable (see `eqaudit symmetries`)")] = None,
-    task: Annotated[Optional[str], typer.Option(help="what the model outputs: classify")] = None,
+    task: Annotated[Optional[str], typer.Option(help="what the model outputs: classify [default: classify]")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="compare against: identity, label or consensus [default: identity]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="model rows per call [default: 256]")] = None,
     limit: Annotated[Optional[int], typer.Option(help="audit a seeded random subset of N samples")] = None,
@@ -87,6 +88,9 @@ def scan(
     output_name: Annotated[Optional[str], typer.Option(help="which output of a multi-output model to audit")] = None,
     output_kind: Annotated[Optional[str], typer.Option(help="auto, logits or probabilities [default: auto]")] = None,
     model_factory: Annotated[Optional[str], typer.Option(help="module:callable building the architecture for a state dict")] = None,
+    local: Annotated[bool, typer.Option("--local", help="also measure the Lie derivative (local error) at the identity")] = False,
+    layers: Annotated[bool, typer.Option("--layers", help="attribute the local error to layers (torch models; implies --local)")] = False,
+    extent_tolerance: Annotated[Optional[float], typer.Option(help="level drop from 1 that bounds the extent [default: 0.1]")] = None,
     trust: Annotated[bool, typer.Option("--trust", help="allow pickled modules and TorchScript (they run code when loaded)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only errors and the verdict")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show settings and their sources; tracebacks on errors")] = False,
@@ -100,7 +104,8 @@ def scan(
         "data": data, "symmetry": symmetry or None, "task": task, "device": device, "batch_size": batch_size,
         "limit": limit, "seed": seed, "out": str(out_dir) if out_dir else None, "fail_over": fail_over or None,
         "input_shape": input_shape, "output_name": output_name, "output_kind": output_kind,
-        "model_factory": model_factory, "trust": True if trust else None,
+        "model_factory": model_factory, "trust": True if trust else None, "reference": reference,
+        "local": True if (local or layers) else None, "layers": True if layers else None, "extent_tolerance": extent_tolerance,
     }
     try:
         settings = resolve(flags, models=models, config_file=config)

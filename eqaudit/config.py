@@ -62,6 +62,15 @@ def _split_specs(s: str) -> list[str]:
     return [p for chunk in s.split(";") for p in chunk.split()]
 
 
+def _to_float(v: Any) -> float:
+    if isinstance(v, bool):
+        raise ValueError("a number")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ValueError("a number") from None
+
+
 def _to_gates(v: Any) -> dict[str, float]:
     """``{"flip_rate": 0.05}`` or ``["flip_rate=0.05", ...]`` or ``"flip_rate=0.05,prob_tv=0.1"``."""
     items: list[tuple[str, Any]]
@@ -101,7 +110,8 @@ SETTINGS: dict[str, Setting] = {
     for s in [
         Setting("data", None, _to_str, "dataset PATH[:KEY] (.npz, .npy, .pt)", is_path=True),
         Setting("symmetry", ["rot90", "flip"], _to_list, "symmetry specs, e.g. rot90, rotate:step=15"),
-        Setting("task", "classify", _to_str, "what the model outputs: classify"),
+        Setting("task", "classify", _to_str, "what the model outputs: classify (see eqaudit.tasks)"),
+        Setting("reference", "identity", _to_str, "compare against: identity (untransformed output), label or consensus"),
         Setting("device", "auto", _to_str, "auto, cpu, cuda or cuda:N"),
         Setting("batch_size", 256, _to_int, "model rows per call"),
         Setting("limit", None, _to_int, "audit a seeded random subset of this many samples"),
@@ -112,12 +122,15 @@ SETTINGS: dict[str, Setting] = {
         Setting("output_name", None, _to_str, "which output of a multi-output model to audit"),
         Setting("output_kind", "auto", _to_str, "classifier outputs: auto, logits or probabilities"),
         Setting("model_factory", None, _to_str, "module:callable that builds the architecture of a state dict"),
+        Setting("local", False, _to_bool, "also measure the Lie derivative (local error) at the identity"),
+        Setting("layers", False, _to_bool, "attribute the local error to layers (torch models)"),
+        Setting("extent_tolerance", 0.1, _to_float, "level drop (from 1) that bounds a symmetry's extent"),
         Setting("trust", False, _to_bool, "allow pickled modules and TorchScript (they run code)", files_allowed=False),
     ]
 }
 
 CHOICES = {
-    "task": ("classify",),
+    "reference": ("identity", "label", "consensus"),
     "output_kind": ("auto", "logits", "probabilities"),
 }
 
