@@ -100,3 +100,88 @@ class TwoOutputs(nn.Module):
     def forward(self, x):
         logits = self.net(x)
         return logits, torch.softmax(logits, -1)
+
+
+class ShiftInvariantNet(nn.Module):
+    """Circular convolutions, no pointwise nonlinearity before global pooling: exactly invariant to
+    continuous (band-limited) circular shifts, so its Lie derivative under translate is float noise."""
+
+    def __init__(self, classes: int = 5, positional: bool = False):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1 = nn.Conv2d(1, 6, 3, padding=1, padding_mode="circular")
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1, padding_mode="circular")
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.head = nn.Linear(6, classes)
+        self.act = nn.Tanh()
+        self.positional = positional
+        if positional:
+            self.mask = PositionalGain(12)
+
+    def forward(self, x):
+        h = self.conv1(x)
+        if self.positional:
+            h = self.mask(h)
+        h = self.conv2(h)
+        return 4 * self.head(self.act(self.flat(self.pool(h))))
+
+
+class PositionalGain(nn.Module):
+    """Multiplies feature maps by a fixed smooth gain that depends on position: breaks shift symmetry."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        u = torch.linspace(0, 1, size)
+        self.register_buffer("gain", (1 + 0.8 * torch.sin(3.0 * u)).view(1, 1, 1, size).expand(1, 1, size, size).clone())
+
+    def forward(self, h):
+        return h * self.gain
+
+
+class BrokenShiftNet(ShiftInvariantNet):
+    """ShiftInvariantNet with one non-equivariant layer (PositionalGain) between the convolutions."""
+
+    def __init__(self):
+        super().__init__(positional=True)
+
+
+class SmoothCNN(nn.Module):
+    """A plain CNN with smooth activations (tanh), so finite differences and autograd agree."""
+
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        torch.manual_seed(4)
+        self.conv1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.head = nn.Linear(6 * 12 * 12, classes)
+
+    def forward(self, x):
+        h = torch.tanh(self.conv2(torch.tanh(self.conv1(x))))
+        return 3 * self.head(h.flatten(1))
+
+
+class MixedRot90(nn.Module):
+    """logits = (1 - alpha) * plain + alpha * rot90-averaged plain; alpha is a buffer, so it travels
+    in the state dict (alpha = 1: invariant by construction)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = SmallCNN()
+        self.register_buffer("alpha", torch.tensor(0.0))
+
+    def forward(self, x):
+        views = torch.cat([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])
+        out = self.net(views).reshape(4, x.shape[0], -1)
+        return (1 - self.alpha) * out[0] + self.alpha * out.mean(0)
+
+
+class ConstantModel(nn.Module):
+    """Ignores its input: trivially 'invariant', but its level must read undetermined."""
+
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        self.bias = nn.Parameter(torch.linspace(-1, 1, classes))
+
+    def forward(self, x):
+        return self.bias.expand(x.shape[0], -1) + 0 * x.flatten(1).sum(1, keepdim=True)

@@ -118,6 +118,12 @@ class Symmetry(ABC):
         """
         return self.apply(self.act(x, elements), self.inverse(elements))
 
+    def tangents(self, x: Tensor) -> list[tuple[str, Tensor, str]]:
+        """Generators of a continuous symmetry acting on x (B, ...): a list of (name, v, unit) with
+        v (B, ...) = d/dt T_{exp(t X)} x at t = 0 in float64, ``unit`` the unit of t as a Lie
+        derivative reports it ("rad", "px", "log2"). Empty for finite groups (no Lie derivative)."""
+        return []
+
     def describe(self) -> dict:
         """JSON-ready description used by the result: name, spec, exact, parameters, units, layout."""
         return {

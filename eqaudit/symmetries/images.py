@@ -475,6 +475,24 @@ class Translate(ImageSymmetry):
     def inverse(self, a: Tensor) -> Tensor:
         return -a
 
+    def tangents(self, x: Tensor) -> list[tuple[str, Tensor, str]]:
+        """Shifts right (dx) and down (dy) by one pixel per unit t, as band-limited (Fourier)
+        derivatives of the image with circular boundary: v = -d x / d column, -d x / d row."""
+        return [("dx", -spectral_derivative(x, -1), "px"), ("dy", -spectral_derivative(x, -2), "px")]
+
+
+def spectral_derivative(x: Tensor, dim: int) -> Tensor:
+    """Derivative of a periodic signal along ``dim`` (per sample step) by FFT, in float64; the Nyquist
+    component of an even length is dropped (its derivative is not real)."""
+    n = x.shape[dim]
+    k = torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64, device=x.device)
+    if n % 2 == 0:
+        k[n // 2] = 0.0
+    shape = [1] * x.ndim
+    shape[dim] = n
+    factor = (2j * math.pi / n) * k.view(shape)
+    return torch.fft.ifft(torch.fft.fft(x.to(torch.float64), dim=dim) * factor, dim=dim).real
+
 
 # ---------------------------------------------------------------------------------------------------------
 # resampled symmetries
@@ -534,6 +552,19 @@ class _Resampled(ImageSymmetry):
         # out of place (autograd- and torch.func-friendly): back to the callers' row order
         return parts.index_select(0, torch.argsort(torch.cat([ex, rs])).to(x.device))
 
+    # the step of the central difference that gives the action's tangent; bilinear sampling is
+    # piecewise linear and at t = 0 no sub-sample sits on a pixel boundary, so this is exact to O(h^2)
+    tangent_step: float = 1e-4
+    tangent_unit: str = ""
+    tangent_scale: float = 1.0  # t units per element-parameter unit (e.g. radians per degree)
+
+    def tangents(self, x: Tensor) -> list[tuple[str, Tensor, str]]:
+        """d/dt of ``resample`` at the identity, by a float64 central difference (see tangent_step)."""
+        h = self.tangent_step
+        el = torch.tensor([[h], [-h]], dtype=torch.float64, device=x.device)
+        y = self.resample(x.to(torch.float64).unsqueeze(0).expand(2, *x.shape), el)
+        return [(self.param_names[0], (y[0] - y[1]) / (2 * h * self.tangent_scale), self.tangent_unit)]
+
     def mask(self, x: Tensor, elements: Tensor) -> Tensor:
         """(E, 1, H, W) bool: True where every sub-sample's source lies inside the hull of source
         pixel centres (no zero padding blended in); all True for exactly computed rows."""
@@ -562,6 +593,8 @@ class Rotate(_Resampled):
     )
     SQUARE = True
     supersample = 2
+    tangent_unit = "rad"
+    tangent_scale = math.pi / 180.0  # elements are degrees, the derivative is reported per radian
 
     def __init__(self, step: float = 15.0, min: float = -180.0, max: float = 180.0) -> None:  # noqa: A002
         values = self._values({"step": step, "min": min, "max": max})
@@ -634,6 +667,8 @@ class Scale(_Resampled):
         ParamSpec("max", float, 2.0, "largest zoom factor"),
         ParamSpec("steps", int, 9, "number of log-spaced factors from min to max (1.0 is added if missing)"),
     )
+
+    tangent_unit = "log2"
 
     def __init__(self, min: float = 0.5, max: float = 2.0, steps: int = 9) -> None:  # noqa: A002
         values = self._values({"min": min, "max": max, "steps": steps})

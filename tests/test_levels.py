@@ -1,0 +1,140 @@
+"""Learned-level estimates: level/CI/status, floor and extent, Lie derivatives and per-layer shares."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import toy_models
+from conftest import ROOT, export_onnx, factory
+from eqaudit.api import scan
+from eqaudit.cli import app
+
+SAMPLES = ROOT / "sample_models"
+
+
+def _scan(path, data, tmp_path, symmetries, fac=None, **kw):
+    return scan(path, data=str(data), symmetry=symmetries, model_factory=fac, out=str(tmp_path / "out"), **kw)
+
+
+def test_level_rises_with_the_invariant_share(tmp_path, data_npz):
+    levels = []
+    for a in (0.0, 0.5, 0.9, 1.0):
+        model = toy_models.MixedRot90()
+        model.alpha.fill_(a)
+        path = tmp_path / f"mixed{a}.pt"
+        torch.save(model.state_dict(), path)
+        s = _scan(path, data_npz, tmp_path, ["rot90"], factory("MixedRot90")).symmetries[0].summary
+        assert s["level_status"] == "ok"
+        lo, hi = s["level_ci"]
+        assert lo <= s["level"] <= hi
+        levels.append(s["level"])
+    assert levels == sorted(levels) and levels[0] < levels[1] < levels[2]
+    assert levels[-1] >= 0.99
+
+
+def test_model_ignoring_its_input_is_undetermined(tmp_path, data_npz):
+    path = tmp_path / "const.pt"
+    torch.save(toy_models.ConstantModel().state_dict(), path)
+    s = _scan(path, data_npz, tmp_path, ["rot90", "rotate:step=45"], factory("ConstantModel"))
+    for sym in s.symmetries:
+        assert sym.summary["prob_tv"] == 0 and sym.summary["level"] is None
+        assert sym.summary["level_status"] == "undetermined" and "barely depend" in sym.summary["level_reason"]
+
+
+def test_resampled_rotation_of_d4_invariant_model(model_files, data_npz, tmp_path):
+    sym = _scan(model_files["D4Averaged"], data_npz, tmp_path, ["rotate:step=45"], factory("D4Averaged")).symmetries[0]
+    assert sym.summary["floor"] > 1e-4
+    by_angle = {e[0]: row for e, row in zip(sym.elements, sym.per_element)}
+    for a in (90.0, 180.0, -90.0):
+        assert by_angle[a]["level"] > 0.999, a
+    # at 45 degrees the raw error is all interpolation: clearly non-zero, yet not above the floor
+    assert by_angle[45.0]["prob_tv"] > 1e-4 and by_angle[45.0]["prob_tv"] <= 2 * by_angle[45.0]["floor"]
+
+
+def test_extent_of_plain_cnn_is_narrower_than_augmented(tmp_path):
+    data = SAMPLES / "digits_test.npz"
+    ext = {}
+    for name in ("digits_cnn", "digits_cnn_aug"):
+        s = _scan(SAMPLES / f"{name}.pt", data, tmp_path, ["rotate:step=15"], limit=120).symmetries[0].summary
+        ext[name] = s["extent"]
+        assert ext[name]["unit"] == "deg" and ext[name]["tolerance"] == 0.1
+        assert ext[name]["lower"] <= 0 <= ext[name]["upper"]
+    width = {k: v["upper"] - v["lower"] for k, v in ext.items()}
+    assert width["digits_cnn"] < width["digits_cnn_aug"]
+    assert ext["digits_cnn"]["auc"] < ext["digits_cnn_aug"]["auc"]
+
+
+def test_flip_points_in_the_orbit_table(tmp_path):
+    _scan(SAMPLES / "digits_cnn.pt", SAMPLES / "digits_test.npz", tmp_path, ["rotate:step=15"], limit=40)
+    z = np.load(tmp_path / "out" / "orbits.npz")
+    up, down, flipped = z["s0.flip_up"], z["s0.flip_down"], z["s0.flipped"]
+    assert up.shape == (40,) and np.all((up[np.isfinite(up)] > 0)) and np.all(down[np.isfinite(down)] < 0)
+    angles = json.loads((tmp_path / "out" / "result.json").read_text())["symmetries"][0]["elements"]
+    angles = np.array([a[0] for a in angles])
+    i = int(np.nonzero(np.isfinite(up))[0][0])
+    first = angles[(angles > 0) & flipped[i]].min()
+    assert up[i] == first
+
+
+def test_bootstrap_ci_shrinks_with_more_samples(tmp_path):
+    widths = []
+    for n in (40, 320):
+        s = _scan(SAMPLES / "digits_cnn_aug.pt", SAMPLES / "digits_test.npz", tmp_path, ["rot90"], limit=n).symmetries[0].summary
+        lo, hi = s["level_ci"]
+        assert lo <= s["level"] <= hi
+        widths.append(hi - lo)
+    assert widths[1] < 0.7 * widths[0]
+
+
+def test_lie_derivative_is_float_noise_for_a_continuously_invariant_model(tmp_path, data_npz):
+    for name, small in (("ShiftInvariantNet", True), ("BrokenShiftNet", False), ("SmallCNN", False)):
+        path = tmp_path / f"{name}.pt"
+        torch.save(getattr(toy_models, name)().state_dict(), path)
+        s = _scan(path, data_npz, tmp_path, ["translate", "rot90"], factory(name), local=True).symmetries
+        lie = s[0].summary
+        assert lie["lie_derivative_unit"] == "per px" and lie["lie_derivative_method"].startswith("autograd")
+        assert set(lie["lie_derivative_parts"]) == {"dx", "dy"}
+        assert (lie["lie_derivative"] < 1e-6) == small, (name, lie["lie_derivative"])
+        assert s[1].summary["lie_derivative"] is None and "finite" in s[1].summary["lie_derivative_reason"]
+
+
+def test_autograd_and_finite_differences_agree(tmp_path, data_npz):
+    model = toy_models.SmoothCNN().eval()
+    pt = tmp_path / "smooth.pt"
+    torch.save(model.state_dict(), pt)
+    onnx = export_onnx(model, tmp_path / "smooth.onnx", torch.zeros(2, 1, 12, 12))
+    for spec, unit in (("rotate:step=90", "per rad"), ("translate", "per px"), ("scale:steps=3", "per log2")):
+        t = _scan(pt, data_npz, tmp_path, [spec], factory("SmoothCNN"), local=True).symmetries[0].summary
+        o = _scan(onnx, data_npz, tmp_path, [spec], local=True).symmetries[0].summary
+        assert o["lie_derivative_method"].startswith("central difference")
+        assert t["lie_derivative_unit"] == o["lie_derivative_unit"] == unit
+        assert t["lie_derivative"] > 1e-3
+        assert o["lie_derivative"] == pytest.approx(t["lie_derivative"], rel=2e-3), spec
+
+
+def test_layer_shares_blame_the_one_broken_layer(tmp_path, data_npz):
+    path = tmp_path / "broken.pt"
+    torch.save(toy_models.BrokenShiftNet().state_dict(), path)
+    s = _scan(path, data_npz, tmp_path, ["translate"], factory("BrokenShiftNet"), layers=True).symmetries[0].summary
+    shares = {r["name"]: r["share"] for r in s["layers"]}
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-9)
+    assert s["layers"][0]["name"] == "mask" and shares["mask"] > 0.99
+    assert s["layers_residual"] < 1e-3
+
+
+def test_local_and_layers_through_the_cli(tmp_path):
+    res = CliRunner().invoke(app, ["scan", str(SAMPLES / "digits_cnn.pt"), "-s", "rotate:step=90", "--limit", "16",
+                                   "--layers", "--out", str(tmp_path / "o"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "o" / "result.json").read_text())["symmetries"][0]["summary"]
+    assert s["lie_derivative"] > 0 and s["layers"] and abs(sum(r["share"] for r in s["layers"]) - 1) < 1e-6
+    onnx = CliRunner().invoke(app, ["scan", str(SAMPLES / "digits_cnn.onnx"), "-s", "rotate:step=90", "--limit", "16",
+                                    "--layers", "--out", str(tmp_path / "p"), "--quiet"])
+    assert onnx.exit_code == 0, onnx.output
+    s = json.loads((tmp_path / "p" / "result.json").read_text())["symmetries"][0]["summary"]
+    assert s["layers"] is None and "torch" in s["layers_reason"]
