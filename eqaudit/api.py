@@ -10,10 +10,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import __version__
-from .config import Settings, parse_input_shape, resolve
+from .config import Settings, parse_input_shape, read_toml, resolve, sidecar_for
 from .data import Dataset, load_dataset
-from .errors import ConfigError
-from .gates import check_gate_metrics, evaluate_gates
+from .errors import ConfigError, EqauditError
+from .gates import check_settings_gates, gates_for
+from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor
 from .models import ReshapedInput, load_model, resolve_device
 from .report.io import write_bytes_atomic
 from .result import ORBITS_FILE, AuditResult, DataInfo, ModelInfo, SymmetryResult
@@ -65,7 +66,7 @@ def run_scan(
     for sym in symmetries:
         sym.check_input(dataset.sample_shape)
     task = get_task(settings.task)
-    check_gate_metrics(settings.fail_over, dataset.has_labels, task.label_metrics)
+    check_settings_gates(settings, symmetries, dataset.has_labels, task.label_metrics)
     out_dir = Path(settings.out) if settings.out else default_out(models)
     factory_dirs = [settings.bases["model_factory"]] if "model_factory" in settings.bases else []
 
@@ -94,30 +95,27 @@ def run_scan(
         orbits["labels"] = dataset.y[dataset.indices]
 
     for m, path in enumerate(models):
+        factory, dirs = _factory_for(path, settings, factory_dirs)
         adapter = load_model(
             path,
             device,
-            factory=settings.model_factory,
-            search_dirs=factory_dirs,
+            factory=factory,
+            search_dirs=dirs,
             trust=settings.trust,
             output_name=settings.output_name,
         )
         model = ReshapedInput(adapter, dataset.stored_shape) if input_shape is not None else adapter
-        swept = sweep(model, dataset, symmetries, task, batch_size=settings.batch_size, output_kind=settings.output_kind,
-                      seed=settings.seed, progress=progress)
-        result.models.append(
-            ModelInfo(
-                path=str(path),
-                backend=adapter.info.backend,
-                sha256=adapter.info.sha256,
-                input_shape=list(dataset.sample_shape),
-                format=adapter.info.format,
-                output_name=adapter.info.output_name,
-                output_kind=swept.output_kind,
-                notes=list(adapter.info.notes),
-            )
-        )
+        try:
+            swept = sweep(model, dataset, symmetries, task, batch_size=settings.batch_size, output_kind=settings.output_kind,
+                          seed=settings.seed, progress=progress)
+        except (EqauditError, KeyboardInterrupt) as exc:
+            if write:
+                _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, task, settings, getattr(exc, "partial", None))
+            raise
+        result.models.append(_model_info(adapter, dataset, swept.output_kind))
         _add_symmetries(result, orbits, m, symmetries, swept, dataset, task, settings)
+        if settings.local or settings.layers:
+            _add_local(result, orbits, model, symmetries, dataset, task, settings)
         t = result.timing
         t["seconds"] += swept.seconds
         t["model_seconds"] += swept.model_seconds
@@ -131,15 +129,72 @@ def run_scan(
     return result, out_dir
 
 
+def _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, task, settings, partial) -> None:
+    """After a failure mid-sweep: write every measurement finished so far (complete: false)."""
+    if partial is not None and partial.tables:
+        result.models.append(_model_info(adapter, dataset, partial.output_kind))
+        _add_symmetries(result, orbits, m, symmetries[: len(partial.tables)], partial, dataset, task, settings)
+    if result.symmetries:
+        result.complete = False
+        result.passed = False
+        write_outputs(result, orbits, out_dir)
+
+
+def _model_info(adapter, dataset: Dataset, output_kind: str) -> ModelInfo:
+    return ModelInfo(
+        path=adapter.info.path,
+        backend=adapter.info.backend,
+        sha256=adapter.info.sha256,
+        input_shape=list(dataset.sample_shape),
+        format=adapter.info.format,
+        output_name=adapter.info.output_name,
+        output_kind=output_kind,
+        notes=list(adapter.info.notes),
+    )
+
+
+def _add_local(result, orbits, model, symmetries: list[Symmetry], dataset: Dataset, task: Task, settings) -> None:
+    """Lie derivatives (--local) and per-layer shares (--layers) for the model's symmetries just added."""
+    import time
+
+    from .lie import layer_attribution, lie_derivative
+
+    t0 = time.perf_counter()
+    first = len(result.symmetries) - len(symmetries)
+    for j, sym in enumerate(symmetries, start=first):
+        summary = result.symmetries[j].summary
+        local, per_sample = lie_derivative(model, dataset, sym, task, batch_size=settings.batch_size)
+        summary.update(local)
+        if per_sample is not None:
+            orbits[f"s{j}.lie"] = per_sample
+        if settings.layers:
+            summary.update(layer_attribution(model, dataset, sym, task))
+    result.timing["local_seconds"] = result.timing.get("local_seconds", 0.0) + time.perf_counter() - t0
+
+
+def _factory_for(path: Path, settings: Settings, default_dirs: list[Path]) -> tuple[str | None, list[Path]]:
+    """The architecture for one model: a factory given on the command line, in the environment or in
+    --config applies to every model; otherwise each model's own sidecar names its own."""
+    source = settings.sources.get("model_factory", "default")
+    if source == "default" or source.startswith("sidecar"):
+        sidecar = sidecar_for(Path(path))
+        if sidecar.is_file():
+            own = read_toml(sidecar).get("model_factory")
+            if own is not None:
+                return str(own), [sidecar.parent.resolve()]
+    return settings.model_factory, default_dirs
+
+
 def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepOutput, dataset: Dataset, task: Task, settings) -> None:
     for sym, table in zip(symmetries, swept.tables):
         j = len(result.symmetries)
         summary, per_element = task.summarize(table, sym.identity_index)
+        _add_levels(summary, per_element, orbits, j, sym, table, swept, task, settings)
         elements = sym.elements.tolist()
         for e, row in enumerate(per_element):
             row["element"] = elements[e]
             row["label"] = sym.labels[e]
-        gates = evaluate_gates(summary, settings.fail_over)
+        gates = gates_for(summary, sym, settings)
         desc = sym.describe()
         result.symmetries.append(
             SymmetryResult(
@@ -166,6 +221,24 @@ def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepO
         worst = _worst(table, sym.identity_index, task.main_metric)
         orbits[f"s{j}.worst_index"] = worst
         orbits[f"s{j}.worst_x"] = dataset.take(worst).numpy()
+
+
+def _add_levels(summary, per_element, orbits, j, sym: Symmetry, table, swept: SweepOutput, task: Task, settings) -> None:
+    """Level, its CI and status, null, per-element levels, and for one-parameter symmetries the
+    extent and per-sample flip points (see eqaudit.levels)."""
+    metric = task.main_metric
+    floor = per_sample_floor(table, metric, sym.identity_index)
+    summary.update(estimate_level(table[metric], floor, swept.null, sym.identity_index, seed=settings.seed))
+    null_mean = summary["null"] if summary["level_status"] == "ok" else None
+    levels = element_levels(table[metric], floor, null_mean)
+    for row, lv in zip(per_element, levels.tolist()):
+        row["level"] = lv
+    if len(sym.param_names) == 1 and sym.layout in ("polar", "line"):
+        params = sym.elements[:, 0].numpy()
+        summary["extent"] = extent(params, levels, sym.identity_index, settings.extent_tolerance, sym.units[0])
+        if "flipped" in table:
+            up, down = flip_points(table["flipped"], params, sym.identity_index)
+            orbits[f"s{j}.flip_up"], orbits[f"s{j}.flip_down"] = up, down
 
 
 def _worst(table: dict[str, np.ndarray], identity_index: int, metric: str, k: int = WORST_SAMPLES) -> np.ndarray:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -83,7 +85,11 @@ def scan(
     seed: Annotated[Optional[int], typer.Option(help="seed for subsets and random elements [default: 0]")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: reports/<model-stem>/]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML config file (instead of the model's sidecar)")] = None,
-    fail_over: Annotated[Optional[list[str]], typer.Option(help="gate METRIC=VALUE, repeatable, e.g. flip_rate=0.05")] = None,
+    fail_over: Annotated[Optional[list[str]], typer.Option(help="gate METRIC=VALUE on every symmetry, repeatable, e.g. flip_rate=0.05")] = None,
+    gate: Annotated[Optional[list[str]], typer.Option("--gate", "-g", help="gate [SYMMETRY:]METRIC<=VALUE or >=VALUE, repeatable, e.g. 'rot90:flip_rate<=0.01', 'level_ci_low>=0.9'")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="a previous result.json: fail when a metric got worse than there")] = None,
+    max_regression: Annotated[Optional[list[str]], typer.Option(help="allowed worsening against --baseline: 0.02, 5% or METRIC=VALUE, repeatable [default: 0.01]")] = None,
+    junit_xml: Annotated[Optional[Path], typer.Option(help="write a JUnit XML file: one test case per gate and baseline metric")] = None,
     input_shape: Annotated[Optional[str], typer.Option(help="per-sample shape for flat inputs, e.g. 1x8x8")] = None,
     output_name: Annotated[Optional[str], typer.Option(help="which output of a multi-output model to audit")] = None,
     output_kind: Annotated[Optional[str], typer.Option(help="auto, logits or probabilities [default: auto]")] = None,
@@ -106,12 +112,15 @@ def scan(
         "input_shape": input_shape, "output_name": output_name, "output_kind": output_kind,
         "model_factory": model_factory, "trust": True if trust else None, "reference": reference,
         "local": True if (local or layers) else None, "layers": True if layers else None, "extent_tolerance": extent_tolerance,
+        "gates": gate or None, "baseline": str(baseline) if baseline else None, "max_regression": max_regression or None,
+        "junit_xml": str(junit_xml) if junit_xml else None,
     }
     try:
         settings = resolve(flags, models=models, config_file=config)
         if verbose:
             for name, value in settings.values.items():
-                err.print(f"  {name} = {value!r}  [dim]({settings.sources[name]})[/]", highlight=False)
+                err.print(f"  {name} = {escape(repr(value))}  [dim]({escape(settings.sources[name])})[/]", highlight=False)
+        base_result, tolerances = _load_baseline(settings)
         if quiet:
             result, folder = run_scan(models, settings)
         else:
@@ -135,8 +144,48 @@ def scan(
     html = _render_report(result, folder)
     if not quiet:
         out.print(f"wrote {folder / 'result.json'} and {html}")
+    comparison = None
+    if base_result is not None:
+        from .gates import compare_results
+
+        comparison = compare_results(base_result, result, tolerances)
+        _print_comparison(comparison, verbose=verbose, quiet=quiet)
     _print_verdict(result)
-    raise typer.Exit(EXIT_PASS if result.passed else EXIT_GATE_FAILED)
+    _ci_outputs(result, comparison, settings.junit_xml)
+    ok = result.passed and (comparison is None or comparison.passed)
+    raise typer.Exit(EXIT_PASS if ok else EXIT_GATE_FAILED)
+
+
+def _load_baseline(settings):
+    """The --baseline result and the --max-regression tolerances, checked before the sweep."""
+    if not settings.baseline:
+        return None, None
+    from .gates import check_tolerance_metrics, parse_tolerances
+    from .result import AuditResult
+
+    base = AuditResult.load(Path(settings.baseline))
+    tolerances = parse_tolerances(settings.max_regression)
+    check_tolerance_metrics(tolerances, base)
+    return base, tolerances
+
+
+def _ci_outputs(result, comparison, junit_path: str | Path | None) -> None:
+    """JUnit XML (when asked), the GitHub step summary (when $GITHUB_STEP_SUMMARY is set) and
+    ::error annotations (when GITHUB_ACTIONS=true)."""
+    from . import ci
+
+    try:
+        if junit_path:
+            path = ci.write_junit(Path(junit_path), result, comparison)
+            err.print(f"wrote {escape(str(path))}", highlight=False)
+        summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary_file:
+            ci.append_step_summary(Path(summary_file), ci.step_summary(result, comparison))
+    except OSError as exc:
+        _fail(exc)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for line in ci.annotations(result, comparison):
+            typer.echo(line)
 
 
 def _per_model(progress, n_models: int):
@@ -163,11 +212,38 @@ def _render_report(result, folder: Path) -> Path:
 
 
 def _print_verdict(result) -> None:
+    from .gates import failure_line
+
     failed = [(s, g) for s in result.symmetries for g in s.gates if not g.passed]
     for s, g in failed:
-        err.print(f"[red]gate failed:[/] {Path(result.models[s.model].path).name} {s.spec}: {g.describe()}", highlight=False)
-    if any(s.gates for s in result.symmetries):
-        out.print("[green]all gates passed[/]" if not failed else f"[red]{len(failed)} gate(s) failed[/]")
+        line = failure_line(Path(result.models[s.model].path).name, s.spec, g, s.summary)
+        err.print(f"[red]gate failed:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    n = sum(len(s.gates) for s in result.symmetries)
+    if n:
+        out.print(f"[green]all gates passed[/] ({n} checked)" if not failed else f"[red]{len(failed)} of {n} gate(s) failed[/]")
+
+
+def _print_comparison(comparison, *, verbose: bool, quiet: bool = False) -> None:
+    """Metric by metric: every regression (every compared metric with --verbose), then missing symmetries."""
+    allowed = comparison.allowed or [None] * len(comparison.rows)
+    table = Table(title="eqaudit compare (baseline -> new)", title_justify="left")
+    for col in ["model", "symmetry", "metric", "base", "new", "change", "allowed", ""]:
+        table.add_column(col)
+    for (model, spec, metric, b, n, regressed), limit in zip(comparison.rows, allowed):
+        if regressed or verbose:
+            table.add_row(escape(model), escape(spec), metric, _fmt(b), _fmt(n), f"{n - b:+.3g}",
+                          "–" if limit is None else f"{limit:.3g}", "[red]regressed[/]" if regressed else "ok")
+    if table.rows and not quiet:
+        out.print(table)
+    for r in comparison.regressions:
+        err.print(f"[red]regression:[/] {escape(r.describe())}", highlight=False, soft_wrap=True)
+    for item in comparison.missing:
+        err.print(f"[red]missing in new result:[/] {escape(item)}", highlight=False)
+    bad = len(comparison.regressions) + len(comparison.missing)
+    if bad:
+        out.print(f"[red]{bad} regression(s)[/] against the baseline ({len(comparison.rows)} metrics compared)")
+    else:
+        out.print(f"no regressions against the baseline ({len(comparison.rows)} metrics compared)")
 
 
 @app.command()
@@ -194,37 +270,55 @@ def report(
 def compare(
     base: Annotated[Path, typer.Argument(help="baseline result.json")],
     new: Annotated[Path, typer.Argument(help="new result.json")],
-    tolerance: Annotated[float, typer.Option(help="largest allowed worsening of any metric (absolute)")] = 0.01,
+    tolerance: Annotated[Optional[list[str]], typer.Option(help="allowed worsening: 0.01 (absolute), 5% (of the baseline value) or METRIC=VALUE; repeatable [default: 0.01]")] = None,
+    junit_xml: Annotated[Optional[Path], typer.Option(help="write a JUnit XML file: one test case per compared metric")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="list every compared metric; tracebacks on errors")] = False,
 ) -> None:
-    """Exit 1 when NEW is worse than BASE on any summary metric by more than --tolerance."""
-    from .gates import compare_results
+    """Exit 1 when NEW is worse than BASE on any summary metric by more than its tolerance."""
+    from .gates import check_tolerance_metrics, compare_results, parse_tolerances
     from .result import AuditResult
 
     State.verbose = verbose
     try:
-        if tolerance < 0:
-            from .errors import ConfigError
-
-            raise ConfigError(f"Expected --tolerance >= 0, got {tolerance}.")
-        comparison = compare_results(AuditResult.load(base), AuditResult.load(new), tolerance)
+        tolerances = parse_tolerances(tolerance)
+        base_result, new_result = AuditResult.load(base), AuditResult.load(new)
+        check_tolerance_metrics(tolerances, base_result, new_result)
+        comparison = compare_results(base_result, new_result, tolerances)
     except Exception as exc:
         _fail(exc)
-    table = Table(title="eqaudit compare", title_justify="left")
-    for col in ["model", "symmetry", "metric", "base", "new", ""]:
-        table.add_column(col)
-    for model, spec, metric, b, n, regressed in comparison.rows:
-        if regressed or verbose:
-            table.add_row(model, spec, metric, _fmt(b), _fmt(n), "[red]regressed[/]" if regressed else "ok")
-    if table.rows:
-        out.print(table)
-    for item in comparison.missing:
-        err.print(f"[red]missing in new result:[/] {item}", highlight=False)
-    bad = len(comparison.regressions) + len(comparison.missing)
-    if bad:
-        out.print(f"[red]{bad} regression(s)[/] beyond tolerance {tolerance:g}")
-        raise typer.Exit(EXIT_GATE_FAILED)
-    out.print(f"no regressions ({len(comparison.rows)} metrics compared, tolerance {tolerance:g})")
+    _print_comparison(comparison, verbose=verbose)
+    _ci_outputs(None, comparison, junit_xml)
+    raise typer.Exit(EXIT_PASS if comparison.passed else EXIT_GATE_FAILED)
+
+
+@app.command()
+def init(
+    models: Annotated[Optional[list[Path]], typer.Argument(help="the model file(s) the workflow scans", show_default=False)] = None,
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="dataset PATH[:KEY] to put in the config")] = None,
+    symmetry: Annotated[Optional[list[str]], typer.Option("--symmetry", "-s", help="symmetry spec, repeatable [default: rot90, flip]")] = None,
+    gate: Annotated[Optional[list[str]], typer.Option("--gate", "-g", help="gate to put in the config, repeatable, e.g. 'rot90:flip_rate<=0.01'")] = None,
+    model_factory: Annotated[Optional[str], typer.Option(help="module:callable building the architecture for a state dict")] = None,
+    directory: Annotated[Path, typer.Option("--dir", help="project root (where pyproject.toml and .github/ live)")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing workflow file (a [tool.eqaudit] table is never overwritten)")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="tracebacks on errors")] = False,
+) -> None:
+    """Write a starter [tool.eqaudit] block into pyproject.toml and a GitHub Actions workflow that runs the scan."""
+    from .scaffold import init_project
+
+    State.verbose = verbose
+    try:
+        outcome = init_project(directory, [str(m) for m in models or []], data=data, symmetry=symmetry, gates=gate,
+                               model_factory=model_factory, force=force)
+    except Exception as exc:
+        _fail(exc)
+    for path in outcome.written:
+        out.print(f"wrote {escape(str(path))}", highlight=False)
+    for path, why in outcome.skipped:
+        out.print(f"[yellow]left {escape(str(path))} unchanged:[/] {escape(why)}", highlight=False)
+    if not outcome.block_written:
+        out.print(escape(outcome.block), highlight=False, soft_wrap=True)
+    for note in outcome.notes:
+        out.print(f"note: {escape(note)}", highlight=False)
 
 
 @app.command()

@@ -5,6 +5,15 @@ the model's sidecar ``MODEL_STEM.eqaudit.toml`` (or ``--config FILE``) < ``EQAUD
 variables < command-line flags. Relative paths in a config file are relative to that file's folder.
 ``trust`` can only come from a flag or the environment: a file lying next to a model must not be
 able to vouch for it.
+
+Settings that take structured values accept TOML forms as well as strings (the string forms are what
+flags and ``EQAUDIT_*`` variables use; see eqaudit.gates for the syntax)::
+
+    fail_over = { flip_rate = 0.05 }                 # or ["flip_rate=0.05"], or "flip_rate=0.05,prob_tv=0.1"
+    gates = ["rot90:flip_rate <= 0.01", "level_ci_low >= 0.9"]    # EQAUDIT_GATES: separated by ';'
+    [tool.eqaudit.gates]                             # or a table keyed by symmetry ("*" = every one)
+    rot90 = ["flip_rate <= 0.01", "level_ci_low >= 0.9"]
+    max_regression = { "*" = 0.01, level = "5%" }     # or 0.02, "5%", ["level=5%"]
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, PathNotFoundError
+from .gates import gate_specs, parse_tolerances, tolerances_to_strings
 
 ENV_PREFIX = "EQAUDIT_"
 SIDECAR_SUFFIX = ".eqaudit.toml"
@@ -95,6 +105,18 @@ def _to_gates(v: Any) -> dict[str, float]:
     return out
 
 
+def _to_gate_list(v: Any) -> list[str]:
+    """Gates (see eqaudit.gates): a gate string or a list of them, or a table keyed by symmetry
+    (``[gates] rot90 = ["flip_rate <= 0.01"]``); stored as canonical strings ``rot90:flip_rate<=0.01``."""
+    return [g.text() for g in gate_specs(v)]
+
+
+def _to_tolerances(v: Any) -> dict[str, str]:
+    """Tolerances (see eqaudit.gates): ``0.02``, ``"5%"``, ``"level=5%"``, a list, or a table; stored as
+    METRIC -> "0.02" / "5%" with ``*`` for every other metric."""
+    return tolerances_to_strings(parse_tolerances(v))
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -103,6 +125,11 @@ class Setting:
     help: str
     is_path: bool = False
     files_allowed: bool = True  # may a config file set it?
+    flag: str | None = None  # the command-line option, when it is not --NAME
+
+    @property
+    def option(self) -> str:
+        return self.flag or f"--{self.name.replace('_', '-')}"
 
 
 SETTINGS: dict[str, Setting] = {
@@ -117,7 +144,11 @@ SETTINGS: dict[str, Setting] = {
         Setting("limit", None, _to_int, "audit a seeded random subset of this many samples"),
         Setting("seed", 0, _to_int, "seed for subsets and random group elements"),
         Setting("out", None, _to_str, "output folder (default reports/<model-stem>/)", is_path=True),
-        Setting("fail_over", {}, _to_gates, "gates METRIC=VALUE: fail when a summary metric exceeds VALUE"),
+        Setting("fail_over", {}, _to_gates, "gates METRIC=VALUE on every symmetry: fail when a metric is worse than VALUE"),
+        Setting("gates", [], _to_gate_list, "gates [SYMMETRY:]METRIC<=VALUE or >=VALUE, e.g. rot90:flip_rate<=0.01", flag="--gate"),
+        Setting("baseline", None, _to_str, "a previous result.json; a metric worse than there by more than max_regression fails", is_path=True),
+        Setting("max_regression", {}, _to_tolerances, "allowed worsening against the baseline: 0.02, 5% or METRIC=VALUE (default 0.01)"),
+        Setting("junit_xml", None, _to_str, "write a JUnit XML file (one test case per gate and baseline metric)", is_path=True),
         Setting("input_shape", None, _to_str, "per-sample shape for flat inputs, e.g. 1x8x8"),
         Setting("output_name", None, _to_str, "which output of a multi-output model to audit"),
         Setting("output_kind", "auto", _to_str, "classifier outputs: auto, logits or probabilities"),
@@ -166,6 +197,8 @@ def _convert(name: str, value: Any, where: str) -> Any:
         out = setting.convert(value)
     except ValueError as exc:
         raise ConfigError(f"Setting {name!r} from {where}: expected {exc}, got {value!r}.") from None
+    except ConfigError as exc:
+        raise ConfigError(f"Setting {name!r} from {where}: {exc}") from None
     if name in CHOICES and out not in CHOICES[name]:
         raise ConfigError(f"Setting {name!r} from {where}: expected one of {', '.join(CHOICES[name])}, got {out!r}.")
     return out
@@ -217,7 +250,7 @@ def resolve(
             if k not in SETTINGS:
                 raise _unknown(key, where)
             if not SETTINGS[k].files_allowed:
-                raise ConfigError(f"Setting {key!r} cannot be set in {where}; pass --{key.replace('_', '-')} on the command line.")
+                raise ConfigError(f"Setting {key!r} cannot be set in {where}; pass {SETTINGS[k].option} on the command line.")
             value = _convert(k, raw, where)
             if SETTINGS[k].is_path and value is not None:
                 value = _resolve_path(value, base)
@@ -256,7 +289,8 @@ def resolve(
             continue
         if k not in SETTINGS:
             raise _unknown(k, "options")
-        values[k], sources[k] = _convert(k, value, f"--{k.replace('_', '-')}"), f"flag --{k.replace('_', '-')}"
+        option = SETTINGS[k].option
+        values[k], sources[k] = _convert(k, value, option), f"flag {option}"
         bases.pop(k, None)
     return Settings(values, sources, bases, files)
 

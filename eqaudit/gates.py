@@ -1,40 +1,349 @@
-"""Gates and regressions as pure functions over summaries: threshold checks and baseline comparison."""
+"""Gates and regressions as pure functions over summaries: gate and tolerance syntax, threshold checks, baseline comparison.
+
+Gate syntax (``--gate``, ``gates = [...]`` in a config file)::
+
+    [SYMMETRY:]METRIC OP VALUE        OP is <= (upper bound) or >= (lower bound); VALUE may end in %
+
+    flip_rate <= 0.01                 every audited symmetry
+    rot90:flip_rate<=1%               symmetries named rot90 (any parameters)
+    rotate:step=15:prob_tv <= 0.05    exactly the symmetry rotate:step=15
+    level_ci_low >= 0.9               lower bound on the lower end of the level's confidence interval
+
+``--fail-over METRIC=VALUE`` is the short form for every symmetry, in the metric's natural direction
+(an upper bound where lower is better, a lower bound for accuracy, level, ...).
+
+Tolerance syntax (``--max-regression``, ``compare --tolerance``): ``0.02`` (absolute, every metric),
+``5%`` (relative to the baseline's value), ``METRIC=0.01`` or ``METRIC=5%`` (one metric).
+"""
 
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
 from .metrics import DIRECTION
 from .result import AuditResult, Gate
 
+OPS = ("<=", ">=")
+DEFAULT_TOLERANCE = 0.01
+
+# Summary keys that hold numbers eqaudit knows about besides DIRECTION (which lists metrics with a
+# better and a worse side). A gate on a name that is in neither is accepted only when the summary
+# has it (tasks may add metrics), and is otherwise a usage error.
+LEVEL_KEYS = ("level", "level_ci_low", "level_ci_high")
+OTHER_NUMERIC = ("null", "unresolved_elements")
+NOT_NUMERIC = {
+    "level_ci": "gate its ends, level_ci_low or level_ci_high",
+    "level_status": "gate level or level_ci_low (an undetermined level fails a gate)",
+    "extent": "gate level or an error metric instead",
+    "level_reason": "gate level or level_ci_low (an undetermined level fails a gate)",
+}
+
+
+def known_metrics() -> list[str]:
+    """Every summary metric name a gate may use before the summary exists."""
+    return list(dict.fromkeys([*DIRECTION, *LEVEL_KEYS, *OTHER_NUMERIC]))
+
+
+def natural_op(metric: str) -> str:
+    """``>=`` where higher is better (accuracy, level, ...), ``<=`` otherwise (errors, unknown metrics)."""
+    return ">=" if DIRECTION.get(metric, -1) > 0 else "<="
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """One requested gate: ``metric op threshold`` on the symmetries ``symmetry`` selects (None: all)."""
+
+    metric: str
+    op: str
+    threshold: float
+    symmetry: str | None = None  # a symmetry name ("rot90") or full spec ("rotate:step=15"); None = every one
+    origin: str = "gate"  # "gate" (--gate / gates) or "fail_over"
+
+    def text(self) -> str:
+        head = f"{self.symmetry}:" if self.symmetry else ""
+        return f"{head}{self.metric}{self.op}{self.threshold!r}"
+
+    def applies_to(self, name: str, spec: str) -> bool:
+        if self.symmetry is None:
+            return True
+        return self.symmetry in (name, spec) or _canonical(self.symmetry) == spec
+
+
+def _canonical(selector: str) -> str | None:
+    """The canonical spec of a selector such as ``rotate:min=-90, step=15`` (None when it does not parse)."""
+    if ":" not in selector:
+        return selector
+    from .symmetries import parse_symmetry
+
+    try:
+        return parse_symmetry(selector).spec
+    except Exception:
+        return None
+
+
+def _number(text: str, what: str) -> float:
+    t = text.strip()
+    scale = 1.0
+    if t.endswith("%"):
+        t, scale = t[:-1].strip(), 0.01
+    try:
+        v = float(t) * scale
+    except ValueError:
+        raise ConfigError(f"Expected a number (or a percentage like 5%) for {what}, got {text.strip()!r}.") from None
+    if not math.isfinite(v):
+        raise ConfigError(f"Expected a finite number for {what}, got {text.strip()!r}.")
+    return v
+
+
+def parse_gate(text: str, symmetry: str | None = None) -> GateSpec:
+    """``"[SYMMETRY:]METRIC OP VALUE"`` -> GateSpec; ``symmetry`` is the selector when the text has none
+    (config tables keyed by symmetry). Raises ConfigError (exit 2) on malformed text."""
+    if not isinstance(text, str):
+        raise ConfigError(f"Expected a gate string like 'rot90:flip_rate<=0.01', got {text!r}.")
+    raw = text.strip()
+    i = min((p for p in (raw.find("<"), raw.find(">")) if p >= 0), default=-1)
+    if i < 0:
+        hint = " (--fail-over takes METRIC=VALUE)" if "=" in raw else ""
+        raise ConfigError(f"Expected a gate like 'rot90:flip_rate<=0.01' or 'level_ci_low>=0.9', got {raw!r}; "
+                          f"use <= for an upper bound or >= for a lower bound{hint}.")
+    op = raw[i : i + 2]
+    if op not in OPS:
+        raise ConfigError(f"Gate {raw!r}: expected the operator <= or >=, got {raw[i:i + 2].strip() or raw[i]!r}; "
+                          "strict bounds are not supported (use <= or >=).")
+    left, right = raw[:i].strip(), raw[i + 2 :].strip()
+    selector, _, metric = left.rpartition(":")
+    selector, metric = selector.strip(), metric.strip()
+    if not metric.isidentifier():
+        raise ConfigError(f"Gate {raw!r}: expected a metric name such as flip_rate before {op}, got {metric!r}.")
+    if selector and symmetry:
+        raise ConfigError(f"Gate {raw!r} under symmetry {symmetry!r} names a symmetry again; write just '{metric}{op}{right}'.")
+    selector = selector or symmetry
+    if selector in ("*", ""):
+        selector = None
+    threshold = _number(right, f"the bound of gate {raw!r}")
+    return GateSpec(metric, op, threshold, selector)
+
+
+def gate_specs(raw: Any) -> list[GateSpec]:
+    """Gates from a setting value: a string or list of gate strings, or a table keyed by symmetry whose
+    values are a gate string or a list of them (``{"rot90": ["flip_rate<=0.01"], "*": "prob_tv<=0.1"}``)."""
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [parse_gate(p) for p in _split_gate_text(raw)]
+    if isinstance(raw, Mapping):
+        out = []
+        for selector, items in raw.items():
+            for item in [items] if isinstance(items, str) else _as_list(items, f"gates for {selector!r}"):
+                out.append(parse_gate(item, symmetry=str(selector)))
+        return out
+    return [parse_gate(p) for p in _as_list(raw, "gates")]
+
+
+def _as_list(v: Any, what: str) -> list:
+    if isinstance(v, (list, tuple)):
+        return list(v)
+    raise ConfigError(f"Expected a list of gate strings for {what}, got {v!r}.")
+
+
+def _split_gate_text(s: str) -> list[str]:
+    """Gates in one string (environment variables) are separated by ';' or newlines (commas belong to specs)."""
+    return [p.strip() for chunk in s.split("\n") for p in chunk.split(";") if p.strip()]
+
+
+def fail_over_specs(fail_over: Mapping[str, float]) -> list[GateSpec]:
+    return [GateSpec(m, natural_op(m), float(t), None, "fail_over") for m, t in fail_over.items()]
+
+
+def all_specs(fail_over: Mapping[str, float] | None, gates: Any = None) -> list[GateSpec]:
+    """Every gate requested by the ``fail_over`` and ``gates`` settings, in that order."""
+    return fail_over_specs(fail_over or {}) + gate_specs(gates)
+
+
+def _unknown_metric(metric: str, where: str, candidates: Iterable[str]) -> ConfigError:
+    cands = list(dict.fromkeys(candidates))
+    close = difflib.get_close_matches(metric, cands, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(sorted(cands))}"
+    return ConfigError(f"Unknown gate metric {metric!r} in {where}; {hint}")
+
 
 def check_gate_metrics(fail_over: dict[str, float], has_labels: bool, label_metrics: frozenset[str] = frozenset()) -> None:
-    """Reject gates on unknown metrics, or on label metrics when the data has no labels."""
-    for metric in fail_over:
-        if metric not in DIRECTION:
-            import difflib
-
-            close = difflib.get_close_matches(metric, DIRECTION, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(sorted(DIRECTION))}"
-            raise ConfigError(f"Unknown gate metric {metric!r} in --fail-over; {hint}")
-        if metric in label_metrics and not has_labels:
-            raise ConfigError(f"Gate on {metric!r} needs labels, but the data has no 'y'; drop the gate or add labels.")
+    """Reject ``--fail-over`` gates on unknown metrics, or on label metrics when the data has no labels."""
+    check_gates(fail_over_specs(fail_over), has_labels=has_labels, label_metrics=label_metrics)
 
 
-def evaluate_gates(summary: dict, fail_over: dict[str, float]) -> list[Gate]:
-    """``--fail-over METRIC=VALUE``: the summary value must not exceed VALUE (it must not fall below
-    VALUE for metrics where higher is better, such as accuracy)."""
+def check_gates(
+    specs: list[GateSpec],
+    *,
+    symmetries: list | None = None,
+    has_labels: bool = True,
+    label_metrics: frozenset[str] = frozenset(),
+) -> None:
+    """Checks that need no summary, before the sweep: each selector names an audited symmetry, no gate
+    uses a non-numeric key, a label metric needs labels, and a name close to a known metric (a typo)
+    is rejected with a suggestion. Other unknown names are left to :func:`evaluate_gates`, which
+    accepts them when the summary has them (tasks may add metrics)."""
+    known = known_metrics()
+    for g in specs:
+        where = "--fail-over" if g.origin == "fail_over" else f"gate {g.text()!r}"
+        if g.metric in NOT_NUMERIC:
+            raise ConfigError(f"Gate metric {g.metric!r} in {where} is not a number; {NOT_NUMERIC[g.metric]}.")
+        if g.metric not in known and difflib.get_close_matches(g.metric, known, n=1, cutoff=0.8):
+            raise _unknown_metric(g.metric, where, known)
+        if g.metric in label_metrics and not has_labels:
+            raise ConfigError(f"Gate on {g.metric!r} needs labels, but the data has no 'y'; drop the gate or add labels.")
+        if g.symmetry is not None and symmetries is not None:
+            if not any(g.applies_to(s.name, s.spec) for s in symmetries):
+                audited = list(dict.fromkeys([x for s in symmetries for x in (s.name, s.spec)]))
+                close = difflib.get_close_matches(g.symmetry, audited, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"this scan audits {', '.join(audited)}"
+                raise ConfigError(
+                    f"Gate {g.text()!r} names symmetry {g.symmetry!r}, which this scan does not audit; {hint} "
+                    "(or add it with --symmetry)."
+                )
+
+
+def evaluate_gates(summary: dict, fail_over: Mapping[str, float] | None, specs: Iterable[GateSpec] = (), *,
+                   symmetry: Any = None) -> list[Gate]:
+    """The gates of one symmetry's summary.
+
+    ``fail_over`` (METRIC -> VALUE) gates every symmetry in the metric's natural direction; ``specs``
+    apply when their selector matches ``symmetry`` (anything with ``name`` and ``spec``; None matches
+    only gates without a selector). A gate whose value is missing or None (e.g. an undetermined level)
+    fails. A gate without a selector skips a symmetry whose summary lacks a known metric (e.g. the
+    floor flip rate of an exact symmetry). A metric that is neither known nor in the summary raises
+    ConfigError (exit 2) with the closest name.
+    """
+    name = getattr(symmetry, "name", None)
+    spec = getattr(symmetry, "spec", None)
     gates = []
-    for metric, threshold in fail_over.items():
-        value = summary.get(metric)
-        op = ">=" if DIRECTION.get(metric, -1) > 0 else "<="
-        if value is None:
-            passed = False
-        else:
-            passed = value >= threshold if op == ">=" else value <= threshold
-        gates.append(Gate(metric, op, float(threshold), value, bool(passed)))
+    for g in [*fail_over_specs(fail_over or {}), *specs]:
+        if g.symmetry is not None and (symmetry is None or not g.applies_to(name, spec)):
+            continue
+        if g.metric not in summary:
+            if g.metric not in known_metrics():
+                numeric = [k for k, v in summary.items() if _is_number(v)]
+                where = "--fail-over" if g.origin == "fail_over" else f"gate {g.text()!r}"
+                raise _unknown_metric(g.metric, where, [*numeric, *known_metrics()])
+            if g.symmetry is None:
+                continue
+        value = summary.get(g.metric)
+        if value is not None and not _is_number(value):
+            raise ConfigError(f"Gate metric {g.metric!r} holds {type(value).__name__}, not a number; gate a numeric summary key.")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            gates.append(Gate(g.metric, g.op, float(g.threshold), None, False))
+            continue
+        value = float(value)
+        passed = value >= g.threshold if g.op == ">=" else value <= g.threshold
+        gates.append(Gate(g.metric, g.op, float(g.threshold), value, bool(passed)))
     return gates
+
+
+def gates_for(summary: dict, symmetry: Any, settings: Any) -> list[Gate]:
+    """The gates ``settings`` (``fail_over`` and ``gates``) put on one symmetry's final summary."""
+    values = getattr(settings, "values", settings)
+    return evaluate_gates(summary, values.get("fail_over") or {}, gate_specs(values.get("gates")), symmetry=symmetry)
+
+
+def check_settings_gates(settings: Any, symmetries: list, has_labels: bool, label_metrics: frozenset[str] = frozenset()) -> None:
+    """:func:`check_gates` over every gate ``settings`` requests (before the sweep)."""
+    values = getattr(settings, "values", settings)
+    check_gates(all_specs(values.get("fail_over"), values.get("gates")), symmetries=symmetries, has_labels=has_labels,
+                label_metrics=label_metrics)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def failure_line(model: str, spec: str, gate: Gate, summary: Mapping[str, Any] | None = None) -> str:
+    """One line for a failed gate: model, symmetry, the exact compared value and the bound."""
+    bound = f"{gate.op} {gate.threshold!r}"
+    if gate.value is None:
+        why = "was not measured"
+        if summary is not None and gate.metric.startswith("level") and summary.get("level_status") == "undetermined":
+            why = f"is undetermined ({summary.get('level_reason') or 'null and floor too close to tell'})"
+        return f"{model}, symmetry {spec}: {gate.metric} {why}, so it cannot satisfy {bound}"
+    return f"{model}, symmetry {spec}: {gate.metric} = {gate.value!r}, bound {bound}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# tolerances and baselines
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How much a metric may get worse: ``value`` absolute, or a share of the baseline's magnitude."""
+
+    value: float
+    relative: bool = False
+
+    def allowed(self, base: float) -> float:
+        return self.value * abs(base) if self.relative else self.value
+
+    def __str__(self) -> str:
+        return f"{100 * self.value:g}%" if self.relative else f"{self.value:g}"
+
+
+def _tolerance(text: Any, what: str) -> Tolerance:
+    if isinstance(text, bool):
+        raise ConfigError(f"Expected a tolerance (0.01 or 5%) for {what}, got {text!r}.")
+    if isinstance(text, (int, float)):
+        t = Tolerance(float(text))
+    elif isinstance(text, str):
+        rel = text.strip().endswith("%")
+        t = Tolerance(_number(text, what), rel)
+    else:
+        raise ConfigError(f"Expected a tolerance (0.01 or 5%) for {what}, got {text!r}.")
+    if t.value < 0 or not math.isfinite(t.value):
+        raise ConfigError(f"Expected a tolerance >= 0 for {what}, got {text!r}.")
+    return t
+
+
+def parse_tolerances(raw: Any) -> dict[str, Tolerance]:
+    """Tolerances per metric, ``"*"`` being the default for every other metric.
+
+    Accepts a number (``0.02``), a string (``"5%"``, ``"level=5%"``, ``"0.01,level=5%"``), a list of
+    such strings, or a table (``{"*" = 0.01, level = "5%"}``; ``default`` is a synonym of ``*``)."""
+    if raw is None:
+        return {}
+    items: list[tuple[str, Any]] = []
+    if isinstance(raw, Mapping):
+        items = [(str(k), v) for k, v in raw.items()]
+    else:
+        parts = raw if isinstance(raw, (list, tuple)) else [raw]
+        for p in parts:
+            if isinstance(p, str):
+                for piece in (x.strip() for x in p.split(",")):
+                    if piece:
+                        k, sep, v = piece.partition("=")
+                        items.append((k.strip(), v.strip()) if sep else ("*", piece))
+            else:
+                items.append(("*", p))
+    out: dict[str, Tolerance] = {}
+    for k, v in items:
+        k = "*" if k in ("default", "") else k
+        if k != "*" and not k.isidentifier():
+            raise ConfigError(f"Expected METRIC=TOLERANCE with a metric name, got {k!r}.")
+        out[k] = _tolerance(v, "every metric" if k == "*" else k)
+    return out
+
+
+def tolerances_to_strings(tols: Mapping[str, Tolerance]) -> dict[str, str]:
+    return {k: str(t) for k, t in tols.items()}
+
+
+def _as_tolerances(tolerance: Any) -> dict[str, Tolerance]:
+    if isinstance(tolerance, Tolerance):
+        return {"*": tolerance}
+    if isinstance(tolerance, Mapping) and all(isinstance(v, Tolerance) for v in tolerance.values()):
+        return dict(tolerance)
+    return parse_tolerances(tolerance)
 
 
 @dataclass
@@ -44,10 +353,14 @@ class Regression:
     metric: str
     base: float
     new: float
-    tolerance: float
+    tolerance: float  # the allowed worsening, absolute, for this baseline value
+    rule: str = ""  # how the tolerance was given, e.g. "5%" or "0.01"
 
     def describe(self) -> str:
-        return f"{self.model} {self.symmetry}: {self.metric} {self.base:.6g} -> {self.new:.6g} (tolerance {self.tolerance:g})"
+        rule = f" = {self.rule} of |base|" if self.rule.endswith("%") else ""
+        worse = abs(self.new - self.base)
+        return (f"{self.model}, symmetry {self.symmetry}: {self.metric} {self.base!r} -> {self.new!r} "
+                f"(worse by {worse:.6g}, allowed {self.tolerance:.6g}{rule})")
 
 
 @dataclass
@@ -55,35 +368,61 @@ class Comparison:
     rows: list[tuple[str, str, str, float, float, bool]]  # model, symmetry, metric, base, new, regressed
     regressions: list[Regression]
     missing: list[str]  # (model, symmetry) in base but not in new
+    allowed: list[float] | None = None  # per row: the allowed worsening (absolute)
+
+    @property
+    def passed(self) -> bool:
+        return not self.regressions and not self.missing
 
 
-def _key(result: AuditResult, s) -> tuple[str, str]:
-    from pathlib import Path
-
-    return Path(result.models[s.model].path).name, s.spec
+def _key(result: AuditResult, s, by_model: bool = True) -> tuple[str, str]:
+    return (Path(result.models[s.model].path).name if by_model else ""), s.spec
 
 
-def compare_results(base: AuditResult, new: AuditResult, tolerance: float = 0.01) -> Comparison:
-    """Every summary metric with a known direction, matched by (model file name, symmetry spec).
+def check_tolerance_metrics(tols: Mapping[str, Any], *results: AuditResult) -> None:
+    """A tolerance on a metric that no result has and eqaudit does not know is a usage error (exit 2)."""
+    seen = {k for r in results for s in r.symmetries for k, v in s.summary.items() if _is_number(v)}
+    cands = [*known_metrics(), *sorted(seen)]
+    for metric in tols:
+        if metric != "*" and metric not in seen and metric not in known_metrics():
+            close = difflib.get_close_matches(metric, cands, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"valid: {', '.join(sorted(set(cands)))}"
+            raise ConfigError(f"Unknown metric {metric!r} in a tolerance; {hint}")
 
-    A metric regressed when it got worse by more than ``tolerance`` (absolute). A (model, symmetry)
-    present in the baseline but missing from the new result counts as a regression too.
+
+def compare_results(base: AuditResult, new: AuditResult, tolerance: Any = DEFAULT_TOLERANCE) -> Comparison:
+    """Every summary metric with a known direction (plus any metric given its own tolerance), matched
+    by (model file name, symmetry spec); by spec alone when both results hold one model each, so a
+    retrained checkpoint under a new name still compares.
+
+    ``tolerance``: a number (absolute, every metric), a Tolerance, or anything :func:`parse_tolerances`
+    reads (``{"*": 0.01, "level": "5%"}``). A metric regressed when it got worse by more than its
+    allowed amount. A (model, symmetry) in the baseline but missing from the new result counts as a
+    regression too.
     """
-    new_by_key = {_key(new, s): s for s in new.symmetries}
-    rows, regressions, missing = [], [], []
+    tols = _as_tolerances(tolerance)
+    default = tols.get("*", Tolerance(DEFAULT_TOLERANCE))
+    by_model = not (len(base.models) == 1 and len(new.models) == 1)
+    metrics = {**DIRECTION, **{m: DIRECTION.get(m, -1) for m in tols if m != "*"}}
+    new_by_key = {_key(new, s, by_model): s for s in new.symmetries}
+    rows, regressions, missing, allowed = [], [], [], []
     for s in base.symmetries:
-        k = _key(base, s)
+        k = _key(base, s, by_model)
+        label = Path(base.models[s.model].path).name
         other = new_by_key.get(k)
         if other is None:
-            missing.append(f"{k[0]} {k[1]}")
+            missing.append(f"{label} {s.spec}")
             continue
-        for metric, direction in DIRECTION.items():
+        for metric, direction in metrics.items():
             b, n = s.summary.get(metric), other.summary.get(metric)
-            if b is None or n is None:
+            if not (_is_number(b) and _is_number(n)):
                 continue
+            tol = tols.get(metric, default)
+            limit = tol.allowed(b)
             worse = (b - n) if direction > 0 else (n - b)
-            regressed = worse > tolerance
-            rows.append((k[0], k[1], metric, b, n, regressed))
+            regressed = worse > limit + 1e-12 * max(1.0, abs(b))
+            rows.append((label, s.spec, metric, b, n, regressed))
+            allowed.append(limit)
             if regressed:
-                regressions.append(Regression(k[0], k[1], metric, b, n, tolerance))
-    return Comparison(rows, regressions, missing)
+                regressions.append(Regression(label, s.spec, metric, b, n, limit, str(tol)))
+    return Comparison(rows, regressions, missing, allowed)

@@ -24,6 +24,8 @@ DIRECTION: dict[str, int] = {
     "worst_case_accuracy": +1,
     "true_class_prob": +1,
     "level": +1,
+    "level_ci_low": +1,
+    "level_ci_high": +1,
 }
 
 

@@ -140,49 +140,54 @@ def sweep(
     kept_refs: dict[int, Tensor] = {}  # selection position -> converted reference output (for the null)
     tables: list[dict[str, np.ndarray]] = []
     t_start = time.perf_counter()
-    with torch.inference_mode():
-        for si, sym in enumerate(symmetries):
-            elements = sym.elements.to(device)
-            identity = elements[sym.identity_index : sym.identity_index + 1]
-            e_total = sym.n_elements
-            per_batch = max(1, batch_size // e_total)
-            e_chunk = min(e_total, max(1, batch_size // per_batch))
-            table: dict[str, np.ndarray] = {}
-            for pos, x, y in dataset.batches(per_batch, device):
-                raw = caller(x)
-                if kind is None:
-                    task.check_output(raw, x)
-                    _check_finite(raw)
-                    kind = task.setup(raw, output_kind)
-                    _check_labels(dataset, raw, task)
-                ref = task.convert(raw)
-                if si == 0 and wanted[pos].any():
-                    for i in np.nonzero(wanted[pos])[0]:
-                        kept_refs[int(pos[i])] = ref[int(i)].cpu()
-                for start in range(0, e_total, e_chunk):
-                    sl = slice(start, min(start + e_chunk, e_total))
-                    el = elements[sl]
-                    values = task.compare(ref, _evaluate(caller, task, sym.act(x, el)), sym, el, x, y)
-                    if not sym.exact:
-                        back = _evaluate(caller, task, sym.round_trip(x, el))
-                        ident = identity.expand(back.shape[0], -1)
-                        floor = task.compare(ref, back, sym, ident, x, None)
-                        for key, target in task.floor_keys().items():
-                            values[target] = floor[key]
-                    for key, v in values.items():
-                        arr = table.get(key)
-                        if arr is None:
-                            arr = table[key] = np.zeros((n, e_total), dtype=_np_dtype(v))
-                        arr[pos, sl] = v.transpose(0, 1).cpu().numpy()
-                done += len(pos)
-                if progress is not None:
-                    progress(done, total, sym.spec)
-            tables.append(table)
-        null = None
-        if len(null_a):
-            ra = torch.stack([kept_refs[int(i)] for i in null_a])
-            rb = torch.stack([kept_refs[int(i)] for i in null_b])
-            null = task.null(ra, rb).cpu().numpy().astype(np.float64)
+    try:
+        with torch.inference_mode():
+            for si, sym in enumerate(symmetries):
+                elements = sym.elements.to(device)
+                identity = elements[sym.identity_index : sym.identity_index + 1]
+                e_total = sym.n_elements
+                per_batch = max(1, batch_size // e_total)
+                e_chunk = min(e_total, max(1, batch_size // per_batch))
+                table: dict[str, np.ndarray] = {}
+                for pos, x, y in dataset.batches(per_batch, device):
+                    raw = caller(x)
+                    if kind is None:
+                        task.check_output(raw, x)
+                        _check_finite(raw)
+                        kind = task.setup(raw, output_kind)
+                        _check_labels(dataset, raw, task)
+                    ref = task.convert(raw)
+                    if si == 0 and wanted[pos].any():
+                        for i in np.nonzero(wanted[pos])[0]:
+                            kept_refs[int(pos[i])] = ref[int(i)].cpu()
+                    for start in range(0, e_total, e_chunk):
+                        sl = slice(start, min(start + e_chunk, e_total))
+                        el = elements[sl]
+                        values = task.compare(ref, _evaluate(caller, task, sym.act(x, el)), sym, el, x, y)
+                        if not sym.exact:
+                            back = _evaluate(caller, task, sym.round_trip(x, el))
+                            ident = identity.expand(back.shape[0], -1)
+                            floor = task.compare(ref, back, sym, ident, x, None)
+                            for key, target in task.floor_keys().items():
+                                values[target] = floor[key]
+                        for key, v in values.items():
+                            arr = table.get(key)
+                            if arr is None:
+                                arr = table[key] = np.zeros((n, e_total), dtype=_np_dtype(v))
+                            arr[pos, sl] = v.transpose(0, 1).cpu().numpy()
+                    done += len(pos)
+                    if progress is not None:
+                        progress(done, total, sym.spec)
+                tables.append(table)
+            null = None
+            if len(null_a):
+                ra = torch.stack([kept_refs[int(i)] for i in null_a])
+                rb = torch.stack([kept_refs[int(i)] for i in null_b])
+                null = task.null(ra, rb).cpu().numpy().astype(np.float64)
+    except (EqauditError, KeyboardInterrupt) as exc:
+        # keep what was measured: the symmetries finished before the failure travel with the error
+        exc.partial = SweepOutput(tables, kind or "raw", time.perf_counter() - t_start, caller.seconds, caller.evals)
+        raise
     seconds = time.perf_counter() - t_start
     return SweepOutput(tables, kind or "raw", seconds, caller.seconds, caller.evals, null, null_a)
 

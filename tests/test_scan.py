@@ -200,3 +200,20 @@ def test_gates_pass_and_fail(model_files, data_npz, tmp_path):
     gates = {g.metric: g for g in bad.symmetries[0].gates}
     assert not bad.passed and not gates["flip_rate"].passed and gates["accuracy"].passed
     assert gates["accuracy"].op == ">="
+
+
+def test_a_failure_mid_run_keeps_finished_symmetries(data_npz, tmp_path):
+    from typer.testing import CliRunner
+
+    from conftest import save_state_dict
+    from eqaudit.cli import app
+
+    path = save_state_dict("FailsOnZeroColumn", tmp_path)
+    res = CliRunner().invoke(app, ["scan", str(path), "--data", str(data_npz), "-s", "rot90", "-s", "translate:mode=zero",
+                                   "--model-factory", factory("FailsOnZeroColumn"), "--out", str(tmp_path / "o"), "--quiet"])
+    assert res.exit_code == 3 and "blank column" in res.output
+    saved = AuditResult.load(tmp_path / "o" / "result.json")
+    assert not saved.complete and not saved.passed
+    assert [s.spec for s in saved.symmetries] == ["rot90"]
+    assert saved.symmetries[0].summary["prob_tv"] < 1e-5
+    assert saved.load_orbits(tmp_path / "o")["s0.prob_tv"].shape == (24, 4)

@@ -185,3 +185,16 @@ class ConstantModel(nn.Module):
 
     def forward(self, x):
         return self.bias.expand(x.shape[0], -1) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
+class FailsOnZeroColumn(nn.Module):
+    """Raises when an input's first column is all zeros (as after a zero-fill shift to the right)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = Rot90Averaged()
+
+    def forward(self, x):
+        if bool((x[..., 0].abs().amax(dim=(-1, -2)) == 0).any()):
+            raise RuntimeError("blank column")
+        return self.net(x)

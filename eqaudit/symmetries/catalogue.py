@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import SymmetryError
 from .base import ParamSpec, Symmetry
 
-BUILTIN_MODULES: tuple[str, ...] = ("eqaudit.symmetries.images",)
+BUILTIN_MODULES: tuple[str, ...] = ("eqaudit.symmetries.images", "eqaudit.symmetries.frames", "eqaudit.symmetries.points")
 """Modules whose import registers the built-in symmetries (a new domain adds its module here)."""
 
 
@@ -263,6 +263,10 @@ def parse_symmetry(spec: str | Symmetry) -> Symmetry:
     """
     if isinstance(spec, Symmetry):
         return spec
+    if isinstance(spec, str) and "*" in spec:  # a product, e.g. d4*swap (eqaudit.symmetries.product)
+        from .product import parse_product
+
+        return parse_product(spec)
     name, raw = split_spec(spec)
     entry = get_entry(name)
     values = resolve_params(entry.name, entry.params, raw)

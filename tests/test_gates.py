@@ -1,0 +1,205 @@
+"""Gates as pure functions: syntax, per-symmetry selection, lower/upper bounds, CI-bound gates, tolerances, baselines."""
+
+from __future__ import annotations
+
+import pytest
+
+from eqaudit.errors import ConfigError
+from eqaudit.gates import (
+    GateSpec,
+    Tolerance,
+    check_gates,
+    compare_results,
+    evaluate_gates,
+    failure_line,
+    gate_specs,
+    parse_gate,
+    parse_tolerances,
+)
+from eqaudit.result import AuditResult, DataInfo, ModelInfo, SymmetryResult
+
+
+class Sym:
+    def __init__(self, name: str, spec: str):
+        self.name, self.spec = name, spec
+
+
+ROT90 = Sym("rot90", "rot90")
+ROTATE = Sym("rotate", "rotate:step=30")
+
+# A classifier summary with a learned level whose CI straddles 0.9 (point estimate 0.92).
+SUMMARY = {
+    "flip_rate": 0.0125, "prob_tv": 0.031, "accuracy": 0.95, "worst_case_accuracy": 0.90, "floor": 0.0,
+    "level": 0.92, "level_ci": [0.86, 0.97], "level_ci_low": 0.86, "level_ci_high": 0.97, "level_status": "ok",
+    "null": 0.8, "extent": {"low": -30, "high": 30},
+}
+
+
+@pytest.mark.parametrize(
+    "text, expect",
+    [
+        ("flip_rate<=0.01", GateSpec("flip_rate", "<=", 0.01, None)),
+        ("  rot90 : flip_rate <= 1% ", GateSpec("flip_rate", "<=", 0.01, "rot90")),
+        ("rotate:step=15,min=-90:prob_tv<=0.05", GateSpec("prob_tv", "<=", 0.05, "rotate:step=15,min=-90")),
+        ("*:level_ci_low>=0.9", GateSpec("level_ci_low", ">=", 0.9, None)),
+        ("accuracy >= 9e-1", GateSpec("accuracy", ">=", 0.9, None)),
+    ],
+)
+def test_parse_gate(text, expect):
+    got = parse_gate(text)
+    assert got == expect
+    assert parse_gate(got.text()) == got  # the canonical text round-trips
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("flip_rate=0.01", "--fail-over takes METRIC=VALUE"),
+        ("flip_rate<0.01", "strict bounds"),
+        ("flip_rate==0.01", "<= for an upper bound"),
+        ("rot90:<=0.01", "metric name"),
+        ("flip rate<=0.01", "metric name"),
+        ("flip_rate<=abc", "Expected a number"),
+        ("flip_rate<=nan", "finite"),
+    ],
+)
+def test_bad_gate_text(text, message):
+    with pytest.raises(ConfigError) as exc:
+        parse_gate(text)
+    assert message in str(exc.value)
+    assert exc.value.exit_code == 2
+
+
+def test_gate_specs_from_toml_forms():
+    table = {"*": "prob_tv <= 0.1", "rot90": ["flip_rate <= 0.01", "level_ci_low >= 0.9"], "rotate:step=15": ["prob_tv<=0.2"]}
+    texts = [g.text() for g in gate_specs(table)]
+    assert texts == ["prob_tv<=0.1", "rot90:flip_rate<=0.01", "rot90:level_ci_low>=0.9", "rotate:step=15:prob_tv<=0.2"]
+    assert [g.text() for g in gate_specs("rot90:flip_rate<=0.01; level>=0.5")] == ["rot90:flip_rate<=0.01", "level>=0.5"]
+    with pytest.raises(ConfigError, match="names a symmetry again"):
+        gate_specs({"rot90": ["flip:flip_rate<=0.1"]})
+
+
+@pytest.mark.parametrize(
+    "gates, fail_over, symmetry, expect",
+    [
+        # (gate texts, --fail-over, symmetry) -> [(metric, op, passed)] ; selectors pick symmetries
+        (["flip_rate<=0.01"], {}, ROT90, [("flip_rate", "<=", False)]),
+        (["flip_rate<=0.02"], {}, ROT90, [("flip_rate", "<=", True)]),
+        (["rotate:flip_rate<=0.01"], {}, ROT90, []),
+        (["rotate:flip_rate<=0.02"], {}, ROTATE, [("flip_rate", "<=", True)]),
+        (["rotate:step=30:flip_rate<=0.01"], {}, ROTATE, [("flip_rate", "<=", False)]),
+        (["rotate: step = 30 :flip_rate<=0.01"], {}, ROTATE, [("flip_rate", "<=", False)]),  # canonical spec match
+        (["rotate:step=15:flip_rate<=0.01"], {}, Sym("rotate", "rotate"), [("flip_rate", "<=", False)]),  # 15 is the default
+        # lower bounds: higher is better
+        (["accuracy>=0.96"], {}, ROT90, [("accuracy", ">=", False)]),
+        (["worst_case_accuracy>=0.9"], {}, ROT90, [("worst_case_accuracy", ">=", True)]),
+        ([], {"accuracy": 0.9, "prob_tv": 0.03}, ROT90, [("accuracy", ">=", True), ("prob_tv", "<=", False)]),
+        # CI-bound gates: the point estimate passes where the CI's lower end fails ...
+        (["level>=0.9"], {}, ROT90, [("level", ">=", True)]),
+        (["level_ci_low>=0.9"], {}, ROT90, [("level_ci_low", ">=", False)]),
+        ([], {"level_ci_low": 0.9}, ROT90, [("level_ci_low", ">=", False)]),
+        # ... and the CI's upper end passes where the point estimate fails (no flake on sampling noise)
+        (["level>=0.95"], {}, ROT90, [("level", ">=", False)]),
+        (["level_ci_high>=0.95"], {}, ROT90, [("level_ci_high", ">=", True)]),
+        # a metric this symmetry does not have: skipped by a wildcard gate, failed by a selected one
+        (["floor_flip_rate<=0.1"], {}, ROT90, []),
+        (["rot90:floor_flip_rate<=0.1"], {}, ROT90, [("floor_flip_rate", "<=", False)]),
+        # a metric eqaudit does not know but the summary has (a task's new metric) is gated
+        (["pixel_iou>=0.5"], {}, ROT90, [("pixel_iou", ">=", True)]),
+    ],
+)
+def test_evaluate_gates_table(gates, fail_over, symmetry, expect):
+    summary = {**SUMMARY, "pixel_iou": 0.75}
+    got = evaluate_gates(summary, fail_over, gate_specs(gates), symmetry=symmetry)
+    assert [(g.metric, g.op, g.passed) for g in got] == expect
+    for g in got:
+        assert g.value == summary.get(g.metric)
+
+
+def test_undetermined_level_fails_with_reason():
+    summary = {**SUMMARY, "level": None, "level_ci_low": None, "level_status": "undetermined", "level_reason": "null equals floor"}
+    [g] = evaluate_gates(summary, {}, gate_specs(["level>=0.5"]), symmetry=ROT90)
+    assert not g.passed and g.value is None
+    assert "undetermined (null equals floor)" in failure_line("m.pt", "rot90", g, summary)
+
+
+def test_failure_line_has_exact_value_bound_and_symmetry():
+    [g] = evaluate_gates(SUMMARY, {}, gate_specs(["rot90:flip_rate<=0.0125000001"]), symmetry=ROT90)
+    assert g.passed
+    [g] = evaluate_gates({**SUMMARY, "flip_rate": 0.1 + 0.2}, {}, gate_specs(["flip_rate<=0.3"]), symmetry=ROTATE)
+    line = failure_line("net.pt", "rotate:step=30", g)
+    assert not g.passed
+    assert line == "net.pt, symmetry rotate:step=30: flip_rate = 0.30000000000000004, bound <= 0.3"
+
+
+@pytest.mark.parametrize(
+    "gates, has_labels, message",
+    [
+        (["flip_rat<=0.1"], True, "did you mean 'flip_rate'"),
+        (["level_ci_lo>=0.9"], True, "did you mean 'level_ci_low'"),
+        (["level_ci>=0.9"], True, "level_ci_low or level_ci_high"),
+        (["rot45:flip_rate<=0.1"], True, "did you mean 'rot90'"),
+        (["d4:flip_rate<=0.1"], True, "this scan audits rot90, rotate, rotate:step=30"),
+        (["accuracy>=0.9"], False, "needs labels"),
+    ],
+)
+def test_check_gates_before_the_sweep(gates, has_labels, message):
+    with pytest.raises(ConfigError) as exc:
+        check_gates(gate_specs(gates), symmetries=[ROT90, ROTATE], has_labels=has_labels, label_metrics=frozenset({"accuracy"}))
+    assert message in str(exc.value)
+
+
+def test_unknown_metric_missing_from_summary_is_a_usage_error():
+    check_gates(gate_specs(["pixel_iou>=0.5"]), symmetries=[ROT90])  # unknown yet: left to the summary
+    with pytest.raises(ConfigError, match="did you mean 'pixel_iou'") as exc:
+        evaluate_gates({**SUMMARY, "pixel_iou": 0.7}, {}, gate_specs(["pixel_io>=0.5"]), symmetry=ROT90)
+    assert exc.value.exit_code == 2
+    with pytest.raises(ConfigError, match="not a number"):
+        evaluate_gates(SUMMARY, {}, gate_specs(["extent<=1"]), symmetry=ROT90)
+
+
+@pytest.mark.parametrize(
+    "raw, expect",
+    [
+        (0.02, {"*": Tolerance(0.02)}),
+        ("5%", {"*": Tolerance(0.05, True)}),
+        (["0.01", "level=5%"], {"*": Tolerance(0.01), "level": Tolerance(0.05, True)}),
+        ("prob_tv=0.01,level=10%", {"prob_tv": Tolerance(0.01), "level": Tolerance(0.1, True)}),
+        ({"default": 0.01, "level": "5%"}, {"*": Tolerance(0.01), "level": Tolerance(0.05, True)}),
+    ],
+)
+def test_parse_tolerances(raw, expect):
+    assert parse_tolerances(raw) == expect
+
+
+@pytest.mark.parametrize("raw", ["-0.1", "level=abc", "x y=1", True])
+def test_bad_tolerances(raw):
+    with pytest.raises(ConfigError):
+        parse_tolerances(raw)
+
+
+def _result(summaries: dict[str, dict], model: str = "net.pt") -> AuditResult:
+    syms = [SymmetryResult(0, spec.split(":")[0], spec, True, "image", [], [], "finite", 0, [], [], dict(sm), [])
+            for spec, sm in summaries.items()]
+    return AuditResult("0", "2024-01-01T00:00:00", 0, "cpu", [ModelInfo(model, "torch", "", [1, 8, 8])],
+                       DataInfo("d.npz", 10, True), syms, {"seconds": 1.0})
+
+
+def test_compare_per_metric_absolute_and_relative_tolerances():
+    base = _result({"rot90": {"flip_rate": 0.10, "prob_tv": 0.20, "level": 0.80}, "flip": {"flip_rate": 0.0}})
+    new = _result({"rot90": {"flip_rate": 0.115, "prob_tv": 0.205, "level": 0.77}, "flip": {"flip_rate": 0.0}}, model="retrained.pt")
+    # default 0.01 absolute: flip_rate (+0.015) and level (-0.03) regress, prob_tv (+0.005) does not
+    c = compare_results(base, new)
+    assert [(r.symmetry, r.metric) for r in c.regressions] == [("rot90", "flip_rate"), ("rot90", "level")]
+    # level within 5% of 0.80 (0.04), flip_rate within 0.02
+    c = compare_results(base, new, {"*": "0.02", "level": "5%"})
+    assert c.passed and len(c.rows) == 4
+    # level 3% relative is 0.024 < 0.03: regresses; the message lists the metric, both values and the allowance
+    c = compare_results(base, new, ["0.02", "level=3%"])
+    [r] = c.regressions
+    assert r.metric == "level" and "0.8 -> 0.77" in r.describe() and "allowed 0.024 = 3% of |base|" in r.describe()
+    # improvements never regress; a symmetry missing from the new result does
+    c = compare_results(new, base, 0)
+    assert not c.regressions
+    c = compare_results(base, _result({"rot90": {"flip_rate": 0.1}}), 0.5)
+    assert c.missing == ["net.pt flip"] and not c.passed
