@@ -270,6 +270,16 @@ def to_svg(fig: Figure, salt: str) -> str:
     text = _SVG_HEAD.sub("", buf.getvalue(), count=1)
     for pat in _SVG_NOISE:
         text = pat.sub("", text)
+    # Prefix every id defined here (glyphs, clip paths) and the references to it, so several
+    # figures can share one page; links to the page's own anchors are left alone.
+    prefix = re.sub(r"[^A-Za-z0-9_-]", "-", salt) + "-"
+    ids = set(re.findall(r'\sid="([^"]+)"', text))
+
+    def scoped(m: re.Match) -> str:
+        head, name, tail = m.groups()
+        return f"{head}{prefix}{name}{tail}" if name in ids else m.group(0)
+
+    text = re.sub(r'(\sid="|href="#|url\(#)([^")]+)("|\))', scoped, text)
     return text.strip()
 
 
@@ -353,8 +363,9 @@ def _draw_curves(ax, orbit: Orbit, series: Sequence[Series], info: MetricInfo, *
         if not _full_circle(x):
             ax.set_thetamin(float(min(x.min(), 0)))
             ax.set_thetamax(float(max(x.max(), 0)))
-        ax.set_rlabel_position(100)
+        ax.set_rlabel_position(67.5)
         ax.set_yticks(np.linspace(lo_v, hi_v, 5)[1:])
+        ax.set_xticks(np.radians(np.arange(0, 360, 45)), [f"{a if a <= 180 else a - 360}°" for a in range(0, 360, 45)])
         ax.tick_params(labelsize=7, pad=1)
         ax.grid(alpha=0.35)
         ax.plot([math.radians(ident)] * 2, [lo_v, hi_v], color="#444", lw=0.8, ls=":", zorder=1)
@@ -659,8 +670,6 @@ def sample_figure(orbit: Orbit, series: Sequence[Series], metric: str, thumbs: S
                        color=BAD_COLOR, linewidths=1.3, zorder=5, label="prediction changed")
         if polar:
             ax.tick_params(labelsize=6.5)
-            ax.set_xticks(np.radians([0, 45, 90, 135, 180, 225, 270, 315]),
-                          ["0°", "45°", "90°", "135°", "180°", "-135°", "-90°", "-45°"])
         else:
             ax.set_ylabel("value", fontsize=8)
         _legend(fig, ax, loc="upper right", anchor=(0.995, (y_top + top_h - 0.05) / (top_h + strip + head)), ncols=1,
@@ -711,9 +720,8 @@ def sample_map_figure(coords: np.ndarray, colour: np.ndarray, marks: Sequence[tu
         rows = np.array([r for r, _, _ in marks], dtype=np.int64)
         ring = ax.scatter(coords[rows, 0], coords[rows, 1], s=80, facecolor="none", edgecolor=BAD_COLOR, linewidths=1.5)
         ring.set_urls([u for _, _, u in marks])
-        offsets = [(6, 5), (6, -12), (-22, 5), (-22, -12)]
-        for i, (r, text, url) in enumerate(marks):
-            t = ax.annotate(plain_text(text, 12), (coords[r, 0], coords[r, 1]), xytext=offsets[i % len(offsets)],
+        for (r, text, url), offset in zip(marks, _label_offsets(ax, coords[rows])):
+            t = ax.annotate(plain_text(text, 12), (coords[r, 0], coords[r, 1]), xytext=offset,
                             textcoords="offset points", fontsize=8.5, color=BAD_COLOR, fontweight="bold")
             t.set_url(url)
     _colorbar(fig, sc, 3.9, 0.45, 2.95, colour_label)
@@ -723,6 +731,29 @@ def sample_map_figure(coords: np.ndarray, colour: np.ndarray, marks: Sequence[tu
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.25)
     return fig
+
+
+def _label_offsets(ax, points: np.ndarray) -> list[tuple[float, float]]:
+    """Greedy label placement for marked points (K, 2): for each, the one of eight offsets (in
+    points) whose label centre lies farthest from the marked points and from labels placed so far."""
+    ax.autoscale_view()
+    fig = ax.figure
+    scale = 72.0 / fig.dpi
+    pts = ax.transData.transform(points) * scale  # in points
+    choices = [(7, 5), (7, -13), (-24, 5), (-24, -13), (-8, 10), (-8, -18), (12, -4), (-30, -4)]
+    placed: list[np.ndarray] = []
+    out = []
+    for p in pts:
+        best, best_d = choices[0], -1.0
+        for dx, dy in choices:
+            centre = p + np.array([dx + 8, dy + 4])
+            others = [q for q in pts] + placed
+            d = min(float(np.hypot(*(centre - q))) for q in others) if others else 1e9
+            if d > best_d + 1e-9:
+                best, best_d = (dx, dy), d
+        placed.append(p + np.array([best[0] + 8, best[1] + 4]))
+        out.append(best)
+    return out
 
 
 def thumbnail(x: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
