@@ -66,6 +66,7 @@ def run_scan(
     for sym in symmetries:
         sym.check_input(dataset.sample_shape)
     task = get_task(settings.task)
+    task.check_reference(settings.reference, dataset.has_labels)
     check_settings_gates(settings, symmetries, dataset.has_labels, task.label_metrics)
     out_dir = Path(settings.out) if settings.out else default_out(models)
     factory_dirs = [settings.bases["model_factory"]] if "model_factory" in settings.bases else []
@@ -107,7 +108,7 @@ def run_scan(
         model = ReshapedInput(adapter, dataset.stored_shape) if input_shape is not None else adapter
         try:
             swept = sweep(model, dataset, symmetries, task, batch_size=settings.batch_size, output_kind=settings.output_kind,
-                          seed=settings.seed, progress=progress)
+                          seed=settings.seed, progress=progress, reference=settings.reference)
         except (EqauditError, KeyboardInterrupt) as exc:
             if write:
                 _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, task, settings, getattr(exc, "partial", None))
@@ -212,6 +213,7 @@ def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepO
                 summary=summary,
                 per_element=per_element,
                 task=task.name,
+                reference=settings.reference,
                 gates=gates,
                 passed=all(g.passed for g in gates),
             )

@@ -106,3 +106,157 @@ def resolved_above_floor(err: np.ndarray, floor: np.ndarray, z: float = 2.0) -> 
     mean = d.mean(0)
     se = d.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(mean)
     return mean > np.maximum(z * se, 1e-12)
+
+
+# ---- equivariant outputs (dense maps, vector fields, points, boxes) ----------------------------------------
+# Every function takes a (outputs on transformed inputs) and b (the reference moved by the symmetry),
+# both (E, B, ...) and compared in float64, plus an optional validity mask broadcastable to them
+# (e.g. (E, 1, 1, H, W) for maps); it returns (E, B). An empty mask counts as no error.
+
+EPS = 1e-12
+
+DIRECTION.update(
+    {
+        "pixel_flip_rate": -1,
+        "mean_iou": +1,
+        "epe": -1,
+        "iou": +1,
+        "box_error": -1,
+        "center_error": -1,
+        "confidence": +1,
+    }
+)
+
+
+def _flat(t: Tensor) -> Tensor:
+    return t.reshape(t.shape[0], t.shape[1], -1)
+
+
+def _masked(a: Tensor, b: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    if mask is None:
+        return a, b, None
+    m = torch.broadcast_to(mask.to(torch.bool), a.shape)
+    return a * m, b * m, m
+
+
+def equivariance_error(a: Tensor, b: Tensor, mask: Tensor | None = None, eps: float = EPS) -> Tensor:
+    """||a - b|| / (||a|| + ||b|| + eps) per (element, sample) over everything after the first two
+    axes, inside ``mask``: (E, B, ...) x 2 -> (E, B) in [0, 1] (0 = equal; 1 = opposite or one is zero)."""
+    a, b, _ = _masked(a, b, mask)
+    d = _flat(a - b).norm(dim=-1)
+    return d / (_flat(a).norm(dim=-1) + _flat(b).norm(dim=-1) + eps)
+
+
+def max_abs_error(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
+    """max |a - b| per (element, sample) inside ``mask``: (E, B, ...) x 2 -> (E, B)."""
+    a, b, _ = _masked(a, b, mask)
+    return _flat((a - b).abs()).amax(dim=-1)
+
+
+def pixel_flip_rate(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Share of valid pixels whose argmax over channels differs: a, b (E, B, C, H, W), mask
+    broadcastable to (E, B, 1, H, W) -> (E, B) in [0, 1]."""
+    flip = (a.argmax(2) != b.argmax(2)).to(torch.float64)  # (E, B, H, W)
+    if mask is None:
+        return _flat(flip).mean(-1)
+    m = torch.broadcast_to(mask.to(torch.bool), (*a.shape[:2], 1, *a.shape[3:])).squeeze(2).to(torch.float64)
+    return _flat(flip * m).sum(-1) / _flat(m).sum(-1).clamp_min(1.0)
+
+
+def mean_iou(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean over classes present in either argmax map of the intersection over union of the two maps
+    (inside ``mask``): a, b (E, B, C, H, W) -> (E, B) in [0, 1]; 1 when no valid pixel."""
+    k = a.shape[2]
+    la, lb = a.argmax(2), b.argmax(2)  # (E, B, H, W)
+    oa = torch.nn.functional.one_hot(la, k).to(torch.bool)  # (E, B, H, W, K)
+    ob = torch.nn.functional.one_hot(lb, k).to(torch.bool)
+    if mask is not None:
+        m = torch.broadcast_to(mask.to(torch.bool), (*a.shape[:2], 1, *a.shape[3:])).squeeze(2).unsqueeze(-1)
+        oa, ob = oa & m, ob & m
+    inter = (oa & ob).flatten(2, -2).sum(2).to(torch.float64)  # (E, B, K)
+    union = (oa | ob).flatten(2, -2).sum(2).to(torch.float64)
+    present = union > 0
+    iou = torch.where(present, inter / union.clamp_min(1.0), torch.zeros_like(inter))
+    n = present.sum(-1)
+    return torch.where(n > 0, iou.sum(-1) / n.clamp_min(1), torch.ones_like(iou[..., 0]))
+
+
+def endpoint_error(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean end-point error (L2 norm of the vector difference, in the fields' units, e.g. pixels) over
+    valid pixels: a, b (E, B, 2, H, W), mask broadcastable to (E, B, 1, H, W) -> (E, B)."""
+    d = (a.to(torch.float64) - b.to(torch.float64)).norm(dim=2)  # (E, B, H, W)
+    if mask is None:
+        return _flat(d).mean(-1)
+    m = torch.broadcast_to(mask.to(torch.bool), (*a.shape[:2], 1, *a.shape[3:])).squeeze(2).to(torch.float64)
+    return _flat(d * m).sum(-1) / _flat(m).sum(-1).clamp_min(1.0)
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Intersection over union of (x1, y1, x2, y2) boxes: (..., 4) x 2 -> (...) in [0, 1]; boxes are
+    sorted corner-wise first, and two empty boxes count as IoU 1 when they coincide."""
+    a, b = _sorted_box(a.to(torch.float64)), _sorted_box(b.to(torch.float64))
+    iw = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp_min(0)
+    ih = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp_min(0)
+    inter = iw * ih
+    area = lambda t: (t[..., 2] - t[..., 0]) * (t[..., 3] - t[..., 1])  # noqa: E731
+    union = area(a) + area(b) - inter
+    same = (a - b).abs().amax(-1) <= 1e-9
+    return torch.where(union > 0, inter / union.clamp_min(1e-300), same.to(torch.float64))
+
+
+def _sorted_box(t: Tensor) -> Tensor:
+    return torch.stack(
+        [torch.minimum(t[..., 0], t[..., 2]), torch.minimum(t[..., 1], t[..., 3]), torch.maximum(t[..., 0], t[..., 2]),
+         torch.maximum(t[..., 1], t[..., 3])], -1)
+
+
+def box_center_error(a: Tensor, b: Tensor) -> Tensor:
+    """Distance between box centres, in pixels: (..., 4) x 2 -> (...)."""
+    ca = torch.stack([(a[..., 0] + a[..., 2]) / 2, (a[..., 1] + a[..., 3]) / 2], -1).to(torch.float64)
+    cb = torch.stack([(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2], -1).to(torch.float64)
+    return (ca - cb).norm(dim=-1)
+
+
+def summarize_equivariant(
+    table: dict[str, np.ndarray],
+    identity_index: int,
+    main: str,
+    means: list[tuple[str, str]],
+    maxima: list[tuple[str, str]] = (),
+) -> tuple[dict, list[dict]]:
+    """Summary over non-identity elements and per-element values from (N, E) per-sample arrays.
+
+    ``means`` (summary name, table key) are averaged, ``maxima`` maximised (exactness claims).
+    ``floor``: the round trip's ``main`` metric where it was measured (table key ``floor``, resampled
+    actions or non-identity references), else the identity element's ``main`` value (exact actions).
+    Elements whose error is not clearly above the floor are flagged ``resolved: False`` where a floor
+    table exists, and counted in ``unresolved_elements``.
+    """
+    summary: dict[str, float | None] = {}
+    n_el = table[main].shape[1]
+    elements: list[dict] = [{} for _ in range(n_el)]
+    for name, key in means:
+        if key in table:
+            vals = table[key].astype(np.float64)
+            summary[name] = float(_non_identity(vals, identity_index).mean())
+            for e, v in enumerate(vals.mean(0).tolist()):
+                elements[e][name] = v
+    for name, key in maxima:
+        if key in table:
+            vals = table[key].astype(np.float64)
+            summary[name] = float(_non_identity(vals, identity_index).max())
+            for e, v in enumerate(vals.max(0).tolist()):
+                elements[e][name] = v
+    if "floor" in table:
+        floor = table["floor"].astype(np.float64)
+        summary["floor"] = float(_non_identity(floor, identity_index).mean())
+        for e, v in enumerate(floor.mean(0).tolist()):
+            elements[e]["floor"] = v
+        resolved = resolved_above_floor(table[main], floor)
+        for e, r in enumerate(resolved):
+            elements[e]["resolved"] = bool(r)
+        summary["unresolved_elements"] = int((~_non_identity(resolved[None], identity_index)).sum())
+    else:
+        summary["floor"] = float(table[main][:, identity_index].astype(np.float64).mean())
+    return summary, elements

@@ -23,6 +23,7 @@ from .data import Dataset
 from .errors import DataError, EqauditError, ModelRunError
 from .symmetries import Symmetry
 from .tasks import Task
+from .tasks.base import ConsensusAccumulator
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
 
@@ -116,6 +117,11 @@ def null_pairs(n: int, seed: int, m: int = NULL_SAMPLES) -> tuple[np.ndarray, np
     return a, b
 
 
+KEEP_BYTES = 256 * 2**20
+"""Consensus reference: a batch's orbit outputs are kept between the two passes when they fit in this
+many bytes; otherwise the second pass evaluates the model again (same numbers, twice the model time)."""
+
+
 def sweep(
     model,
     dataset: Dataset,
@@ -126,8 +132,15 @@ def sweep(
     output_kind: str = "auto",
     seed: int = 0,
     progress: Progress | None = None,
+    reference: str = "identity",
 ) -> SweepOutput:
-    """Measure every symmetry on every selected sample; see the module docstring."""
+    """Measure every symmetry on every selected sample; see the module docstring.
+
+    ``reference`` (identity, label or consensus) is what each orbit output is compared against (after
+    the symmetry's output action): f(x), the label, or the orbit's consensus (two passes over each
+    batch's chunks: the first sums the outputs mapped back to the canonical frame and counts class
+    votes, the second compares). The floor is always measured against f(x)."""
+    task.check_reference(reference, dataset.has_labels)
     device = model.device
     caller = ModelCaller(model, device)
     n = len(dataset)
@@ -143,8 +156,6 @@ def sweep(
     try:
         with torch.inference_mode():
             for si, sym in enumerate(symmetries):
-                elements = sym.elements.to(device)
-                identity = elements[sym.identity_index : sym.identity_index + 1]
                 e_total = sym.n_elements
                 per_batch = max(1, batch_size // e_total)
                 e_chunk = min(e_total, max(1, batch_size // per_batch))
@@ -160,21 +171,7 @@ def sweep(
                     if si == 0 and wanted[pos].any():
                         for i in np.nonzero(wanted[pos])[0]:
                             kept_refs[int(pos[i])] = ref[int(i)].cpu()
-                    for start in range(0, e_total, e_chunk):
-                        sl = slice(start, min(start + e_chunk, e_total))
-                        el = elements[sl]
-                        values = task.compare(ref, _evaluate(caller, task, sym.act(x, el)), sym, el, x, y)
-                        if not sym.exact:
-                            back = _evaluate(caller, task, sym.round_trip(x, el))
-                            ident = identity.expand(back.shape[0], -1)
-                            floor = task.compare(ref, back, sym, ident, x, None)
-                            for key, target in task.floor_keys().items():
-                                values[target] = floor[key]
-                        for key, v in values.items():
-                            arr = table.get(key)
-                            if arr is None:
-                                arr = table[key] = np.zeros((n, e_total), dtype=_np_dtype(v))
-                            arr[pos, sl] = v.transpose(0, 1).cpu().numpy()
+                    _sweep_batch(caller, task, sym, table, n, pos, x, y, ref, e_chunk, reference)
                     done += len(pos)
                     if progress is not None:
                         progress(done, total, sym.spec)
@@ -190,6 +187,59 @@ def sweep(
         raise
     seconds = time.perf_counter() - t_start
     return SweepOutput(tables, kind or "raw", seconds, caller.seconds, caller.evals, null, null_a)
+
+
+def _sweep_batch(caller, task: Task, sym: Symmetry, table: dict[str, np.ndarray], n: int, pos: np.ndarray, x: Tensor,
+                 y: Tensor | None, ref_out: Tensor, e_chunk: int, reference: str) -> None:
+    """All elements of ``sym`` on one batch x (B, ...): fills table[key][pos, :] for every metric.
+
+    ref_out (B, ...) is the converted f(x). Chunks of ``e_chunk`` elements go through the model in one
+    call each; with the consensus reference a first pass over the chunks builds the reference."""
+    device = x.device
+    elements = sym.elements.to(device)
+    identity = elements[sym.identity_index : sym.identity_index + 1]
+    e_total = sym.n_elements
+    chunks = [slice(s, min(s + e_chunk, e_total)) for s in range(0, e_total, e_chunk)]
+    ref, ref_class, kept = ref_out, None, None
+    if reference == "label":
+        ref, ref_class = task.label_reference(y, ref_out)
+    elif reference == "consensus":
+        acc = ConsensusAccumulator(task)
+        keep = e_total * ref_out.numel() * 8 <= KEEP_BYTES
+        kept = [] if keep else None
+        for sl in chunks:
+            out = _evaluate(caller, task, sym.act(x, elements[sl]))
+            acc.add(out, sym, elements[sl], x)
+            if keep:
+                kept.append(out)
+        ref, ref_class = acc.result(ref_out)
+    for ci, sl in enumerate(chunks):
+        el = elements[sl]
+        out = kept[ci] if kept is not None else _evaluate(caller, task, sym.act(x, el))
+        values = task.compare(ref, out, sym, el, x, y, ref_class=ref_class)
+        if not sym.exact:
+            back = _evaluate(caller, task, sym.round_trip(x, el))
+            floor = task.compare(ref_out, back, sym, identity.expand(back.shape[0], -1), x, None)
+            for key, target in task.floor_keys().items():
+                if key in floor:
+                    values[target] = floor[key]
+        elif reference != "identity" and sl.start <= sym.identity_index < sl.stop:
+            # exact action, other reference: the floor is the identity element's output against f(x)
+            i = sym.identity_index - sl.start
+            floor = task.compare(ref_out, out[i : i + 1], sym, identity, x, None)
+            for key, target in task.floor_keys().items():
+                if key in floor:
+                    _store(table, target, n, e_total, pos, slice(0, e_total), floor[key].expand(e_total, -1))
+        for key, v in values.items():
+            _store(table, key, n, e_total, pos, sl, v)
+
+
+def _store(table: dict[str, np.ndarray], key: str, n: int, e_total: int, pos: np.ndarray, sl: slice, v: Tensor) -> None:
+    """table[key][pos, sl] = v (E_chunk, B), creating the (N, E) array on first use."""
+    arr = table.get(key)
+    if arr is None:
+        arr = table[key] = np.zeros((n, e_total), dtype=_np_dtype(v))
+    arr[pos, sl] = v.transpose(0, 1).cpu().numpy()
 
 
 def _evaluate(caller: ModelCaller, task: Task, xg: Tensor) -> Tensor:

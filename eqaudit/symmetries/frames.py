@@ -64,12 +64,15 @@ class Swap(Symmetry):
         return torch.remainder(elements[:, 0].round().to(torch.int64), 2) == 1
 
     def apply(self, x: Tensor, elements: Tensor) -> Tensor:
-        """x (E, B, 2C, H, W), elements (E, 1) holding s -> (E, B, 2C, H, W): one channel gather."""
+        """x (E, B, 2C, H, W), elements (E, 1) holding s -> (E, B, 2C, H, W): one channel gather.
+        Single-channel tensors (validity masks carried through a product's factors) are returned unchanged."""
         if x.dim() != 5 or elements.dim() != 2 or x.shape[0] != elements.shape[0]:
             raise ValueError(
                 f"Expected x (E, B, 2C, H, W) and elements (E, D) with the same E, got {tuple(x.shape)} and {tuple(elements.shape)}"
             )
         e, b, c2, h, w = x.shape
+        if c2 == 1:
+            return x.clone()  # one channel (a validity mask, a single map): no frames to exchange
         if c2 % 2:
             raise SymmetryError(f"Expected an even number of channels (two frames) for 'swap', got {c2}, do stack both frames")
         c = c2 // 2

@@ -7,9 +7,19 @@ from typing import Callable
 
 from ..errors import ConfigError
 from .base import Task
+from .boxes import BoxesTask
 from .classify import ClassifyTask
+from .dense import DenseTask
+from .points import PointsTask
+from .vector_field import VectorFieldTask
 
-TASKS: dict[str, Callable[[], Task]] = {"classify": ClassifyTask}
+TASKS: dict[str, Callable[[], Task]] = {
+    "classify": ClassifyTask,
+    "dense": DenseTask,
+    "vector-field": VectorFieldTask,
+    "points": PointsTask,
+    "boxes": BoxesTask,
+}
 
 
 def register_task(name: str, factory: Callable[[], Task]) -> None:
@@ -25,4 +35,4 @@ def get_task(name: str) -> Task:
     return TASKS[name]()
 
 
-__all__ = ["Task", "ClassifyTask", "get_task", "register_task", "TASKS"]
+__all__ = ["Task", "ClassifyTask", "DenseTask", "VectorFieldTask", "PointsTask", "BoxesTask", "get_task", "register_task", "TASKS"]

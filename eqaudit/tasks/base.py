@@ -5,23 +5,36 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
+import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from ..symmetries import Symmetry
+
+REFERENCES = ("identity", "label", "consensus")
 
 
 class Task(ABC):
     """One kind of output (classifier logits, dense maps, vector fields, points, boxes).
 
-    Shapes: E elements, B samples. The sweep calls, per batch: ``check_output`` and ``setup`` on the
-    first reference output, ``convert`` on every raw output, ``compare`` on each chunk of the orbit,
-    ``compare`` with identity elements on round-tripped inputs (the floor), and, after the sweep,
-    ``summarize`` on the (N, E) per-sample table and ``null`` on reference outputs of different inputs.
+    Shapes: E elements, B samples, K classes. The sweep calls, per batch: ``check_output`` and
+    ``setup`` on the first reference output, ``convert`` on every raw output, ``compare`` on each
+    chunk of the orbit, ``compare`` with identity elements on round-tripped inputs (the floor), and,
+    after the sweep, ``summarize`` on the (N, E) per-sample table and ``null`` on reference outputs of
+    different inputs.
+
+    References (``--reference``): ``compare(ref, out, ...)`` always compares the outputs on the orbit
+    with the reference ``ref`` (B, ...) moved by each element (S_g ref). ``ref`` is f(x) for
+    ``identity``; the ground truth for ``label`` (``label_reference``, tasks with
+    ``supports_labels``); for ``consensus`` the orbit's outputs mapped back to the canonical frame
+    (``canonical``) and averaged (``ConsensusAccumulator``), with the majority vote of the predicted
+    classes (``class_scores``) passed as ``ref_class``.
     """
 
     name: str = ""
     main_metric: str = ""  # per-sample metric behind floor, null, level and worst-sample ranking
     label_metrics: frozenset[str] = frozenset()  # summary metrics that need labels
+    supports_labels: bool = False  # can the integer labels y serve as the reference (--reference label)?
 
     def check_output(self, out: Tensor, x: Tensor) -> None:
         """Raise ModelRunError when a raw output batch does not have this task's shape."""
@@ -35,10 +48,12 @@ class Task(ABC):
         return out.double()
 
     @abstractmethod
-    def compare(self, ref: Tensor, out: Tensor, sym: Symmetry, elements: Tensor, x: Tensor, y: Tensor | None) -> dict[str, Tensor]:
-        """Per-(element, sample) metrics: ref (B, ...) converted reference output, out (E, B, ...) converted
-        outputs on the transformed inputs, x (B, ...) the untransformed inputs, y (B,) labels or None.
-        Returns (E, B) tensors, always including ``main_metric``."""
+    def compare(self, ref: Tensor, out: Tensor, sym: Symmetry, elements: Tensor, x: Tensor, y: Tensor | None,
+                ref_class: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-(element, sample) metrics: ref (B, ...) converted reference output in the canonical frame,
+        out (E, B, ...) converted outputs on the transformed inputs, x (B, ...) the untransformed inputs,
+        y (B,) labels or None, ref_class (B,) the reference's class where it is a vote (consensus) or a
+        label (label reference), else None. Returns (E, B) tensors, always including ``main_metric``."""
 
     def floor_keys(self) -> dict[str, str]:
         """Which compare() results to keep from the round trip, and the table key to store them under."""
@@ -51,3 +66,75 @@ class Task(ABC):
     @abstractmethod
     def summarize(self, table: dict[str, np.ndarray], identity_index: int) -> tuple[dict, list[dict]]:
         """Summary over non-identity elements and per-element means from (N, E) per-sample arrays."""
+
+    # ---- references ------------------------------------------------------------------------------------
+
+    def check_reference(self, reference: str, has_labels: bool) -> None:
+        """Raise ConfigError (exit 2) when ``reference`` is unknown or cannot be used with this task and data."""
+        if reference not in REFERENCES:
+            raise ConfigError(f"Expected --reference to be one of {', '.join(REFERENCES)}, got {reference!r}.")
+        if reference == "label":
+            if not self.supports_labels:
+                raise ConfigError(
+                    f"Expected --reference identity or consensus for --task {self.name}, got label: the data holds class "
+                    "labels only, not ground-truth outputs of this task; use --reference consensus for unlabelled data."
+                )
+            if not has_labels:
+                raise ConfigError(
+                    "Expected labels ('y' in the data) for --reference label, got data without labels; "
+                    "add y or use --reference consensus."
+                )
+
+    def label_reference(self, y: Tensor, ref: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(reference in the output representation (B, ...), reference class (B,) or None) from labels y (B,);
+        ``ref`` (B, ...) is f(x), for shape and dtype."""
+        raise NotImplementedError(f"task {self.name!r} has no label reference")
+
+    def canonical(self, out: Tensor, sym: Symmetry, elements: Tensor, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """S_g^-1 of each output, mapping it back to the canonical frame: out (E, B, ...) -> (E, B, ...),
+        plus a weight broadcastable to it (0 where the mapped-back content is not valid) or None.
+        The default is right for invariant outputs (classifiers)."""
+        return out, None
+
+    def class_scores(self, out: Tensor) -> Tensor | None:
+        """(E, B, K) scores whose argmax is the predicted class, for majority votes; None when the output has no classes."""
+        return None
+
+    def consensus(self, mean: Tensor, votes: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """(reference (B, ...), reference class (B,) or None) from the orbit mean in the canonical frame
+        and the vote counts (B, K): the class with most votes, ties broken by the mean's scores."""
+        if votes is None:
+            return mean, None
+        scores = self.class_scores(mean.unsqueeze(0))
+        tie = 0.5 * torch.softmax(scores[0], -1) if scores is not None else 0.0
+        return mean, (votes + tie).argmax(-1)
+
+
+class ConsensusAccumulator:
+    """Running sums over the chunks of one batch's orbit for the consensus reference, so the answer
+    does not depend on how elements are chunked: sum of weighted canonical outputs, sum of weights,
+    and one-hot votes of the predicted classes."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.total: Tensor | None = None
+        self.weight: Tensor | None = None
+        self.votes: Tensor | None = None
+
+    def add(self, out: Tensor, sym: Symmetry, elements: Tensor, x: Tensor) -> None:
+        """out (E, B, ...) converted outputs of one chunk of elements."""
+        canon, w = self.task.canonical(out, sym, elements, x)
+        canon = canon.to(torch.float64)
+        w = torch.ones_like(canon) if w is None else torch.broadcast_to(w.to(canon), canon.shape)
+        part, wpart = (canon * w).sum(0), w.sum(0)
+        self.total = part if self.total is None else self.total + part
+        self.weight = wpart if self.weight is None else self.weight + wpart
+        scores = self.task.class_scores(out)
+        if scores is not None:
+            v = torch.nn.functional.one_hot(scores.argmax(-1), scores.shape[-1]).to(torch.float64).sum(0)
+            self.votes = v if self.votes is None else self.votes + v
+
+    def result(self, fallback: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(reference, reference class) for the batch; ``fallback`` (B, ...) fills entries no element covered."""
+        mean = torch.where(self.weight > 0, self.total / self.weight.clamp_min(1e-300), fallback.to(torch.float64))
+        return self.task.consensus(mean, self.votes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from ..errors import ModelRunError
@@ -11,9 +12,14 @@ from .base import Task
 
 
 class ClassifyTask(Task):
+    """Invariant classifier outputs. References: ``identity`` compares p(g.x) with p(x); ``label`` with
+    the one-hot label (prob_tv = 1 - p_y, ``flipped`` = wrong class); ``consensus`` with the orbit's
+    mean probabilities, ``flipped`` against the orbit's majority vote."""
+
     name = "classify"
     main_metric = "prob_tv"
     label_metrics = frozenset({"accuracy", "clean_accuracy", "worst_case_accuracy", "true_class_prob"})
+    supports_labels = True
 
     def __init__(self) -> None:
         self.kind = "logits"
@@ -32,8 +38,11 @@ class ClassifyTask(Task):
     def convert(self, out: Tensor) -> Tensor:
         return to_probabilities(out, self.kind)
 
-    def compare(self, ref, out, sym, elements, x, y):
-        return classify_per_sample(ref, out, y)
+    def compare(self, ref, out, sym, elements, x, y, ref_class=None):
+        values = classify_per_sample(ref, out, y)
+        if ref_class is not None:
+            values["flipped"] = values["pred"] != ref_class.unsqueeze(0)
+        return values
 
     def floor_keys(self) -> dict[str, str]:
         return {"prob_tv": "floor", "flipped": "floor_flipped"}
@@ -43,3 +52,9 @@ class ClassifyTask(Task):
 
     def summarize(self, table: dict[str, np.ndarray], identity_index: int):
         return summarize_classify(table, identity_index)
+
+    def label_reference(self, y: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.nn.functional.one_hot(y, ref.shape[-1]).to(ref), y
+
+    def class_scores(self, out: Tensor) -> Tensor:
+        return out

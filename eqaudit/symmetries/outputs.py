@@ -1,0 +1,187 @@
+"""How group elements act on model outputs (the S_g of DESIGN.md): dense maps, vector fields, boxes and 3-D vectors.
+
+Equivariant tasks (eqaudit.tasks) call these functions; each dispatches on the symmetry:
+
+- ``map_action`` moves dense output maps (E, B, C, H', W') with the same spatial action as the
+  input, at the output's resolution: image symmetries act through their own ``apply`` (rot90,
+  flip, d4, rotate and scale work in normalised coordinates, so any resolution works; rot90 needs
+  square maps), shifts are scaled by W'/W and H'/H and must stay whole pixels (SymmetryError
+  otherwise), ``swap`` leaves maps unchanged (``map_action`` method), products act factor by factor.
+  ``map_mask`` is the matching validity mask (E, 1, H', W'): pixels whose content came from outside
+  the frame (zero-fill shifts, resampled corners) are False.
+- ``vector_matrix`` (E, 2, 2) is how a 2-D vector (u along x/right, v along y/down) attached to the
+  image turns: rotation/reflection for dihedral and rotate, 2^s I for scale, I for shifts, -I for
+  ``swap`` (time reversal). ``field_action`` = vector_matrix applied to every vector of
+  ``map_action``'s output: v_out(p) = M v_in(T^-1 p).
+- ``box_affine`` gives the affine map of image points (centred pixel coordinates) and
+  ``box_action`` moves (x1, y1, x2, y2) boxes in input pixels: the four corners are mapped and the
+  axis-aligned hull is taken (exact for shifts, flips and quarter turns; the hull of the rotated box
+  for other angles), then clipped to the frame (content shifted out of the frame is gone).
+- ``point_action`` turns 3-vector outputs (E, B, 3) or per-point outputs (E, B, P, 3): rows are
+  reordered by permutations and vectors multiplied by the rotation/reflection; shifts do not act
+  on vectors.
+
+Every function takes ``inverse=True`` for S_g^-1 (mapping outputs back to the canonical frame, for
+the consensus reference); for products the factors' inverses are applied in reverse order, so this
+works even where the product's own ``inverse`` is undefined (factors that do not commute).
+
+Shapes: E elements, B batch, C channels, H' x W' output pixels, P points, D parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..errors import SymmetryError
+from .base import Symmetry
+from .images import ImageSymmetry, Translate
+from .product import ProductSymmetry
+
+
+def _steps(sym: Symmetry, elements: Tensor, inverse: bool) -> list[tuple[Symmetry, Tensor]]:
+    """The (factor, elements) actions in the order they are applied: right to left for S_g, and for
+    S_g^-1 the factors' inverses left to right."""
+    if isinstance(sym, ProductSymmetry):
+        pairs = list(zip(sym.factors, sym.split(elements)))
+        out: list[tuple[Symmetry, Tensor]] = []
+        if inverse:
+            for f, el in pairs:
+                out.extend(_steps(f, el, True))
+        else:
+            for f, el in reversed(pairs):
+                out.extend(_steps(f, el, False))
+        return out
+    return [(sym, sym.inverse(elements) if inverse else elements)]
+
+
+def _not_for(sym: Symmetry, what: str) -> SymmetryError:
+    return SymmetryError(
+        f"Expected a symmetry that acts on {what}, got '{sym.spec}' ({sym.domain} domain), do pick an image "
+        "symmetry (see `eqaudit symmetries`) or another --task"
+    )
+
+
+def _scaled_shift(sym: Translate, elements: Tensor, input_hw: tuple[int, int], out_hw: tuple[int, int]) -> Tensor:
+    """Shifts (E, 2) in input pixels -> the same shifts in output pixels (W'/W, H'/H); whole pixels only."""
+    (h, w), (ho, wo) = input_hw, out_hw
+    if (h, w) == (ho, wo):
+        return elements
+    scale = torch.tensor([wo / w, ho / h], dtype=torch.float64, device=elements.device)
+    scaled = elements.to(torch.float64) * scale
+    if bool(((scaled - scaled.round()).abs() > 1e-9).any()):
+        bad = elements[((scaled - scaled.round()).abs() > 1e-9).any(1)][0].tolist()
+        raise SymmetryError(
+            f"Expected shifts that are whole pixels at the output resolution for '{sym.spec}' ({h}x{w} input, {ho}x{wo} "
+            f"output), got a shift of dx={bad[0]:g}, dy={bad[1]:g} input pixels = {bad[0] * wo / w:g}, {bad[1] * ho / h:g} "
+            f"output pixels, do use translate:step={math.ceil(max(w / wo, h / ho))} (a multiple of the output stride)"
+        )
+    return scaled.round()
+
+
+def map_action(sym: Symmetry, maps: Tensor, elements: Tensor, input_hw: tuple[int, int], *, inverse: bool = False) -> Tensor:
+    """Dense maps (E, B, C, H', W') -> the same maps moved by each element (or its inverse)."""
+    out_hw = (int(maps.shape[-2]), int(maps.shape[-1]))
+    for f, el in _steps(sym, elements, inverse):
+        own = getattr(f, "map_action", None)
+        if own is not None:
+            maps = own(maps, el, input_hw)
+        elif isinstance(f, Translate):
+            maps = f.apply(maps, _scaled_shift(f, el, input_hw, out_hw))
+        elif isinstance(f, ImageSymmetry):
+            maps = f.apply(maps, el)
+        else:
+            raise _not_for(f, "dense (B, C, H, W) output maps")
+    return maps
+
+
+def map_mask(sym: Symmetry, elements: Tensor, out_hw: tuple[int, int], input_hw: tuple[int, int], *, inverse: bool = False,
+             device: torch.device | str = "cpu") -> Tensor | None:
+    """(E, 1, H', W') bool validity of ``map_action``'s output (False where content left the frame), or None."""
+    probe = torch.zeros(1, 1, *out_hw, dtype=torch.float64, device=device)
+    out: Tensor | None = None
+    for f, el in _steps(sym, elements, inverse):
+        if getattr(f, "map_action", None) is not None:
+            continue  # acts on channels or not at all: loses no pixels
+        if not isinstance(f, ImageSymmetry):
+            raise _not_for(f, "dense (B, C, H, W) output maps")
+        if out is not None:  # carry what was already invalid through this factor's motion
+            moved = map_action(f, out.to(torch.float64).unsqueeze(1), el, input_hw)
+            out = moved.squeeze(1) > 1 - 1e-9
+        step_el = _scaled_shift(f, el, input_hw, out_hw) if isinstance(f, Translate) else el
+        m = f.mask(probe, step_el)
+        if m is not None:
+            m = m.to(device)
+            out = m if out is None else out & m
+    return out
+
+
+def vector_matrix(sym: Symmetry, elements: Tensor, *, inverse: bool = False) -> Tensor:
+    """(E, D) -> (E, 2, 2) float64: how a vector (u right, v down) attached to the image turns."""
+    m = torch.eye(2, dtype=torch.float64, device=elements.device).expand(elements.shape[0], 2, 2)
+    for f, el in _steps(sym, elements, inverse):
+        fn = getattr(f, "vector_matrix", None)
+        if fn is None:
+            raise _not_for(f, "2-D vector fields")
+        m = fn(el).to(device=elements.device, dtype=torch.float64) @ m
+    return m
+
+
+def field_action(sym: Symmetry, fields: Tensor, elements: Tensor, input_hw: tuple[int, int], *, inverse: bool = False) -> Tensor:
+    """Vector fields (E, B, 2, H', W') -> moved by each element: M_g applied to every vector of the moved map."""
+    for f, el in _steps(sym, elements, inverse):
+        moved = map_action(f, fields, el, input_hw)
+        fn = getattr(f, "vector_matrix", None)
+        if fn is None:
+            raise _not_for(f, "2-D vector fields")
+        m = fn(el).to(device=fields.device, dtype=torch.float64)
+        fields = torch.einsum("eij,ebjhw->ebihw", m, moved.to(torch.float64))
+    return fields
+
+
+def box_affine(sym: Symmetry, elements: Tensor, *, inverse: bool = False) -> tuple[Tensor, Tensor]:
+    """(E, D) -> A (E, 2, 2), t (E, 2): image point p (centred pixel coordinates, x right, y down) -> A p + t."""
+    e = elements.shape[0]
+    a = torch.eye(2, dtype=torch.float64).expand(e, 2, 2).clone()
+    t = torch.zeros(e, 2, dtype=torch.float64)
+    for f, el in _steps(sym, elements, inverse):
+        el = el.detach().to("cpu", torch.float64)
+        if getattr(f, "map_action", None) is not None:
+            continue  # swap: boxes do not move
+        if not isinstance(f, ImageSymmetry):
+            raise _not_for(f, "boxes")
+        if isinstance(f, Translate):
+            a_f, t_f = torch.eye(2, dtype=torch.float64).expand(e, 2, 2), el[:, :2]
+        else:
+            a_f, t_f = f.vector_matrix(el).to(torch.float64), torch.zeros(e, 2, dtype=torch.float64)
+        a = a_f @ a
+        t = torch.einsum("eij,ej->ei", a_f, t) + t_f
+    return a, t
+
+
+def box_action(sym: Symmetry, boxes: Tensor, elements: Tensor, input_hw: tuple[int, int], *, inverse: bool = False) -> Tensor:
+    """Boxes (E, B, 4) as (x1, y1, x2, y2) in input pixels (edges: 0..W, 0..H) -> the moved boxes:
+    mapped corners, their axis-aligned hull, clipped to the frame."""
+    h, w = input_hw
+    a, t = box_affine(sym, elements, inverse=inverse)
+    a, t = a.to(boxes.device), t.to(boxes.device)
+    b = boxes.to(torch.float64)
+    x1, y1, x2, y2 = b.unbind(-1)
+    cx = torch.stack([x1, x2, x2, x1], -1) - w / 2.0  # (E, B, 4) corners
+    cy = torch.stack([y1, y1, y2, y2], -1) - h / 2.0
+    nx = a[:, 0, 0].view(-1, 1, 1) * cx + a[:, 0, 1].view(-1, 1, 1) * cy + t[:, 0].view(-1, 1, 1) + w / 2.0
+    ny = a[:, 1, 0].view(-1, 1, 1) * cx + a[:, 1, 1].view(-1, 1, 1) * cy + t[:, 1].view(-1, 1, 1) + h / 2.0
+    out = torch.stack([nx.amin(-1).clamp(0, w), ny.amin(-1).clamp(0, h), nx.amax(-1).clamp(0, w), ny.amax(-1).clamp(0, h)], -1)
+    return out
+
+
+def point_action(sym: Symmetry, out: Tensor, elements: Tensor, *, inverse: bool = False) -> Tensor:
+    """3-vector outputs (E, B, 3) or per-point outputs (E, B, P, 3) -> rotated (and rows permuted)."""
+    for f, el in _steps(sym, elements, inverse):
+        fn = getattr(f, "vectors", None)
+        if fn is None:
+            raise _not_for(f, "3-D vector outputs (point clouds)")
+        out = fn(out, el)
+    return out.to(torch.float64)

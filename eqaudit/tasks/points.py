@@ -1,0 +1,68 @@
+"""The points task: 3-vector outputs, one per input (B, 3) or one per point (B, P, 3), rotate with the cloud.
+
+S_g multiplies every output vector by the element's 3x3 matrix (rotations, and the point reflection
+of o3) and, for per-point outputs, reorders the rows like the input's points (permute). Shifts
+(translate3d) do not act on the outputs: they are treated as vectors (displacements, normals,
+forces, centred coordinates), not as positions. Metrics per (element, sample), in float64:
+``equivariance_error`` (main) and ``max_abs_error``.
+
+Shapes: E elements, B batch, P points.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import ModelRunError
+from ..metrics import equivariance_error, max_abs_error, summarize_equivariant
+from ..symmetries import Symmetry
+from ..symmetries.outputs import point_action
+from .base import Task
+from .dense import expand, find_generator
+
+
+class PointsTask(Task):
+    """Equivariant 3-vector outputs of point-cloud models (see the module docstring)."""
+
+    name = "points"
+    main_metric = "equivariance_error"
+
+    def check_output(self, out: Tensor, x: Tensor) -> None:
+        ok = out.shape[0] == x.shape[0] and out.shape[-1] == 3 and out.ndim in (2, 3)
+        if ok and out.ndim == 3 and x.ndim == 3 and out.shape[1] != x.shape[1]:
+            ok = False
+        if not ok:
+            raise ModelRunError(
+                f"Expected point outputs of shape (B, 3) or (B, P, 3) (P = the input's points) for a batch of "
+                f"{tuple(x.shape)} with --task points, got {tuple(out.shape)}; pick another output with --output-name."
+            )
+
+    def setup(self, first: Tensor, output_kind: str) -> str:
+        return "per-point vectors" if first.ndim == 3 else "vectors"
+
+    def compare(self, ref, out, sym, elements, x, y, ref_class=None):
+        target = point_action(sym, expand(ref, out.shape[0]), elements)
+        return {"equivariance_error": equivariance_error(out, target), "max_abs_error": max_abs_error(out, target)}
+
+    def canonical(self, out, sym, elements, x):
+        return point_action(sym, out, elements, inverse=True), None
+
+    def null(self, ref_a: Tensor, ref_b: Tensor) -> Tensor:
+        return equivariance_error(ref_a.unsqueeze(0), ref_b.unsqueeze(0))[0]
+
+    def summarize(self, table: dict[str, np.ndarray], identity_index: int):
+        return summarize_equivariant(
+            table, identity_index, self.main_metric,
+            means=[("equivariance_error", "equivariance_error")], maxima=[("max_abs_error", "max_abs_error")],
+        )
+
+    def output_tangent(self, sym: Symmetry, name: str, ref: Tensor) -> Tensor:
+        """d/dt of the output action along generator ``name``: ref @ G^T for rotations, 0 for shifts."""
+        f = find_generator(sym, name)
+        gen = getattr(f, "generator_matrix", None) if f is not None else None
+        g = gen(name.split(".")[-1]) if gen is not None else None
+        if g is None:
+            return torch.zeros_like(ref, dtype=torch.float64)
+        return ref.to(torch.float64) @ g.to(ref.device).T
