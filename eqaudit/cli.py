@@ -299,10 +299,10 @@ def init(
     gate: Annotated[Optional[list[str]], typer.Option("--gate", "-g", help="gate to put in the config, repeatable, e.g. 'rot90:flip_rate<=0.01'")] = None,
     model_factory: Annotated[Optional[str], typer.Option(help="module:callable building the architecture for a state dict")] = None,
     directory: Annotated[Path, typer.Option("--dir", help="project root (where pyproject.toml and .github/ live)")] = Path("."),
-    force: Annotated[bool, typer.Option("--force", help="overwrite an existing workflow file (a [tool.eqaudit] table is never overwritten)")] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing workflow file (an existing tool.eqaudit table is never changed)")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="tracebacks on errors")] = False,
 ) -> None:
-    """Write a starter [tool.eqaudit] block into pyproject.toml and a GitHub Actions workflow that runs the scan."""
+    """Write a starter tool.eqaudit table into pyproject.toml and a GitHub Actions workflow that runs the scan."""
     from .scaffold import init_project
 
     State.verbose = verbose

@@ -32,7 +32,8 @@ MAX_CLASSES = 20  # per-class small multiples beyond this are left out (and the 
 MAX_MAP_POINTS = 3000  # sample-map points drawn (worst samples always kept)
 MAX_THUMBS = 6
 PNG_DPI = 96
-METRIC_ORDER = ["prob_tv", "flip_rate", "accuracy", "true_class_prob", "equivariance_error", "max_abs_error"]
+METRIC_ORDER = ["prob_tv", "flip_rate", "accuracy", "true_class_prob", "equivariance_error", "box_error", "iou",
+                "mean_iou", "pixel_flip_rate", "epe", "center_error", "max_abs_error"]
 NOT_METRICS = {"floor", "floor_flip_rate", "resolved", "element", "label", "null", "level", "level_ci", "extent"}
 SUMMARY_COLUMNS = [
     ("flip_rate", "flip rate"),
@@ -42,6 +43,12 @@ SUMMARY_COLUMNS = [
     ("true_class_prob", "true-class prob."),
     ("clean_accuracy", "clean acc."),
     ("equivariance_error", "equiv. error"),
+    ("max_abs_error", "max abs. error"),
+    ("pixel_flip_rate", "pixel flips"),
+    ("mean_iou", "mean IoU"),
+    ("iou", "IoU"),
+    ("epe", "EPE"),
+    ("level", "level"),
     ("floor", "floor"),
     ("unresolved_elements", "unresolved"),
 ]
@@ -191,6 +198,7 @@ class _Builder:
             "models": models,
             "metrics": [{"key": k, "id": _css_id(k), "label": plots.metric_info(k).label} for k in metrics],
             "summary_columns": [(k, lab) for k, lab in SUMMARY_COLUMNS if any(k in s.summary for s in r.symmetries)],
+            "has_extent": any(row["extent"] for row in rows),
             "rows": rows,
             "timing": timing,
             "settings_sources": sorted((r.settings or {}).get("sources", {}).items()),
@@ -232,7 +240,22 @@ class _Builder:
             "gates": s.gates,
             "passed": s.passed,
             "floor_flip_rate": s.summary.get("floor_flip_rate"),
+            "extent": _extent_text(s.summary.get("extent")),
+            "level_note": _level_note(s.summary),
         }
+
+    def _main_metric(self, s: SymmetryResult) -> str:
+        """The task's main per-sample metric (worst-sample ranking, floor, sample map)."""
+        try:
+            from ..tasks import TASKS
+
+            main = TASKS[s.task]().main_metric
+        except Exception:  # an unknown task: the first metric the entry has
+            main = ""
+        if main:
+            return main
+        keys = [k for k in METRIC_ORDER if s.per_element and k in s.per_element[0]]
+        return keys[0] if keys else "prob_tv"
 
     def _group_context(self, gi: int, entries: list[tuple[int, SymmetryResult]], metrics: list[str]) -> dict[str, Any]:
         first = entries[0][1]
@@ -244,7 +267,8 @@ class _Builder:
             "spec": first.spec,
             "name": first.name,
             "exact": first.exact,
-            "layout": first.layout,
+            "layout": first.layout if first.layout in plots.LAYOUTS else f"{first.layout} (drawn over the element index)",
+            "curves": orbit.drawable().layout in ("polar", "line"),
             "n_elements": orbit.n,
             "params": ", ".join(
                 f"{n} ({u})" if u else n for n, u in zip(first.param_names, list(first.units) + [""] * len(first.param_names))
@@ -254,6 +278,8 @@ class _Builder:
             "classes": [],
             "classes_note": "",
             "entries": [],
+            "main_label": plots.metric_info(self._main_metric(first)).label,
+            "ranked_by_flips": any(self._table(j, "flipped") is not None for j, _ in entries),
         }
         for metric in metrics:
             series = [self._aggregate_series(j, s, metric) for j, s in entries]
@@ -264,7 +290,7 @@ class _Builder:
             info = plots.metric_info(metric)
             f = self._save_png(fig, f"{slug}-aggregate-{_slug(metric)}", f"{first.spec}: {info.label} over the orbit")
             ctx["aggregate"].append({"metric": metric, "id": _css_id(metric), "label": info.label, "fig": f,
-                                     "band": self._band_text(info), "floor": not first.exact and info.floor_key is not None})
+                                     "band": self._band_text(info, series), "floor": any(x.floor is not None for x in series)})
         labels = None if self.orbits is None else self.orbits.get("labels")
         if labels is not None and labels.size:
             present = np.unique(labels.astype(np.int64))
@@ -273,6 +299,7 @@ class _Builder:
                 ctx["classes_note"] = f"The first {MAX_CLASSES} of {present.size} classes are shown."
             for metric in metrics:
                 info = plots.metric_info(metric)
+                reduce = np.max if info.reduce == "max" else np.mean
                 per_class, counts = [], []
                 for c in shown:
                     rows = labels == c
@@ -280,12 +307,12 @@ class _Builder:
                     group = []
                     for j, s in entries:
                         t = self._table(j, info.table_key)
-                        if t is None:
+                        if t is None or t.ndim != 2 or t.shape[0] != rows.shape[0]:
                             continue
                         group.append(plots.Series(self.models[s.model]["name"], self.models[s.model]["color"],
-                                                  t[rows].astype(np.float64).mean(0)))
+                                                  reduce(t[rows].astype(np.float64), axis=0)))
                     per_class.append(group)
-                if not any(per_class):
+                if not all(per_class):
                     continue
                 fig = plots.class_grid_figure(orbit, [self._class_name(int(c)) for c in shown], counts, per_class, metric)
                 f = self._save_png(fig, f"{slug}-classes-{_slug(metric)}", f"{first.spec}: {info.label} per class")
@@ -297,54 +324,79 @@ class _Builder:
         return ctx
 
     @staticmethod
-    def _band_text(info: plots.MetricInfo) -> str:
+    def _band_text(info: plots.MetricInfo, series=()) -> str:
+        if not any(s.lo is not None for s in series):
+            return ""
         return "95% interval of the rate" if info.binary else "10th–90th percentile over samples"
 
     def _aggregate_series(self, j: int, s: SymmetryResult, metric: str) -> plots.Series | None:
+        """One model's curve of ``metric``: the result's per-element values (authoritative), with the
+        spread band and the floor from the orbit table where it has them."""
         info = plots.metric_info(metric)
         m = self.models[s.model]
-        table = self._table(j, info.table_key)
-        open_ = np.array([row.get("resolved") is False for row in s.per_element]) if s.per_element else None
-        if table is not None and table.ndim == 2 and table.shape[0] > 0:
-            mean, lo, hi = plots.element_stats(table, info.binary)
-            floor_t = self._table(j, info.floor_key) if (info.floor_key and not s.exact) else None
-            floor = None if floor_t is None else floor_t.astype(np.float64).mean(0)
-            return plots.Series(m["name"], m["color"], mean, lo, hi, floor, open_, band_label=self._band_text(info))
         values = [row.get(metric) for row in s.per_element]
-        if not values or any(v is None for v in values):
+        table = self._table(j, info.table_key)
+        if table is not None and (table.ndim != 2 or table.shape[0] == 0 or table.shape[1] != len(s.elements)):
+            table = None
+        if values and all(isinstance(v, (int, float)) for v in values):
+            vals = np.array(values, dtype=np.float64)
+        elif table is not None:
+            vals = table.astype(np.float64).max(0) if info.reduce == "max" else table.astype(np.float64).mean(0)
+        else:
             return None
+        lo = hi = None
+        binary = info.binary or (table is not None and table.dtype == bool)
+        if table is not None and info.reduce == "mean":
+            _, lo, hi = plots.element_stats(table, binary)
         floor = None
-        floor_key = {"prob_tv": "floor", "flip_rate": "floor_flip_rate"}.get(metric)
-        if floor_key and not s.exact and all(row.get(floor_key) is not None for row in s.per_element):
-            floor = np.array([row[floor_key] for row in s.per_element], dtype=np.float64)
-        return plots.Series(m["name"], m["color"], np.array(values, dtype=np.float64), floor=floor, open=open_)
+        floor_key = info.floor_key if info.floor_key != "floor" or metric == self._main_metric(s) else None
+        floor_t = self._table(j, floor_key) if floor_key else None
+        if floor_t is not None and floor_t.shape == (table.shape if table is not None else floor_t.shape):
+            floor = floor_t.astype(np.float64).mean(0)
+        elif metric == self._main_metric(s) and all(isinstance(row.get("floor"), (int, float)) for row in s.per_element):
+            floor = np.array([row["floor"] for row in s.per_element], dtype=np.float64)
+        elif metric == "flip_rate" and all(isinstance(row.get("floor_flip_rate"), (int, float)) for row in s.per_element):
+            floor = np.array([row["floor_flip_rate"] for row in s.per_element], dtype=np.float64)
+        if floor is not None and s.exact and float(np.max(np.abs(floor))) < 1e-9:
+            floor = None  # an exact action's floor is zero: nothing to draw
+        open_ = np.array([row.get("resolved") is False for row in s.per_element]) if s.per_element else None
+        band = "95% interval of the rate" if binary else "10th–90th percentile over samples"
+        return plots.Series(m["name"], m["color"], vals, lo, hi, floor, open_, band_label=band if lo is not None else "")
+
+    def _profile_table(self, j: int, s: SymmetryResult) -> np.ndarray | None:
+        t = self._table(j, plots.metric_info(self._main_metric(s)).table_key)
+        if t is None or t.ndim != 2 or t.shape[0] == 0 or t.shape[1] != len(s.elements):
+            return None
+        return t.astype(np.float64)
 
     def _map_vmax(self, entries) -> float:
         vmax = 0.0
         for j, s in entries:
-            tv = self._table(j, "prob_tv")
-            if tv is not None and tv.size:
-                vmax = max(vmax, float(_orbit_profile(tv, s.identity_index).mean(1).max()))
+            t = self._profile_table(j, s)
+            if t is not None:
+                vmax = max(vmax, float(np.nanmax(_orbit_profile(t, s.identity_index).mean(1))))
         return vmax
 
     def _entry_context(self, j: int, s: SymmetryResult, orbit: plots.Orbit, map_max: float) -> dict[str, Any]:
         m = self.models[s.model]
         slug = f"s{j}-{_slug(s.spec)}-m{s.model}"
         ctx: dict[str, Any] = {"j": j, "model": m, "map": None, "worst": [], "map_note": ""}
-        tv = self._table(j, "prob_tv")
+        table = self._profile_table(j, s)
         worst = self._table(j, "worst_index")
-        if tv is None or tv.ndim != 2 or tv.shape[0] == 0:
+        if table is None:
             return ctx
         worst = np.zeros(0, np.int64) if worst is None else worst.astype(np.int64)[:WORST_PLOTTED]
+        worst = worst[(worst >= 0) & (worst < table.shape[0])]
         anchors = [f"s{j}-worst-{r + 1}" for r in range(len(worst))]
         # sample map
-        profile = _orbit_profile(tv, s.identity_index)
+        main = plots.metric_info(self._main_metric(s))
+        profile = _orbit_profile(table, s.identity_index)
         coords, explained = plots.pca_2d(profile)
         mean = profile.mean(1)
         keep = _map_rows(mean, worst, MAX_MAP_POINTS)
         pos = {int(row): i for i, row in enumerate(keep)}
         marks = [(pos[int(row)], f"#{r + 1}", "#" + anchors[r]) for r, row in enumerate(worst) if int(row) in pos]
-        fig = plots.sample_map_figure(coords[keep], mean[keep], marks, colour_label="orbit mean prob. shift",
+        fig = plots.sample_map_figure(coords[keep], mean[keep], marks, colour_label=f"orbit mean {main.label}",
                                       explained=explained, vmax=map_max)
         ctx["map"] = self._save_svg(fig, f"{slug}-map", f"sample map of {m['name']} under {s.spec}")
         if keep.size < mean.size:
@@ -352,53 +404,60 @@ class _Builder:
         # worst samples
         xs = self._table(j, "worst_x")
         for r, row in enumerate(worst):
-            ctx["worst"].append(self._worst_context(j, s, orbit, r, int(row), xs, anchors[r], slug))
+            ctx["worst"].append(self._worst_context(j, s, orbit, r, int(row), xs, anchors[r], slug, table[row]))
         return ctx
 
-    def _worst_context(self, j, s: SymmetryResult, orbit: plots.Orbit, r: int, row: int, xs, anchor: str, slug: str):
+    def _row_of(self, j: int, key: str, row: int, dtype) -> np.ndarray | None:
+        t = self._table(j, key)
+        if t is None or t.ndim != 2 or row >= t.shape[0]:
+            return None
+        return t[row].astype(dtype)
+
+    def _worst_context(self, j, s: SymmetryResult, orbit: plots.Orbit, r: int, row: int, xs, anchor: str, slug: str,
+                       values: np.ndarray):
         m = self.models[s.model]
-        tv = self._table(j, "prob_tv")[row].astype(np.float64)
-        pred = self._table(j, "pred")
-        pred = None if pred is None else pred[row].astype(np.int64)
-        flipped = self._table(j, "flipped")
-        flipped = None if flipped is None else flipped[row].astype(bool)
-        tcp = self._table(j, "true_class_prob")
-        floor = self._table(j, "floor") if not s.exact else None
+        main = self._main_metric(s)
+        info = plots.metric_info(main)
+        pred = self._row_of(j, "pred", row, np.int64)
+        flipped = self._row_of(j, "flipped", row, bool)
+        tcp = self._row_of(j, "true_class_prob", row, np.float64)
+        floor = self._row_of(j, "floor", row, np.float64)
+        if floor is not None and s.exact and float(np.max(np.abs(floor))) < 1e-9:
+            floor = None
         labels = self.orbits.get("labels")
         label = None if labels is None else int(labels[row])
         sample_index = int(self.orbits["sample_index"][row]) if "sample_index" in self.orbits else row
-        series = [plots.Series("probability shift", m["color"], tv,
-                               floor=None if floor is None else floor[row].astype(np.float64))]
+        series = [plots.Series(info.label, m["color"], values, floor=floor)]
         if tcp is not None:
-            series.append(plots.Series("true-class prob.", "#555555", tcp[row].astype(np.float64)))
-        if flipped is not None:
-            series[0].open = None
-        ref = pred[s.identity_index] if pred is not None else None
+            series.append(plots.Series("true-class prob.", "#555555", tcp))
+        ref = int(pred[s.identity_index]) if pred is not None else None
         tile_texts = None
-        if pred is not None and orbit.layout not in ("polar", "line"):
-            index = plots.finite_cells(orbit) if orbit.layout != "grid2d" else plots.grid_cells(orbit.elements)[2]
+        drawn = orbit.drawable()
+        if pred is not None and drawn.layout in ("grid2d", "finite"):
+            index = plots.finite_cells(drawn) if drawn.layout == "finite" else plots.grid_cells(drawn.elements)[2]
             if index.size <= 81:
                 names = [plots.plain_text(self._class_name(int(p)), 6) for p in pred]
-                if orbit.layout == "grid2d":
-                    tile_texts = [f"{n}\n{v:.2f}" if index.size <= 49 else n for n, v in zip(names, tv)]
+                if drawn.layout == "grid2d":
+                    tile_texts = [f"{n}\n{v:.2f}" if index.size <= 49 else n for n, v in zip(names, values)]
                 else:
-                    tile_texts = [f"{orbit.labels[e]}\n→{names[e]}\n{tv[e]:.2f}" for e in range(orbit.n)]
-        thumbs = self._thumbs(s, orbit, r, xs, tv, pred, label, ref)
+                    tile_texts = [f"{plots.plain_text(drawn.labels[e], 10)}\n→{names[e]}\n{values[e]:.2f}"
+                                  for e in range(drawn.n)]
+        thumbs = self._thumbs(s, orbit, r, xs, values, pred, label, ref)
         title = f"#{r + 1}  sample {sample_index}"
         if label is not None:
             title += f"  (true: {self._class_name(label)})"
-        fig = plots.sample_figure(orbit, series, "prob_tv", thumbs, title=title, tile_texts=tile_texts,
-                                  flags=flipped)
+        fig = plots.sample_figure(orbit, series, main, thumbs, title=title, tile_texts=tile_texts, flags=flipped)
         f = self._save_png(fig, f"{slug}-worst{r + 1}", f"orbit of sample {sample_index} under {s.spec}")
         non_id = np.arange(orbit.n) != orbit.identity_index
-        worst_e = int(np.argmax(np.where(non_id, tv, -np.inf))) if non_id.any() else orbit.identity_index
+        worst_e = int(np.argmax(np.where(non_id, values, -np.inf))) if non_id.any() else orbit.identity_index
         return {
             "rank": r + 1,
             "anchor": anchor,
             "sample_index": sample_index,
             "label": None if label is None else self._class_name(label),
-            "clean_pred": None if ref is None else self._class_name(int(ref)),
-            "mean_tv": float(tv[non_id].mean()) if non_id.any() else float(tv.mean()),
+            "clean_pred": None if ref is None else self._class_name(ref),
+            "metric_label": info.label,
+            "mean": float(values[non_id].mean()) if non_id.any() else float(values.mean()),
             "flips": None if flipped is None else int(flipped[non_id].sum()),
             "n_other": int(non_id.sum()),
             "worst_element": orbit.labels[worst_e] if worst_e < len(orbit.labels) else str(worst_e),
@@ -436,6 +495,27 @@ class _Builder:
                 ok = target is None or p == int(target)
             thumbs.append(plots.Thumb(plots.thumbnail(xt[k], lo, hi), orbit.labels[e], caption, ok))
         return thumbs
+
+
+def _extent_text(ext: Any) -> str | None:
+    """'-30 … 45 deg' from a summary's extent (the interval around the identity where the level holds)."""
+    if not isinstance(ext, dict) or ext.get("lower") is None or ext.get("upper") is None:
+        return None
+    unit = ext.get("unit") or ""
+    if ext.get("full"):
+        return "whole orbit"
+    return f"{ext['lower']:g} … {ext['upper']:g} {unit}".strip()
+
+
+def _level_note(summary: dict) -> str:
+    """The level's confidence interval or, when it could not be determined, why."""
+    status = summary.get("level_status")
+    if status and status != "ok":
+        return str(status)
+    ci = summary.get("level_ci")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+        return f"95% CI {ci[0]:.3f}–{ci[1]:.3f}"
+    return ""
 
 
 def _attr(text: str) -> str:

@@ -44,8 +44,9 @@ class MetricInfo:
     table_key: str  # key of the (N, E) per-sample table in orbits.npz
     higher_is_better: bool
     binary: bool  # per-sample values are 0/1 (band: 95% Wilson interval instead of percentiles)
-    floor_key: str | None = None  # per-sample round-trip table (resampled actions), same metric
+    floor_key: str | None = None  # per-sample round-trip table, same metric ("floor" is the task's main metric)
     bounded: bool = True  # values lie in [0, 1]
+    reduce: str = "mean"  # how per-sample values make a per-element value: "mean" or "max"
 
 
 METRICS: dict[str, MetricInfo] = {
@@ -56,13 +57,33 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("accuracy", "accuracy", "correct", True, True),
         MetricInfo("true_class_prob", "true-class probability", "true_class_prob", True, False),
         MetricInfo("equivariance_error", "equivariance error", "equivariance_error", False, False, "floor"),
+        MetricInfo("pixel_flip_rate", "pixel flip rate", "pixel_flip", False, False),
+        MetricInfo("mean_iou", "mean IoU", "mean_iou", True, False),
+        MetricInfo("iou", "IoU", "iou", True, False),
+        MetricInfo("box_error", "box error (1 - IoU)", "box_error", False, False, "floor"),
+        MetricInfo("center_error", "box centre error", "center_error", False, False, None, False),
+        MetricInfo("epe", "end-point error", "epe", False, False, None, False),
+        MetricInfo("max_abs_error", "max. abs. error", "max_abs_error", False, False, None, False, "max"),
     ]
 }
 
 
 def metric_info(key: str) -> MetricInfo:
-    """The MetricInfo of ``key``; unknown metrics are drawn as unbounded, lower-is-better values."""
-    return METRICS.get(key) or MetricInfo(key, key.replace("_", " "), key, False, False, None, False)
+    """The MetricInfo of ``key``; unknown metrics are drawn as unbounded values, lower is better
+    unless ``eqaudit.metrics.DIRECTION`` says otherwise, read from the table of the same name."""
+    if key in METRICS:
+        return METRICS[key]
+    try:
+        from ..metrics import DIRECTION
+
+        higher = DIRECTION.get(key, -1) > 0
+    except ImportError:  # pragma: no cover - the report works without the measuring side
+        higher = False
+    return MetricInfo(key, key.replace("_", " "), key, higher, False, None, False)
+
+
+LAYOUTS = ("polar", "line", "grid2d", "finite", "axis-angle")
+MAX_STRIP = 12  # tiles per row of a finite group's strip
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,13 @@ class Orbit:
     @property
     def n(self) -> int:
         return int(self.elements.shape[0])
+
+    def drawable(self) -> Orbit:
+        """This orbit, or for a layout the plots do not know, a line over the element index."""
+        if self.layout in LAYOUTS:
+            return self
+        return Orbit("line", np.arange(self.n, dtype=np.float64)[:, None], self.labels, self.identity_index,
+                     ("element",), ("",), self.exact, self.spec)
 
     def axis_label(self, i: int = 0) -> str:
         name = self.param_names[i] if i < len(self.param_names) else f"p{i}"
@@ -195,9 +223,32 @@ def finite_cells(orbit: Orbit) -> np.ndarray:
     el = orbit.elements
     if el.ndim == 2 and el.shape[1] == 2 and np.allclose(el, np.round(el)):
         xs, ys, index = grid_cells(el)
-        if (index >= 0).all() and 1 < ys.size <= 4:
+        if (index >= 0).all() and 1 < ys.size <= 4 and xs.size <= 3 * MAX_STRIP:
             return index
-    return np.arange(orbit.n, dtype=np.int64).reshape(1, -1)
+    cols = min(orbit.n, MAX_STRIP)
+    index = np.full(int(math.ceil(orbit.n / cols)) * cols, -1, dtype=np.int64)
+    index[: orbit.n] = np.arange(orbit.n)
+    return index.reshape(-1, cols)
+
+
+def axis_angle_points(elements: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """3-D rotations as quaternion rows (E, 4) (w, x, y, z), optionally with a 5th column flagging the
+    point reflection -I, -> rotation vectors (angle / pi) * axis projected on the xy plane (E, 2),
+    whether each points up (z >= 0) and whether each element is improper (E,) bool.
+
+    The rotation vector of (axis n, angle t), t in [0, pi], lies in the unit ball; the plots draw its
+    upper and lower halves as two discs seen from +z: the identity at the centre, half turns on the rim.
+    """
+    el = np.asarray(elements, dtype=np.float64)
+    q = el[:, :4].copy()
+    q[q[:, 0] < 0] *= -1
+    vec = q[:, 1:]
+    norm = np.linalg.norm(vec, axis=1)
+    angle = 2 * np.arctan2(norm, q[:, 0])  # in [0, pi]
+    axis = np.divide(vec, norm[:, None], out=np.zeros_like(vec), where=norm[:, None] > 1e-12)
+    rv = axis * (angle / np.pi)[:, None]
+    improper = el[:, 4] > 0.5 if el.shape[1] > 4 else np.zeros(len(el), bool)
+    return rv[:, :2], rv[:, 2] >= -1e-12, improper
 
 
 def plain_text(text: str, limit: int = 24) -> str:
@@ -414,7 +465,7 @@ def _paint_tiles(ax, orbit: Orbit, values: np.ndarray, info: MetricInfo, vmin: f
             if texts is not None:
                 t = texts[e]
             elif finite:
-                t = f"{orbit.labels[e]}\n{values[e]:.2f}"
+                t = f"{plain_text(orbit.labels[e], 10)}\n{values[e]:.2f}"
             else:
                 t = f"{values[e]:.2f}"
             ax.text(c, r, t, ha="center", va="center", fontsize=fs, color=_text_colour(cmap, values[e], vmin, vmax))
@@ -451,6 +502,43 @@ def _tile_size(orbit: Orbit) -> tuple[np.ndarray, float]:
     return index, 0.8
 
 
+def _disc_groups(orbit: Orbit) -> list[tuple[str, np.ndarray]]:
+    """(title, element mask) of each disc of an axis-angle plot: up/down halves, proper then improper."""
+    _, up, improper = axis_angle_points(orbit.elements)
+    groups = []
+    for imp in ([False, True] if improper.any() else [False]):
+        for half, mask in (("z ≥ 0", up), ("z < 0", ~up)):
+            groups.append((("−I · " if imp else "") + half, mask & (improper == imp)))
+    return groups
+
+
+def _paint_discs(ax, orbit: Orbit, values: np.ndarray, info: MetricInfo, vmin: float, vmax: float, *,
+                 x0: float = 0.0, y0: float = 0.0, radius: float = 1.0, titles: bool = True, size: float = 30.0):
+    """Axis-angle discs of per-element ``values`` (E,) in data coordinates from (x0, y0); returns the
+    scatter (for a colour bar) and the width used."""
+    xy, _, _ = axis_angle_points(orbit.elements)
+    values = np.asarray(values, dtype=np.float64)
+    cmap = _cmap(info)
+    sc = None
+    gap = 0.35 * radius
+    t = np.linspace(0, 2 * np.pi, 97)
+    for i, (title, mask) in enumerate(_disc_groups(orbit)):
+        cx = x0 + radius + i * (2 * radius + gap)
+        ax.plot(cx + radius * np.cos(t), y0 + radius * np.sin(t), color="#999", lw=0.7)
+        ax.plot([cx - radius, cx + radius], [y0, y0], color="#e3e3e3", lw=0.5, zorder=0)
+        ax.plot([cx, cx], [y0 - radius, y0 + radius], color="#e3e3e3", lw=0.5, zorder=0)
+        pts = xy[mask] * radius
+        sc = ax.scatter(cx + pts[:, 0], y0 + pts[:, 1], c=values[mask], cmap=cmap, vmin=vmin, vmax=vmax, s=size,
+                        edgecolors="#555", linewidths=0.3, zorder=3)
+        if mask[orbit.identity_index]:
+            ax.scatter([cx + xy[orbit.identity_index, 0] * radius], [y0 + xy[orbit.identity_index, 1] * radius],
+                       s=size * 2.2, facecolor="none", edgecolor="#e53935", linewidths=1.2, zorder=4)
+        if titles:
+            ax.text(cx, y0 - radius * 1.08, title, ha="center", va="top", fontsize=6.5, color="#555")
+    n = len(_disc_groups(orbit))
+    return sc, n * 2 * radius + (n - 1) * gap
+
+
 # ---------------------------------------------------------------------------------------------------------
 # figures
 
@@ -465,8 +553,25 @@ def orbit_figure(orbit: Orbit, series: Sequence[Series], metric: str, *, title: 
     info = metric_info(metric)
     if not series:
         raise ValueError("orbit_figure needs at least one Series")
+    orbit = orbit.drawable()
     top = 0.3 if title else 0.08
-    if orbit.layout == "polar":
+    if orbit.layout == "axis-angle":
+        vmin, vmax = _value_range(info, [s.values for s in series])
+        n_disc = len(_disc_groups(orbit))
+        m = len(series)
+        row_h, disc = 2.05, 1.55
+        fig = new_figure(0.3 + n_disc * disc * 1.17 + 1.0, m * row_h + 0.15 + top)
+        sc = None
+        for k, s in enumerate(series):
+            ax = _axes(fig, 0.2, (m - 1 - k) * row_h + 0.15, n_disc * disc * 1.17, row_h - 0.3)
+            sc, width = _paint_discs(ax, orbit, s.values, info, vmin, vmax, size=max(8.0, 900.0 / max(orbit.n, 1)))
+            ax.set_xlim(-0.05, width + 0.05)
+            ax.set_ylim(-1.35, 1.08)
+            ax.set_aspect("equal")
+            ax.set_axis_off()
+            ax.set_title(plain_text(s.name, 40), fontsize=8.5, color=s.color, fontweight="bold", loc="left", pad=2)
+        _colorbar(fig, sc, 0.35 + n_disc * disc * 1.17, 0.3, max(0.8, m * row_h - 0.45), info.label)
+    elif orbit.layout == "polar":
         fig = new_figure(5.6, 5.5 + top)
         ax = _axes(fig, 0.6, 1.0, 4.4, 4.1, projection="polar")
         _draw_curves(ax, orbit, series, info, polar=True)
@@ -520,6 +625,7 @@ def class_grid_figure(orbit: Orbit, classes: Sequence[str], counts: Sequence[int
     with a frame in the model's colour.
     """
     info = metric_info(metric)
+    orbit = orbit.drawable()
     n = len(classes)
     cols = max(1, min(max_cols, n))
     rows = max(1, math.ceil(n / cols))
@@ -530,7 +636,33 @@ def class_grid_figure(orbit: Orbit, classes: Sequence[str], counts: Sequence[int
         for s in g:
             names.setdefault(s.name, s.color)
     legend_h = 0.3 if len(names) > 1 else 0.0
-    if orbit.layout in ("polar", "line"):
+    if orbit.layout == "axis-angle":
+        m = max((len(g) for g in per_class), default=1)
+        cols = max(1, min(max(1, max_cols // m), n))
+        rows = max(1, math.ceil(n / cols))
+        n_disc = len(_disc_groups(orbit))
+        unit = 0.5  # inches per disc radius
+        cell_w = m * (n_disc * 2.35 - 0.35) + (m - 1) * 0.6 + 0.8
+        cell_h = 3.1
+        fig = new_figure(cols * cell_w * unit + 1.0, rows * cell_h * unit + 0.25 + legend_h)
+        ax = _axes(fig, 0.1, 0.15 + legend_h, cols * cell_w * unit, rows * cell_h * unit)
+        sc = None
+        for k in range(n):
+            x0, y0 = (k % cols) * cell_w + 0.4, -(k // cols) * cell_h - 1.75
+            ax.text(x0, y0 + 1.25, f"{plain_text(classes[k], 16)}  (n={counts[k]})", fontsize=7, va="bottom")
+            for j, s in enumerate(per_class[k]):
+                sc, width = _paint_discs(ax, orbit, s.values, info, vmin, vmax, x0=x0, y0=y0, titles=False,
+                                         size=max(3.0, 200.0 / max(orbit.n, 1)))
+                ax.plot([x0, x0 + width], [y0 - 1.15] * 2, color=s.color, lw=2)
+                x0 += width + 0.6
+        ax.set_xlim(0, cols * cell_w)
+        ax.set_ylim(-rows * cell_h, 0)
+        ax.set_aspect("equal")
+        ax.set_axis_off()
+        if sc is not None:
+            _colorbar(fig, sc, cols * cell_w * unit + 0.3, 0.2 + legend_h, max(0.6, min(2.0, rows * cell_h * unit - 0.2)),
+                      info.label)
+    elif orbit.layout in ("polar", "line"):
         polar = orbit.layout == "polar"
         cw, ch = (1.5, 1.62) if polar else (1.75, 1.3)
         fig = new_figure(cols * cw + 0.2, rows * ch + 0.25 + legend_h)
@@ -642,11 +774,15 @@ def sample_figure(orbit: Orbit, series: Sequence[Series], metric: str, thumbs: S
     curve); tile layouts draw the first series as tiles, with ``tile_texts`` (E,) in them.
     """
     info = metric_info(metric)
+    orbit = orbit.drawable()
     nt = len(thumbs)
     width = max(4.9, 0.82 * nt + 0.5)
     head = 0.3 if title else 0.05
     strip = 1.3 if nt else 0.0
-    if orbit.layout == "polar":
+    if orbit.layout == "axis-angle":
+        width = max(width, 0.4 + len(_disc_groups(orbit)) * 1.5 + 1.0)
+        top_h = 2.0
+    elif orbit.layout == "polar":
         top_h = 2.75
     elif orbit.layout == "line":
         top_h = 2.15
@@ -674,6 +810,17 @@ def sample_figure(orbit: Orbit, series: Sequence[Series], metric: str, thumbs: S
             ax.set_ylabel("value", fontsize=8)
         _legend(fig, ax, loc="upper right", anchor=(0.995, (y_top + top_h - 0.05) / (top_h + strip + head)), ncols=1,
                 fontsize=6.5)
+    elif orbit.layout == "axis-angle":
+        s = series[0]
+        vmin, vmax = _value_range(info, [s.values])
+        n_disc = len(_disc_groups(orbit))
+        ax = _axes(fig, 0.2, y_top + 0.1, n_disc * 1.5, top_h - 0.15)
+        sc, w = _paint_discs(ax, orbit, s.values, info, vmin, vmax, size=max(6.0, 500.0 / max(orbit.n, 1)))
+        ax.set_xlim(-0.05, w + 0.05)
+        ax.set_ylim(-1.35, 1.05)
+        ax.set_aspect("equal")
+        ax.set_axis_off()
+        _colorbar(fig, sc, 0.35 + n_disc * 1.5, y_top + 0.3, top_h - 0.5, info.label)
     else:
         s = series[0]
         vmin, vmax = _value_range(info, [s.values])
