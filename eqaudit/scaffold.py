@@ -156,6 +156,8 @@ def init_project(
     for m in models:
         if not Path(m).exists():
             outcome.notes.append(f"model {m!r} does not exist yet; the workflow scans it once it is committed")
+    if data and not Path(data).exists() and not Path(data.rpartition(":")[0] or data).exists():
+        outcome.notes.append(f"data {data!r} does not exist yet; the scan needs it")
     has_sidecar = any(sidecar_for(Path(m)).is_file() for m in models)
     outcome.block = starter_block(root, data=data, symmetry=symmetry, gates=gates, model_factory=model_factory, has_sidecar=has_sidecar)
 

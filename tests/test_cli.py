@@ -112,3 +112,99 @@ def test_symmetries_lists_the_catalogue():
     assert code == 0
     for name in ["rot90", "flip", "d4", "translate", "rotate", "scale"]:
         assert name in output
+
+
+@pytest.fixture(autouse=True)
+def no_github_env(monkeypatch):
+    """Scans in these tests must not write to a real GitHub step summary when the suite runs in Actions."""
+    for var in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def no_render(monkeypatch):
+    """Skip plots and HTML (tested elsewhere; about 2 s per scan) in tests about the verdict."""
+    import eqaudit.cli as cli
+
+    monkeypatch.setattr(cli, "_render_report", lambda result, folder: folder / "report.html")
+
+
+def test_gate_table(model_files, data_npz, tmp_path, no_render):
+    plain = [model_files["SmallCNN"], "--model-factory", factory("SmallCNN"), "--data", data_npz, "--out", tmp_path / "o"]
+    inv = [model_files["Rot90Averaged"], "--model-factory", factory("Rot90Averaged"), "--data", data_npz, "--out", tmp_path / "o"]
+    # the measured level and its CI on a resampled symmetry, to put bounds between them
+    code, output = run("scan", *plain, "-s", "rotate:step=45", "--quiet")
+    assert code == 0, output
+    summary = json.loads((tmp_path / "o" / "result.json").read_text())["symmetries"][0]["summary"]
+    lo, level, hi = summary["level_ci_low"], summary["level"], summary["level_ci_high"]
+    assert summary["level_status"] == "ok" and lo < level < hi, summary
+    below, above = (lo + level) / 2, (level + hi) / 2
+    cases = [
+        # (arguments, exit code, texts the output must contain, texts it must not contain)
+        ([*inv, "-s", "rot90", "-s", "flip", "--gate", "rot90:flip_rate<=0.01", "--gate", "rot90:level>=0.99",
+          "--gate", "rot90:worst_case_accuracy>=0"], 0, ["all gates passed (3 checked)"], []),
+        ([*inv, "-s", "rot90", "-s", "flip", "--gate", "flip:prob_tv<=0.001", "--gate", "rot90:prob_tv<=0.001"], 1,
+         ["symmetry flip: prob_tv = ", "bound <= 0.001", "1 of 2 gate(s) failed"], ["symmetry rot90"]),
+        ([*plain, "-s", "rot90", "--gate", "accuracy>=1", "--fail-over", "accuracy=1"], 1,
+         ["accuracy = ", "bound >= 1.0", "2 of 2 gate(s) failed"], []),
+        # CI-bound gates on the CLI: the point estimate passes where the CI's lower end fails, and vice versa
+        ([*plain, "-s", "rotate:step=45", "--gate", f"level>={below!r}", "--gate", f"level_ci_low>={below!r}",
+          "--gate", f"level>={above!r}", "--gate", f"rotate:level_ci_high>={above!r}"], 1,
+         [f"symmetry rotate:step=45: level_ci_low = {lo!r}, bound >= {below!r}",
+          f"symmetry rotate:step=45: level = {level!r}, bound >= {above!r}", "2 of 4 gate(s) failed"],
+         [f"level = {level!r}, bound >= {below!r}", "level_ci_high = "]),
+        ([*plain, "-s", "rotate:step=45", "--gate", f"level>={below!r}", "--gate", f"rotate:level_ci_high>={above!r}"], 0,
+         ["all gates passed (2 checked)"], []),
+        # usage errors: exit 2 with a suggestion, before any sweep
+        ([*plain, "-s", "rot90", "--gate", "rot45:flip_rate<=0.1"], 2, ["did you mean 'rot90'"], []),
+        ([*plain, "-s", "rot90", "--gate", "flip_rat<=0.1"], 2, ["did you mean 'flip_rate'"], []),
+        ([*plain, "-s", "rot90", "--gate", "pixel_iuo>=0.1"], 2, ["Unknown gate metric 'pixel_iuo'"], []),
+        ([*plain, "-s", "rot90", "--gate", "flip_rate<0.1"], 2, ["strict bounds"], []),
+        ([*plain, "-s", "rot90", "--gate", "level_ci>=0.1"], 2, ["level_ci_low or level_ci_high"], []),
+        ([*plain, "-s", "rot90", "--config", tmp_path / "none.toml"], 2, ["none.toml"], []),
+    ]
+    for args, code, texts, absent in cases:
+        got, output = run("scan", *args, "--quiet")
+        assert got == code, (args, output)
+        for text in texts:
+            assert text in output, (args, text, output)
+        for text in absent:
+            assert text not in output, (args, text, output)
+        assert "Traceback" not in output, (args, output)
+
+
+def test_verbose_shows_gate_sources(model_files, data_npz, tmp_path, monkeypatch, no_render):
+    monkeypatch.setenv("EQAUDIT_MAX_REGRESSION", "level=5%")
+    code, output = run("scan", model_files["Rot90Averaged"], "--model-factory", factory("Rot90Averaged"), "--data", data_npz,
+                       "-s", "rot90", "--gate", "rot90:flip_rate<=0.01", "--out", tmp_path / "o", "--verbose")
+    assert code == 0, output
+    assert "gates = ['rot90:flip_rate<=0.01']  (flag --gate)" in output
+    assert "max_regression = {'level': '5%'}  (env EQAUDIT_MAX_REGRESSION)" in output
+
+
+def test_compare_with_per_metric_tolerances(tmp_path):
+    from eqaudit.result import AuditResult, DataInfo, ModelInfo, SymmetryResult
+
+    def result(path, flip_rate, level):
+        s = SymmetryResult(0, "rot90", "rot90", True, "image", [], [], "finite", 0, [], [],
+                           {"flip_rate": flip_rate, "prob_tv": 0.1, "level": level}, [])
+        r = AuditResult("0", "2024-01-01", 0, "cpu", [ModelInfo("m.pt", "torch", "", [1])], DataInfo("d", 1, True), [s], {})
+        r.save(path)
+        return path
+
+    a, b = result(tmp_path / "a.json", 0.10, 0.80), result(tmp_path / "b.json", 0.12, 0.78)
+    cases = [
+        ([], 1, ["flip_rate 0.1 -> 0.12", "level 0.8 -> 0.78", "2 regression(s)"]),
+        (["--tolerance", "0.03"], 0, ["no regressions"]),
+        (["--tolerance", "0.03", "--tolerance", "level=2%"], 1, ["level 0.8 -> 0.78", "allowed 0.016 = 2% of |base|", "1 regression(s)"]),
+        (["--tolerance", "flip_rate=25%", "--tolerance", "level=0.05"], 0, ["no regressions"]),
+        (["--tolerance", "levle=5%"], 2, ["did you mean 'level'"]),
+        (["--tolerance", "-0.1"], 2, [">= 0"]),
+    ]
+    for args, code, texts in cases:
+        got, output = run("compare", a, b, *args)
+        assert got == code, (args, output)
+        for text in texts:
+            assert text in output, (args, text, output)
+    got, output = run("compare", a, b, "--junit-xml", tmp_path / "j.xml")
+    assert got == 1 and 'failures="2"' in (tmp_path / "j.xml").read_text()

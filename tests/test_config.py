@@ -12,12 +12,17 @@ from eqaudit.errors import ConfigError, PathNotFoundError
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    (tmp_path / "pyproject.toml").write_text('[tool.eqaudit]\nseed = 1\nbatch_size = 11\nlimit = 5\ndata = "p.npz"\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.eqaudit]\nseed = 1\nbatch_size = 11\nlimit = 5\ndata = "p.npz"\nmax_regression = 0.05\njunit-xml = "ci/junit.xml"\n'
+        '[tool.eqaudit.gates]\n"*" = "prob_tv <= 0.1"\nrot90 = ["flip_rate <= 1%", "level_ci_low >= 0.9"]\n'
+    )
     models = tmp_path / "models"
     models.mkdir()
     (models / "net.pt").write_bytes(b"")
-    (models / "net.eqaudit.toml").write_text('seed = 2\nbatch_size = 22\ndata = "side.npz"\nsymmetry = ["rot90", "rotate:step=15,min=-90"]\n')
-    (tmp_path / "other.toml").write_text("seed = 3\n")
+    (models / "net.eqaudit.toml").write_text(
+        'seed = 2\nbatch_size = 22\ndata = "side.npz"\nsymmetry = ["rot90", "rotate:step=15,min=-90"]\nbaseline = "old/result.json"\n'
+    )
+    (tmp_path / "other.toml").write_text('seed = 3\ngates = ["flip:prob_tv<=0.2"]\nmax_regression = { "*" = 0.01, level = "5%" }\n')
     return tmp_path
 
 
@@ -33,12 +38,25 @@ def project(tmp_path: Path) -> Path:
         ({}, {"EQAUDIT_SYMMETRY": "rot90;flip:axis=v"}, None, {"symmetry": (["rot90", "flip:axis=v"], "env")}),
         ({}, {"EQAUDIT_FAIL_OVER": "flip_rate=0.1,prob_tv=0.2"}, None, {"fail_over": ({"flip_rate": 0.1, "prob_tv": 0.2}, "env")}),
         ({"trust": True}, {}, None, {"trust": (True, "flag --trust")}),
+        # gates: a table keyed by symmetry in pyproject, a list in --config, ';'-separated in the environment, flags last
+        ({}, {}, None, {"gates": (["prob_tv<=0.1", "rot90:flip_rate<=0.01", "rot90:level_ci_low>=0.9"], "[tool.eqaudit]")}),
+        ({}, {}, "other.toml", {"gates": (["flip:prob_tv<=0.2"], "config")}),
+        ({}, {"EQAUDIT_GATES": "rot90:flip_rate<=0; level>=0.5"}, "other.toml", {"gates": (["rot90:flip_rate<=0.0", "level>=0.5"], "env EQAUDIT_GATES")}),
+        ({"gates": ["rotate:step=30:prob_tv <= 5%"]}, {"EQAUDIT_GATES": "level>=0.5"}, None, {"gates": (["rotate:step=30:prob_tv<=0.05"], "flag --gate")}),
+        # baseline and tolerances
+        ({}, {}, None, {"baseline": (None, "sidecar"), "max_regression": ({"*": "0.05"}, "[tool.eqaudit]")}),
+        ({}, {}, "other.toml", {"baseline": (None, "default"), "max_regression": ({"*": "0.01", "level": "5%"}, "config")}),
+        ({"max_regression": ["0.02", "level=10%"]}, {"EQAUDIT_MAX_REGRESSION": "1"}, None, {"max_regression": ({"*": "0.02", "level": "10%"}, "flag --max-regression")}),
+        ({}, {"EQAUDIT_MAX_REGRESSION": "level=1%"}, None, {"max_regression": ({"level": "1%"}, "env")}),
+        ({}, {}, None, {"junit_xml": (None, "[tool.eqaudit]")}),
+        ({"junit_xml": "j.xml"}, {"EQAUDIT_JUNIT_XML": "e.xml"}, None, {"junit_xml": ("j.xml", "flag --junit-xml")}),
     ],
 )
 def test_precedence_table(project, flags, env, config, expect):
     s = resolve(flags, models=[project / "models" / "net.pt"], config_file=project / config if config else None, env=env, cwd=project)
     for name, (value, source) in expect.items():
-        assert s.values[name] == value, name
+        if value is not None:  # None: a path, checked in test_config_paths_are_relative_to_their_file
+            assert s.values[name] == value, name
         assert s.sources[name].startswith(source), (name, s.sources[name])
 
 
@@ -49,6 +67,9 @@ def test_config_paths_are_relative_to_their_file(project):
     assert Path(s.data) == project / "p.npz"
     s = resolve({"data": "here.npz"}, models=[project / "models" / "net.pt"], env={}, cwd=project)
     assert s.data == "here.npz"
+    s = resolve({}, models=[project / "models" / "net.pt"], env={}, cwd=project)
+    assert Path(s.baseline) == project / "models" / "old" / "result.json"
+    assert Path(s.junit_xml) == project / "ci" / "junit.xml"
 
 
 @pytest.mark.parametrize(
@@ -59,6 +80,14 @@ def test_config_paths_are_relative_to_their_file(project):
         ("trust = true\n", "cannot be set"),
         ("seed = \n", "not valid TOML"),
         ("output_kind = 'probs'\n", "one of auto, logits, probabilities"),
+        ("gate = ['flip_rate<=0.1']\n", "did you mean 'gates'"),
+        ("gates = ['flip_rate=0.1']\n", "Setting 'gates' from config"),
+        ("gates = ['flip_rate < 0.1']\n", "strict bounds"),
+        ("gates = 3\n", "list of gate strings"),
+        ("[gates]\nrot90 = ['flip:flip_rate<=0.1']\n", "names a symmetry again"),
+        ("max_regression = '-1'\n", ">= 0"),
+        ("max_regression = 'level=lots'\n", "Setting 'max_regression'"),
+        ("junit_xmll = 'x.xml'\n", "did you mean 'junit_xml'"),
     ],
 )
 def test_bad_config_files(tmp_path, content, message):
