@@ -138,3 +138,12 @@ def test_local_and_layers_through_the_cli(tmp_path):
     assert onnx.exit_code == 0, onnx.output
     s = json.loads((tmp_path / "p" / "result.json").read_text())["symmetries"][0]["summary"]
     assert s["layers"] is None and "torch" in s["layers_reason"]
+
+
+def test_level_at_init_separates_architecture_from_training(model_files, data_npz, tmp_path):
+    inv = _scan(model_files["Rot90Averaged"], data_npz, tmp_path, ["rot90"], factory("Rot90Averaged"), level_at_init=True)
+    assert inv.symmetries[0].summary["level_at_init"] >= 0.99  # the architecture alone gives it
+    plain = _scan(model_files["SmallCNN"], data_npz, tmp_path, ["rot90"], factory("SmallCNN"), level_at_init=True)
+    assert plain.symmetries[0].summary["level_at_init"] < 0.9
+    onnx = _scan(model_files["SmallCNN.onnx"], data_npz, tmp_path, ["rot90"], level_at_init=True).symmetries[0].summary
+    assert onnx["level_at_init"] is None and "factory" in onnx["level_at_init_reason"]
