@@ -117,6 +117,10 @@ def run_scan(
         _add_symmetries(result, orbits, m, symmetries, swept, dataset, task, settings)
         if settings.local or settings.layers:
             _add_local(result, orbits, model, symmetries, dataset, task, settings)
+        if settings.level_at_init:
+            _add_level_at_init(result, adapter, factory, dirs, dataset, symmetries, task, settings, input_shape is not None)
+        if settings.local or settings.layers or settings.level_at_init:
+            _regate(result.symmetries[-len(symmetries):], symmetries, settings)  # gates may name the new keys
         t = result.timing
         t["seconds"] += swept.seconds
         t["model_seconds"] += swept.model_seconds
@@ -128,6 +132,12 @@ def run_scan(
             write_outputs(result, orbits, out_dir)
     result.complete = True
     return result, out_dir
+
+
+def _regate(results: list[SymmetryResult], symmetries: list[Symmetry], settings) -> None:
+    for s, sym in zip(results, symmetries):
+        s.gates = gates_for(s.summary, sym, settings)
+        s.passed = all(g.passed for g in s.gates)
 
 
 def _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, task, settings, partial) -> None:
@@ -152,6 +162,37 @@ def _model_info(adapter, dataset: Dataset, output_kind: str) -> ModelInfo:
         output_kind=output_kind,
         notes=list(adapter.info.notes),
     )
+
+
+def _add_level_at_init(result, adapter, factory, dirs, dataset: Dataset, symmetries, task: Task, settings, reshape: bool) -> None:
+    """The same levels for freshly initialised weights of the same architecture (seeded), so the
+    report separates what the architecture gives from what training added."""
+    import torch
+
+    from .models.base import AdapterInfo
+    from .models.factory import resolve_factory
+    from .models.torch_backend import TorchAdapter
+
+    first = len(result.symmetries) - len(symmetries)
+    if adapter.info.format != "state_dict" or factory is None:
+        for s in result.symmetries[first:]:
+            s.summary["level_at_init"] = None
+            s.summary["level_at_init_reason"] = "needs a state dict and its model factory to re-initialise the architecture"
+        return
+    torch.manual_seed(settings.seed)
+    module = resolve_factory(factory, dirs)()
+    info = AdapterInfo(adapter.info.path, "torch", "init", "", str(adapter.device))
+    fresh = TorchAdapter(module.to(adapter.device).eval(), info, adapter.device)
+    model = ReshapedInput(fresh, dataset.stored_shape) if reshape else fresh
+    init = sweep(model, dataset, symmetries, get_task(task.name), batch_size=settings.batch_size, output_kind=settings.output_kind, seed=settings.seed)
+    for s, sym, table in zip(result.symmetries[first:], symmetries, init.tables):
+        floor = per_sample_floor(table, task.main_metric, sym.identity_index)
+        lv = estimate_level(table[task.main_metric], floor, init.null, sym.identity_index, seed=settings.seed)
+        s.summary["level_at_init"] = lv["level"]
+        s.summary["level_at_init_ci"] = lv["level_ci"]
+        if lv["level"] is None:
+            s.summary["level_at_init_reason"] = lv.get("level_reason")
+    result.timing["init_seconds"] = result.timing.get("init_seconds", 0.0) + init.seconds
 
 
 def _add_local(result, orbits, model, symmetries: list[Symmetry], dataset: Dataset, task: Task, settings) -> None:

@@ -97,6 +97,7 @@ def scan(
     local: Annotated[bool, typer.Option("--local", help="also measure the Lie derivative (local error) at the identity")] = False,
     layers: Annotated[bool, typer.Option("--layers", help="attribute the local error to layers (torch models; implies --local)")] = False,
     extent_tolerance: Annotated[Optional[float], typer.Option(help="level drop from 1 that bounds the extent [default: 0.1]")] = None,
+    level_at_init: Annotated[bool, typer.Option("--level-at-init", help="also measure freshly initialised weights (what the architecture alone gives)")] = False,
     trust: Annotated[bool, typer.Option("--trust", help="allow pickled modules and TorchScript (they run code when loaded)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only errors and the verdict")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show settings and their sources; tracebacks on errors")] = False,
@@ -111,7 +112,7 @@ def scan(
         "limit": limit, "seed": seed, "out": str(out_dir) if out_dir else None, "fail_over": fail_over or None,
         "input_shape": input_shape, "output_name": output_name, "output_kind": output_kind,
         "model_factory": model_factory, "trust": True if trust else None, "reference": reference,
-        "local": True if (local or layers) else None, "layers": True if layers else None, "extent_tolerance": extent_tolerance,
+        "local": True if (local or layers) else None, "layers": True if layers else None, "extent_tolerance": extent_tolerance, "level_at_init": True if level_at_init else None,
         "gates": gate or None, "baseline": str(baseline) if baseline else None, "max_regression": max_regression or None,
         "junit_xml": str(junit_xml) if junit_xml else None,
     }

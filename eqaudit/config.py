@@ -156,6 +156,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("local", False, _to_bool, "also measure the Lie derivative (local error) at the identity"),
         Setting("layers", False, _to_bool, "attribute the local error to layers (torch models)"),
         Setting("extent_tolerance", 0.1, _to_float, "level drop (from 1) that bounds a symmetry's extent"),
+        Setting("level_at_init", False, _to_bool, "also measure the level of freshly initialised weights (state dict + factory)"),
         Setting("trust", False, _to_bool, "allow pickled modules and TorchScript (they run code)", files_allowed=False),
     ]
 }

@@ -26,6 +26,9 @@ DIRECTION: dict[str, int] = {
     "level": +1,
     "level_ci_low": +1,
     "level_ci_high": +1,
+    "level_at_init": +1,
+    "lie_derivative": -1,
+    "layers_residual": -1,
 }
 
 

@@ -36,6 +36,13 @@ def smooth_images(n: int, seed: int = 0, size: int = H, channels: int = C) -> np
     return (0.5 + 0.25 * out).astype(np.float32)
 
 
+@pytest.fixture(autouse=True)
+def _no_github_environment(monkeypatch):
+    """Tests must not append to a real step summary or print annotations when the suite runs in Actions."""
+    for name in ("GITHUB_STEP_SUMMARY", "GITHUB_ACTIONS"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def data_npz(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "toy.npz"

@@ -147,3 +147,14 @@ def test_level_at_init_separates_architecture_from_training(model_files, data_np
     assert plain.symmetries[0].summary["level_at_init"] < 0.9
     onnx = _scan(model_files["SmallCNN.onnx"], data_npz, tmp_path, ["rot90"], level_at_init=True).symmetries[0].summary
     assert onnx["level_at_init"] is None and "factory" in onnx["level_at_init_reason"]
+
+
+def test_gates_on_local_error_and_level_at_init(model_files, data_npz, tmp_path):
+    res = CliRunner().invoke(app, ["scan", str(model_files["Rot90Averaged"]), "--data", str(data_npz), "-s", "rotate:step=90",
+                                   "--model-factory", factory("Rot90Averaged"), "--local", "--level-at-init",
+                                   "--gate", "lie_derivative<=1e-9", "--gate", "level_at_init>=0.99", "--out", str(tmp_path / "o"), "--quiet"])
+    assert res.exit_code == 1, res.output
+    assert "lie_derivative" in res.output
+    gates = {g["metric"]: g for g in json.loads((tmp_path / "o" / "result.json").read_text())["symmetries"][0]["gates"]}
+    assert not gates["lie_derivative"]["passed"] and gates["lie_derivative"]["value"] > 1e-9
+    assert gates["level_at_init"]["passed"] and gates["level_at_init"]["value"] >= 0.99
