@@ -335,3 +335,25 @@ def test_sample_figure_has_orbit_and_thumbnails():
     assert strip.shape[0] == 8 and strip.shape[1] > 3 * 8  # three 8x8 thumbnails side by side, with gaps
     np.testing.assert_allclose(strip[:, :8, 0], img)
     assert plots.to_png(fig)[:4] == b"\x89PNG"
+
+
+def test_axis_angle_discs_place_rotations_by_their_rotation_vector():
+    h = np.sqrt(0.5)
+    q = np.array([[1, 0, 0, 0], [h, h, 0, 0], [0, 1, 0, 0], [h, 0, 0, -h], [-h, 0, -h, 0]], dtype=np.float64)
+    xy, up, improper = plots.axis_angle_points(q)
+    # identity at the centre, a quarter turn about x half-way out, a half turn on the rim; -q is q
+    np.testing.assert_allclose(xy, [[0, 0], [0.5, 0], [1, 0], [0, 0], [0, 0.5]], atol=1e-12)
+    assert up.tolist() == [True, True, True, False, True] and not improper.any()
+    orbit = plots.Orbit("axis-angle", np.concatenate([np.concatenate([q, q]), np.repeat([[0.0], [1.0]], 5, 0)], 1),
+                        tuple("abcdefghij"), 0)
+    values = np.linspace(0, 1, 10)
+    fig = plots.orbit_figure(orbit, [plots.Series("m", "#000", values)], "prob_tv")
+    coloured = [c for c in fig.axes[0].collections if c.get_array() is not None and len(c.get_array())]
+    assert len(coloured) == 4  # up/down halves of the proper and of the improper elements
+    assert sorted(np.concatenate([c.get_array() for c in coloured]).tolist()) == pytest.approx(values.tolist())
+
+
+def test_unknown_layout_is_drawn_over_the_element_index():
+    orbit = plots.Orbit("something-new", np.random.default_rng(0).normal(size=(7, 3)), tuple("abcdefg"), 2)
+    fig = plots.orbit_figure(orbit, [plots.Series("m", "#000", np.arange(7) / 7)], "prob_tv")
+    np.testing.assert_allclose(_curve(fig, "m"), np.arange(7) / 7)

@@ -39,8 +39,8 @@ SUMMARY_COLUMNS = [
     ("flip_rate", "flip rate"),
     ("prob_tv", "prob. shift"),
     ("accuracy", "accuracy"),
-    ("worst_case_accuracy", "worst-case acc."),
-    ("true_class_prob", "true-class prob."),
+    ("worst_case_accuracy", "worst case"),
+    ("true_class_prob", "true-class p"),
     ("clean_accuracy", "clean acc."),
     ("equivariance_error", "equiv. error"),
     ("max_abs_error", "max abs. error"),
@@ -51,6 +51,7 @@ SUMMARY_COLUMNS = [
     ("level", "level"),
     ("floor", "floor"),
     ("unresolved_elements", "unresolved"),
+    ("floor_flip_rate", "floor flips"),
 ]
 _OWN_PLOT = re.compile(r"^[gs]\d+-.*\.(png|svg)$")
 
