@@ -53,23 +53,53 @@ def _fmt(v, pct: bool = False) -> str:
     return f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"
 
 
+# (header, summary key, shown as percent); a column appears when any row has a value for it
+METRIC_COLUMNS = [
+    ("flip rate", "flip_rate", True), ("prob shift", "prob_tv", False), ("equiv. error", "equivariance_error", False),
+    ("max abs err", "max_abs_error", False), ("EPE", "epe", False), ("IoU", "iou", False), ("mean IoU", "mean_iou", False),
+    ("accuracy", "accuracy", True), ("worst-case acc", "worst_case_accuracy", True),
+]
+
+
+def _level_text(sm: dict) -> str:
+    if sm.get("level") is None:
+        return "undetermined" if sm.get("level_status") == "undetermined" else "–"
+    lo, hi = sm.get("level_ci") or (None, None)
+    return f"{sm['level']:.3f}" + (f" [{lo:.2f}–{hi:.2f}]" if lo is not None else "")
+
+
+def fingerprint(result, model: int) -> str:
+    """One line: the level of every symmetry scanned for one model, side by side."""
+    parts = []
+    for s in result.symmetries:
+        if s.model == model:
+            lv = s.summary.get("level")
+            parts.append(f"{s.spec} {'?' if lv is None else f'{lv:.2f}'}")
+    return " | ".join(parts)
+
+
 def print_summary(result) -> None:
-    """One row per (model, symmetry)."""
+    """One row per (model, symmetry), then each model's symmetry fingerprint."""
     multi = len(result.models) > 1
     table = Table(title=f"eqaudit: {result.data.n_samples} samples from {Path(result.data.path).name}", title_justify="left")
     if multi:
         table.add_column("model")
-    for col, just in [("symmetry", "left"), ("exact", "center"), ("flip rate", "right"), ("prob shift", "right"),
-                      ("accuracy", "right"), ("worst-case acc", "right"), ("floor", "right"), ("gates", "left")]:
-        table.add_column(col, justify=just)
+    table.add_column("symmetry")
+    table.add_column("exact", justify="center")
+    shown = [c for c in METRIC_COLUMNS if any(s.summary.get(c[1]) is not None for s in result.symmetries)]
+    for header, _, _ in shown:
+        table.add_column(header, justify="right")
+    for header in ("floor", "level [95% CI]", "gates"):
+        table.add_column(header, justify="left" if header == "gates" else "right")
     for s in result.symmetries:
         sm = s.summary
         floor = _fmt(sm.get("floor")) + ("" if s.exact else f" ({sm.get('unresolved_elements', 0)} unres.)")
-        gates = ", ".join(("[green]pass[/]" if g.passed else "[red]FAIL[/]") + f" {g.metric}" for g in s.gates) or "–"
-        row = [s.spec, "yes" if s.exact else "no", _fmt(sm.get("flip_rate"), True), _fmt(sm.get("prob_tv")),
-               _fmt(sm.get("accuracy"), True), _fmt(sm.get("worst_case_accuracy"), True), floor, gates]
-        table.add_row(*([Path(result.models[s.model].path).name] if multi else []), *row)
+        gates = ", ".join(("[green]pass[/]" if g.passed else "[red]FAIL[/]") + f" {escape(g.metric)}" for g in s.gates) or "–"
+        row = [escape(s.spec), "yes" if s.exact else "no", *(_fmt(sm.get(k), pct) for _, k, pct in shown), floor, _level_text(sm), gates]
+        table.add_row(*([escape(Path(result.models[s.model].path).name)] if multi else []), *row)
     out.print(table)
+    for m, info in enumerate(result.models):
+        out.print(f"fingerprint {escape(Path(info.path).name)}: {escape(fingerprint(result, m))}", highlight=False)
 
 
 @app.command()
