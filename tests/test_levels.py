@@ -158,3 +158,13 @@ def test_gates_on_local_error_and_level_at_init(model_files, data_npz, tmp_path)
     gates = {g["metric"]: g for g in json.loads((tmp_path / "o" / "result.json").read_text())["symmetries"][0]["gates"]}
     assert not gates["lie_derivative"]["passed"] and gates["lie_derivative"]["value"] > 1e-9
     assert gates["level_at_init"]["passed"] and gates["level_at_init"]["value"] >= 0.99
+
+
+def test_fingerprint_line_lists_every_symmetry_level(model_files, data_npz, tmp_path):
+    res = CliRunner().invoke(app, ["scan", str(model_files["Rot90Averaged.onnx"]), str(model_files["SmallCNN.onnx"]),
+                                   "--data", str(data_npz), "-s", "rot90", "-s", "flip", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    lines = {ln.split(":")[0]: ln for ln in res.output.splitlines() if ln.startswith("fingerprint ")}
+    inv, plain = lines["fingerprint Rot90Averaged.onnx"], lines["fingerprint SmallCNN.onnx"]
+    assert "rot90 1.00" in inv and "| flip " in inv
+    assert "rot90 1.00" not in plain
