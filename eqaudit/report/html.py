@@ -130,6 +130,7 @@ class _Builder:
     orbits: dict[str, np.ndarray] | None
     out_dir: Path
     written: set[str] = field(default_factory=set)
+    main_metrics: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ helpers
     def _save_png(self, fig, name: str, alt: str) -> _Figure:
@@ -247,13 +248,15 @@ class _Builder:
 
     def _main_metric(self, s: SymmetryResult) -> str:
         """The task's main per-sample metric (worst-sample ranking, floor, sample map)."""
-        try:
-            from ..tasks import TASKS
+        if s.task not in self.main_metrics:
+            try:
+                from ..tasks import TASKS
 
-            main = TASKS[s.task]().main_metric
-        except Exception:  # an unknown task: the first metric the entry has
-            main = ""
-        if main:
+                self.main_metrics[s.task] = TASKS[s.task]().main_metric
+            except Exception:  # an unknown task: the first metric the entry has
+                self.main_metrics[s.task] = ""
+        main = self.main_metrics[s.task]
+        if main and (not s.per_element or main in s.per_element[0]):
             return main
         keys = [k for k in METRIC_ORDER if s.per_element and k in s.per_element[0]]
         return keys[0] if keys else "prob_tv"
