@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import shutil
 from html.parser import HTMLParser
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
 import toy_models
@@ -188,7 +190,9 @@ def test_report_command_reproduces_report_without_model_or_data(report, tmp_path
     own = sorted(p.name for p in (report["out"] / "plots").iterdir())
     assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(own + ["mine.txt"])
     assert (out / "plots" / "mine.txt").read_text() == "keep"
-    assert plt.get_fignums() == []  # no figure left open
+    assert plt.get_fignums() == []  # no figure left open (none is ever registered with pyplot) ...
+    gc.collect()
+    assert not [o for o in gc.get_objects() if type(o) is Figure]  # ... and every one was freed
 
 
 def test_report_command_errors_are_one_line(tmp_path):
