@@ -129,8 +129,9 @@ class _Builder:
     result: AuditResult
     orbits: dict[str, np.ndarray] | None
     out_dir: Path
-    written: set[str] = field(default_factory=set)
-    main_metrics: dict[str, str] = field(default_factory=dict)
+    written: set[str] = field(default_factory=set)  # plot file names this render wrote
+    main_metrics: dict[str, str] = field(default_factory=dict)  # task -> main metric
+    models: list[dict[str, Any]] = field(default_factory=list)  # template rows of result.models
 
     # ------------------------------------------------------------------ helpers
     def _save_png(self, fig, name: str, alt: str) -> _Figure:
@@ -223,10 +224,11 @@ class _Builder:
         return ordered
 
     def _groups(self) -> list[list[tuple[int, SymmetryResult]]]:
-        """Symmetry entries grouped by spec (one group per symmetry, one entry per model)."""
-        groups: dict[str, list[tuple[int, SymmetryResult]]] = {}
+        """Symmetry entries grouped by spec and elements (one group per symmetry, one entry per model)."""
+        groups: dict[tuple, list[tuple[int, SymmetryResult]]] = {}
         for j, s in enumerate(self.result.symmetries):
-            groups.setdefault(s.spec, []).append((j, s))
+            key = (s.spec, s.layout, tuple(tuple(float(v) for v in e) for e in s.elements))
+            groups.setdefault(key, []).append((j, s))
         return list(groups.values())
 
     def _summary_row(self, j: int, s: SymmetryResult, groups) -> dict[str, Any]:
