@@ -335,3 +335,25 @@ def test_cli_task_and_reference_on_unlabelled_data(files, tmp_path):
     typo = runner.invoke(app, ["scan", str(files["Gradient"]), "--data", str(files["images"]), "-s", "d4", "--task", "vector-feld",
                                "--model-factory", dfactory("Gradient"), "--out", str(out), "--quiet"])
     assert typo.exit_code == 2 and "vector-field" in typo.output
+
+
+# ---- shipped sample models -------------------------------------------------------------------------------
+
+
+def test_domain_sample_models_scan_unaided_with_their_sidecars(tmp_path):
+    samples = TESTS.parent / "sample_models"
+
+    def audit(name, **kw):
+        res = scan(samples / f"{name}.pt", out=str(tmp_path / name), device="cpu", **kw)
+        return {s.spec: s for s in res.symmetries}
+
+    plain, aug = audit("pointnet", limit=60), audit("pointnet_aug", limit=60)
+    assert plain["so3:n=32"].summary["flip_rate"] > 0.4 > 0.1 > aug["so3:n=32"].summary["flip_rate"]
+    assert plain["permute:n=8"].summary["prob_tv"] < 1e-6 and aug["permute:n=8"].summary["prob_tv"] < 1e-6
+    piv = audit("piv_flow", limit=16)
+    assert piv["d4*swap"].task == "vector-field" and len(piv["d4*swap"].elements) == 16
+    assert 0.01 < piv["d4*swap"].summary["equivariance_error"] < 0.3
+    boxes = audit("box_localiser", limit=60)
+    assert boxes["translate:max=4,mode=zero"].task == "boxes"
+    assert 0.7 < boxes["translate:max=4,mode=zero"].summary["iou"] < 1.0
+    assert boxes["flip"].summary["flip_rate"] < boxes["rot90"].summary["flip_rate"]
