@@ -7,6 +7,13 @@ element, evaluated inside the orbit batch, reads the float noise of the pipeline
 Per-sample metrics go straight into (N, E) arrays; raw outputs are never kept, except the converted
 reference outputs of a seeded subset (at most NULL_SAMPLES) from which the null is measured.
 How outputs are compared is the Task's business (eqaudit.tasks); this module only schedules.
+
+References (``reference=``): ``identity`` compares each orbit output with f(x) moved by the element;
+``label`` with the ground truth (tasks that support it); ``consensus`` runs two passes over a batch's
+chunks of elements: the first maps every output back to the canonical frame and sums it (and counts
+class votes) in a running total, the second compares (outputs are kept between the passes when they
+fit in KEEP_BYTES, else evaluated again), so results do not depend on batch or chunk size. The floor
+is always measured against f(x).
 """
 
 from __future__ import annotations
