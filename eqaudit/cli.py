@@ -70,12 +70,7 @@ def _level_text(sm: dict) -> str:
 
 def fingerprint(result, model: int) -> str:
     """One line: the level of every symmetry scanned for one model, side by side."""
-    parts = []
-    for s in result.symmetries:
-        if s.model == model:
-            lv = s.summary.get("level")
-            parts.append(f"{s.spec} {'?' if lv is None else f'{lv:.2f}'}")
-    return " | ".join(parts)
+    return " | ".join(f"{spec} {'?' if lv is None else f'{lv:.2f}'}" for spec, lv in result.fingerprint(model))
 
 
 def print_summary(result) -> None:

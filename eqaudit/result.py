@@ -100,6 +100,10 @@ class AuditResult:
     complete: bool = True  # False while a multi-model scan is still running (partial results)
     format_version: int = FORMAT_VERSION
 
+    def fingerprint(self, model: int) -> list[tuple[str, float | None]]:
+        """The level of every symmetry scanned for one model, side by side, in scan order."""
+        return [(s.spec, s.summary.get("level")) for s in self.symmetries if s.model == model]
+
     def to_dict(self) -> dict[str, Any]:
         return _clean(asdict(self))
 

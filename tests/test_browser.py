@@ -72,7 +72,7 @@ def test_report_in_chromium(browser, report_file):
     page.on("request", lambda r: requests.append(r.url))
     page.goto(report_file.as_uri(), wait_until="load")
     assert page.title().startswith("eqaudit report")
-    assert page.locator("section#summary table tbody tr").count() == 6
+    assert page.locator("section#summary table.summary tbody tr").count() == 6
 
     # a worst-sample link beside the sample map shows that sample's orbit plot
     link = page.locator("a.worst-link").nth(1)

@@ -361,3 +361,22 @@ def test_unknown_layout_is_drawn_over_the_element_index():
     orbit = plots.Orbit("something-new", np.random.default_rng(0).normal(size=(7, 3)), tuple("abcdefg"), 2)
     fig = plots.orbit_figure(orbit, [plots.Series("m", "#000", np.arange(7) / 7)], "prob_tv")
     np.testing.assert_allclose(_curve(fig, "m"), np.arange(7) / 7)
+
+
+def test_report_shows_the_fingerprint_and_files_are_readable(tmp_path, data_npz, model_files):
+    import os
+    import stat
+
+    from conftest import factory
+    from eqaudit.api import scan
+    from eqaudit.report import render
+
+    res = scan(model_files["Rot90Averaged"], data=str(data_npz), symmetry=["rot90", "flip"],
+               model_factory=factory("Rot90Averaged"), out=str(tmp_path / "o"))
+    html = render(res, tmp_path / "o").read_text()
+    assert "Symmetry fingerprint" in html
+    section = html.split('id="fingerprint"')[1].split("</table>")[0]
+    assert "<code>rot90</code> 1.00" in section and "<code>flip</code>" in section
+    for name in ("result.json", "report.html", "orbits.npz"):
+        mode = stat.S_IMODE(os.stat(tmp_path / "o" / name).st_mode)
+        assert mode & stat.S_IRGRP, (name, oct(mode))

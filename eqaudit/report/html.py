@@ -209,6 +209,7 @@ class _Builder:
             "n_gates": sum(len(s.gates) for s in r.symmetries),
             "n_failed": sum(1 for s in r.symmetries for g in s.gates if not g.passed),
             "classes": list(r.data.classes or []),
+            "fingerprints": [(m, r.fingerprint(i)) for i, m in enumerate(models)],
         }
         context["groups"] = [self._group_context(gi, entries, metrics) for gi, entries in enumerate(groups)]
         return context
