@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -13,7 +14,7 @@ from . import __version__
 from .config import Settings, parse_input_shape, read_toml, resolve, sidecar_for
 from .data import Dataset, load_dataset
 from .errors import ConfigError, EqauditError
-from .gates import check_settings_gates, gates_for
+from .gates import Comparison, check_settings_gates, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor
 from .models import ReshapedInput, load_model, resolve_device
 from .report.io import write_bytes_atomic
@@ -38,7 +39,7 @@ def scan(
     ``fail_over={"flip_rate": 0.05}``, ...); config files and ``EQAUDIT_*`` apply as on the CLI."""
     paths = [Path(m) for m in ([models] if isinstance(models, (str, Path)) else models)]
     settings = resolve(options, models=paths, config_file=Path(config) if config else None, env=env)
-    result, _ = run_scan(paths, settings, progress=progress, write=write)
+    result, _, _ = run_scan(paths, settings, progress=progress, write=write)
     return result
 
 
@@ -49,8 +50,12 @@ def default_out(models: list[Path]) -> Path:
 
 def run_scan(
     models: list[Path], settings: Settings, *, progress: Progress | None = None, write: bool = True
-) -> tuple[AuditResult, Path]:
-    """Run the audit described by ``settings``; write result.json and the orbit table after each model."""
+) -> tuple[AuditResult, Path, Comparison | None]:
+    """Run the audit described by ``settings``; write result.json and the orbit table after each model.
+
+    With a baseline (``settings.baseline``), the finished result is compared with it metric by metric;
+    regressions are recorded in ``result.baseline`` and fail ``result.passed`` like a gate. Returns the
+    result, its folder and the comparison (None without a baseline)."""
     if not models:
         raise ConfigError("No model given; pass at least one model file: eqaudit scan MODEL.")
     if not settings.data:
@@ -59,6 +64,7 @@ def run_scan(
         raise ConfigError("No symmetry given; pass --symmetry SPEC (see `eqaudit symmetries`).")
     if settings.batch_size <= 0:
         raise ConfigError(f"Expected --batch-size to be a positive number of rows, got {settings.batch_size}.")
+    base_result, tolerances = _load_baseline(settings)
     device = resolve_device(settings.device)
     symmetries = [parse_symmetry(spec) for spec in settings.symmetry]
     input_shape = parse_input_shape(settings.input_shape) if settings.input_shape else None
@@ -131,7 +137,30 @@ def run_scan(
             result.complete = m == len(models) - 1
             write_outputs(result, orbits, out_dir)
     result.complete = True
-    return result, out_dir
+    comparison = None
+    if base_result is not None:
+        comparison = compare_results(base_result, result, tolerances)
+        result.baseline = {
+            "path": str(settings.baseline),
+            "passed": comparison.passed,
+            "compared": len(comparison.rows),
+            "regressions": [asdict(r) for r in comparison.regressions],
+            "missing": list(comparison.missing),
+        }
+        result.passed = result.passed and comparison.passed
+        if write:
+            result.save(out_dir / "result.json")
+    return result, out_dir, comparison
+
+
+def _load_baseline(settings: Settings):
+    """The baseline result and the allowed regressions, checked before any model runs."""
+    if not settings.baseline:
+        return None, None
+    base = AuditResult.load(Path(settings.baseline))
+    tolerances = parse_tolerances(settings.max_regression)
+    check_tolerance_metrics(tolerances, base)
+    return base, tolerances
 
 
 def _regate(results: list[SymmetryResult], symmetries: list[Symmetry], settings) -> None:

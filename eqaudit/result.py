@@ -98,6 +98,7 @@ class AuditResult:
     settings: dict[str, Any] = field(default_factory=dict)
     orbits_file: str = ORBITS_FILE
     complete: bool = True  # False while a multi-model scan is still running (partial results)
+    baseline: dict[str, Any] | None = None  # path, passed, compared, regressions[], missing[] (with --baseline)
     format_version: int = FORMAT_VERSION
 
     def fingerprint(self, model: int) -> list[tuple[str, float | None]]:

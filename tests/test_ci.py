@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import xml.etree.ElementTree as ET
@@ -246,3 +247,21 @@ def test_init_never_clobbers(project):
     code, output = run("init", "--dir", project / "sub", "-s", "rot45")
     assert code == 2 and "rot45" in output
     assert not any((project / "sub").iterdir())
+
+
+def test_baseline_verdict_is_in_the_result_and_the_python_api(model_files, data_npz, tmp_path):
+    import eqaudit
+    from conftest import factory
+
+    common = dict(data=str(data_npz), symmetry=["rot90"])
+    eqaudit.scan(model_files["Rot90Averaged"], model_factory=factory("Rot90Averaged"), out=str(tmp_path / "a"), **common)
+    base = tmp_path / "a" / "result.json"
+    same = eqaudit.scan(model_files["Rot90Averaged"], model_factory=factory("Rot90Averaged"), out=str(tmp_path / "b"),
+                        baseline=str(base), **common)
+    assert same.passed and same.baseline["passed"] and same.baseline["compared"] > 0
+    worse = eqaudit.scan(model_files["SmallCNN"], model_factory=factory("SmallCNN"), out=str(tmp_path / "c"),
+                         baseline=str(base), max_regression=["0.02"], **common)
+    assert not worse.passed and not worse.baseline["passed"]
+    assert "flip_rate" in {r["metric"] for r in worse.baseline["regressions"]}
+    saved = json.loads((tmp_path / "c" / "result.json").read_text())
+    assert saved["passed"] is False and saved["baseline"]["regressions"]
