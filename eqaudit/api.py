@@ -17,7 +17,7 @@ from .errors import ConfigError, EqauditError
 from .gates import Comparison, check_settings_gates, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor
 from .models import ReshapedInput, load_model, resolve_device
-from .report.io import write_bytes_atomic
+from .report.io import write_bytes_atomic, write_text_atomic
 from .result import ORBITS_FILE, AuditResult, DataInfo, ModelInfo, SymmetryResult
 from .sweep import Progress, SweepOutput, sweep
 from .symmetries import Symmetry, parse_symmetry
@@ -66,7 +66,7 @@ def run_scan(
         raise ConfigError(f"Expected --batch-size to be a positive number of rows, got {settings.batch_size}.")
     base_result, tolerances = _load_baseline(settings)
     device = resolve_device(settings.device)
-    symmetries = [parse_symmetry(spec) for spec in settings.symmetry]
+    symmetries = [parse_symmetry(spec, seed=settings.seed) for spec in settings.symmetry]
     input_shape = parse_input_shape(settings.input_shape) if settings.input_shape else None
     dataset = load_dataset(settings.data, limit=settings.limit, seed=settings.seed, input_shape=input_shape)
     for sym in symmetries:
@@ -321,11 +321,28 @@ def _worst(table: dict[str, np.ndarray], identity_index: int, metric: str, k: in
 
 
 def write_outputs(result: AuditResult, orbits: dict[str, np.ndarray], out_dir: Path) -> None:
-    """Write the orbit table, then result.json, each atomically."""
+    """Write the orbit table, the per-element CSV, then result.json, each atomically."""
     buf = io.BytesIO()
     np.savez_compressed(buf, **orbits)
     write_bytes_atomic(out_dir / ORBITS_FILE, buf.getvalue())
+    write_text_atomic(out_dir / "elements.csv", elements_frame(result).to_csv(index=False))
     result.save(out_dir / "result.json")
+
+
+def elements_frame(result: AuditResult):
+    """One row per (model, symmetry, group element) with every per-element metric: a pandas DataFrame
+    (written as elements.csv, for spreadsheets and CI artifacts)."""
+    import pandas as pd
+
+    rows = []
+    for s in result.symmetries:
+        for e, pe in enumerate(s.per_element):
+            row = {"model": Path(result.models[s.model].path).name, "symmetry": s.spec, "element": pe.get("label", str(e)),
+                   "identity": e == s.identity_index}
+            row.update({name: value for name, value in zip(s.param_names, s.elements[e])})
+            row.update({k: v for k, v in pe.items() if k not in ("label", "element") and not isinstance(v, (list, dict))})
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

@@ -217,3 +217,16 @@ def test_a_failure_mid_run_keeps_finished_symmetries(data_npz, tmp_path):
     assert [s.spec for s in saved.symmetries] == ["rot90"]
     assert saved.symmetries[0].summary["prob_tv"] < 1e-5
     assert saved.load_orbits(tmp_path / "o")["s0.prob_tv"].shape == (24, 4)
+
+
+def test_elements_csv_matches_per_element(model_files, data_npz, tmp_path):
+    import pandas as pd
+
+    res = _scan(model_files["SmallCNN"], data_npz, tmp_path, "SmallCNN", ["rot90", "translate:max=1"])
+    df = pd.read_csv(tmp_path / "out" / "elements.csv")
+    assert len(df) == 4 + 9 and set(df["symmetry"]) == {"rot90", "translate:max=1"}
+    trans = df[df["symmetry"] == "translate:max=1"]
+    sym = res.symmetries[1]
+    assert list(trans["dx"]) == [e[0] for e in sym.elements] and list(trans["dy"]) == [e[1] for e in sym.elements]
+    np.testing.assert_allclose(trans["prob_tv"], [pe["prob_tv"] for pe in sym.per_element])
+    assert int(df["identity"].sum()) == 2

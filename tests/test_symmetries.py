@@ -604,3 +604,13 @@ def test_register_adds_entries_without_touching_the_parser():
 
         catalogue._REGISTRY.pop("test-mirror", None)
     assert format_spec("x", flip.params, {"axis": "v"}) == "x:axis=v"
+
+
+def test_run_seed_reaches_sampled_symmetries_unless_the_spec_sets_one():
+    a, b, c = (parse_symmetry("so3:n=4", seed=s) for s in (3, 3, 4))
+    assert torch.equal(a.elements, b.elements) and not torch.equal(a.elements, c.elements)
+    assert a.spec == "so3:n=4,seed=3"
+    assert parse_symmetry("so3:n=4,seed=9", seed=3).spec == "so3:n=4,seed=9"
+    assert parse_symmetry("rot90", seed=5).spec == "rot90"  # no seed parameter: untouched
+    prod = parse_symmetry("so3:n=2*permute:n=3", seed=7)
+    assert "seed=7" in prod.spec

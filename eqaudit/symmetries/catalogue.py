@@ -255,19 +255,23 @@ def format_spec(name: str, params: Sequence[ParamSpec], values: Mapping[str, obj
     return f"{name}:{','.join(parts)}" if parts else name
 
 
-def parse_symmetry(spec: str | Symmetry) -> Symmetry:
+def parse_symmetry(spec: str | Symmetry, seed: int | None = None) -> Symmetry:
     """Build the symmetry a spec string names (a Symmetry passes through unchanged).
 
-    Raises SymmetryError (exit code 2) for an unknown name (with the closest match), an unknown
-    parameter (listing the valid ones) or a bad value ("Expected ..., got ..., do ...").
+    ``seed`` (the run's ``--seed``) seeds symmetries that sample random elements (so3, permute, ...)
+    unless the spec sets its own ``seed=``. Raises SymmetryError (exit code 2) for an unknown name
+    (with the closest match), an unknown parameter (listing the valid ones) or a bad value
+    ("Expected ..., got ..., do ...").
     """
     if isinstance(spec, Symmetry):
         return spec
     if isinstance(spec, str) and "*" in spec:  # a product, e.g. d4*swap (eqaudit.symmetries.product)
         from .product import parse_product
 
-        return parse_product(spec)
+        return parse_product(spec, seed=seed)
     name, raw = split_spec(spec)
     entry = get_entry(name)
+    if seed is not None and "seed" not in raw and any(p.name == "seed" for p in entry.params):
+        raw = {**raw, "seed": str(seed)}
     values = resolve_params(entry.name, entry.params, raw)
     return entry.factory(**values)

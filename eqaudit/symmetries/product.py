@@ -191,7 +191,7 @@ class ProductSymmetry(Symmetry):
         return d
 
 
-def parse_product(spec: str) -> ProductSymmetry:
+def parse_product(spec: str, seed: int | None = None) -> ProductSymmetry:
     """``"d4*swap"`` -> ProductSymmetry([D4(), Swap()]); each factor is an ordinary spec."""
     from .catalogue import parse_symmetry
 
@@ -200,4 +200,4 @@ def parse_product(spec: str) -> ProductSymmetry:
         raise SymmetryError(
             f"Expected a symmetry spec on both sides of every '*' in {spec!r}, got an empty factor, do write e.g. d4*swap"
         )
-    return ProductSymmetry([parse_symmetry(p) for p in parts])
+    return ProductSymmetry([parse_symmetry(p, seed=seed) for p in parts])
