@@ -222,7 +222,7 @@ def test_a_failure_mid_run_keeps_finished_symmetries(data_npz, tmp_path):
 def test_elements_csv_matches_per_element(model_files, data_npz, tmp_path):
     import pandas as pd
 
-    res = _scan(model_files["SmallCNN"], data_npz, tmp_path, "SmallCNN", ["rot90", "translate:max=1"])
+    res = _scan(model_files, data_npz, tmp_path, "SmallCNN", ["rot90", "translate:max=1"])
     df = pd.read_csv(tmp_path / "out" / "elements.csv")
     assert len(df) == 4 + 9 and set(df["symmetry"]) == {"rot90", "translate:max=1"}
     trans = df[df["symmetry"] == "translate:max=1"]
