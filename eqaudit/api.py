@@ -15,7 +15,7 @@ from .config import Settings, parse_input_shape, read_toml, resolve, sidecar_for
 from .data import Dataset, load_dataset
 from .errors import ConfigError, EqauditError
 from .gates import Comparison, check_settings_gates, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
-from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor
+from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor, varying_column
 from .models import ReshapedInput, load_model, resolve_device
 from .report.io import write_bytes_atomic, write_text_atomic
 from .result import ORBITS_FILE, AuditResult, DataInfo, ModelInfo, SymmetryResult
@@ -305,9 +305,10 @@ def _add_levels(summary, per_element, orbits, j, sym: Symmetry, table, swept: Sw
     levels = element_levels(table[metric], floor, null_mean)
     for row, lv in zip(per_element, levels.tolist()):
         row["level"] = lv
-    if len(sym.param_names) == 1 and sym.layout in ("polar", "line"):
-        params = sym.elements[:, 0].numpy()
-        summary["extent"] = extent(params, levels, sym.identity_index, settings.extent_tolerance, sym.units[0])
+    if sym.layout in ("polar", "line"):  # a one-parameter orbit (translate:axis=y varies its second column)
+        col = varying_column(sym.elements.numpy())
+        params = sym.elements[:, col].numpy()
+        summary["extent"] = extent(params, levels, sym.identity_index, settings.extent_tolerance, sym.units[col])
         if "flipped" in table:
             up, down = flip_points(table["flipped"], params, sym.identity_index)
             orbits[f"s{j}.flip_up"], orbits[f"s{j}.flip_down"] = up, down

@@ -114,6 +114,12 @@ def extent(params: np.ndarray, levels: np.ndarray, identity_index: int, toleranc
             "full": bool(down == 0 and up == len(p) - 1)}
 
 
+def varying_column(elements: np.ndarray) -> int:
+    """The first parameter column that is not constant over the elements (0 when all are)."""
+    spread = np.ptp(elements, axis=0) if len(elements) else np.zeros(elements.shape[1])
+    return int(np.argmax(spread > 0)) if np.any(spread > 0) else 0
+
+
 def flip_points(flipped: np.ndarray, params: np.ndarray, identity_index: int) -> tuple[np.ndarray, np.ndarray]:
     """Per sample, the first parameter value above and below the identity at which the prediction
     changes: flipped (N, E) bool, params (E,) -> (up (N,), down (N,)), NaN where it never changes."""

@@ -168,3 +168,18 @@ def test_fingerprint_line_lists_every_symmetry_level(model_files, data_npz, tmp_
     inv, plain = lines["fingerprint Rot90Averaged.onnx"], lines["fingerprint SmallCNN.onnx"]
     assert "rot90 1.00" in inv and "| flip " in inv
     assert "rot90 1.00" not in plain
+
+
+def test_extent_along_one_translation_axis(tmp_path):
+    res = _scan(SAMPLES / "digits_cnn.pt", SAMPLES / "digits_test.npz", tmp_path,
+                ["translate:axis=y,max=3", "translate:axis=x,max=3,mode=zero", "translate"], limit=60)
+    y, x, grid = res.symmetries
+    assert y.layout == x.layout == "line" and grid.layout == "grid2d"
+    assert [e[0] for e in y.elements] == [0.0] * 7 and [e[1] for e in y.elements] == [-3, -2, -1, 0, 1, 2, 3]
+    assert y.labels[0] == "dy=-3" and x.labels[-1] == "dx=3"
+    for sym in (x, y):
+        ext = sym.summary["extent"]
+        assert ext["unit"] == "px" and -3 <= ext["lower"] <= 0 <= ext["upper"] <= 3
+    assert "extent" not in grid.summary
+    z = np.load(tmp_path / "out" / "orbits.npz")
+    assert z["s0.flip_up"].shape == (60,)

@@ -25,6 +25,8 @@ import matplotlib
 import matplotlib.lines
 import matplotlib.patches
 import numpy as np
+
+from ..levels import varying_column
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -106,8 +108,11 @@ class Orbit:
     def from_symmetry(cls, sym) -> Orbit:
         """From a ``SymmetryResult``."""
         el = np.asarray(sym.elements, dtype=np.float64).reshape(len(sym.elements), -1)
-        return cls(sym.layout, el, tuple(sym.labels), int(sym.identity_index), tuple(sym.param_names),
-                   tuple(sym.units), bool(sym.exact), sym.spec)
+        names, units = tuple(sym.param_names), tuple(sym.units)
+        if sym.layout in ("polar", "line") and el.shape[1] > 1:  # e.g. translate:axis=y: draw the varying column
+            col = varying_column(el)
+            el, names, units = el[:, col : col + 1], names[col : col + 1], units[col : col + 1]
+        return cls(sym.layout, el, tuple(sym.labels), int(sym.identity_index), names, units, bool(sym.exact), sym.spec)
 
     @property
     def n(self) -> int:

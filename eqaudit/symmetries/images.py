@@ -406,12 +406,14 @@ class Translate(ImageSymmetry):
         ParamSpec(
             "mode", str, "circular", "circular: content wraps around; zero: zeros enter and are masked", ("circular", "zero")
         ),
+        ParamSpec("axis", str, "both", "both: the 2-D grid; x or y: shifts along one axis only (a 1-D orbit)", ("both", "x", "y")),
     )
     EXACT = True
 
-    def __init__(self, max: int = 2, step: int = 1, mode: str = "circular") -> None:  # noqa: A002
-        values = self._values({"max": max, "step": step, "mode": mode})
+    def __init__(self, max: int = 2, step: int = 1, mode: str = "circular", axis: str = "both") -> None:  # noqa: A002
+        values = self._values({"max": max, "step": step, "mode": mode, "axis": axis})
         self.max_shift, self.step, self.mode = int(values["max"]), int(values["step"]), str(values["mode"])
+        self.axis = str(values["axis"])
         if self.step <= 0:
             raise self._error("step >= 1", f"step={self.step}", "pass a positive step, e.g. translate:step=1")
         if self.max_shift < self.step:
@@ -419,19 +421,26 @@ class Translate(ImageSymmetry):
                 "max >= step >= 1", f"max={self.max_shift}, step={self.step}", "pass e.g. translate:max=2 (shifts of -2..2 pixels)"
             )
         n = self.max_shift // self.step
-        side = (n * 2 + 1) ** 2
+        side = (n * 2 + 1) ** (2 if self.axis == "both" else 1)
         if side > MAX_ELEMENTS:
             raise self._error(f"at most {MAX_ELEMENTS} shifts", str(side), "use a larger step or a smaller max")
         vals = torch.arange(-n, n + 1, dtype=torch.float64) * self.step
-        dy, dx = torch.meshgrid(vals, vals, indexing="ij")  # sweep order: dy outer, dx inner (row-major)
+        if self.axis == "both":
+            dy, dx = torch.meshgrid(vals, vals, indexing="ij")  # sweep order: dy outer, dx inner (row-major)
+        else:  # one axis: elements stay (dx, dy) rows, the other coordinate 0; plots and extent use the varying one
+            zeros = torch.zeros_like(vals)
+            dx, dy = (vals, zeros) if self.axis == "x" else (zeros, vals)
         elements = torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=1)
         super().__init__(
             values,
             param_names=("dx", "dy"),
             units=("px", "px"),
-            layout="grid2d",
+            layout="grid2d" if self.axis == "both" else "line",
             elements=elements,
-            labels=[f"dx={int(a)} dy={int(b)}" for a, b in elements.tolist()],
+            labels=[
+                f"dx={int(a)} dy={int(b)}" if self.axis == "both" else (f"dx={int(a)}" if self.axis == "x" else f"dy={int(b)}")
+                for a, b in elements.tolist()
+            ],
         )
 
     def check_input(self, sample_shape: tuple[int, ...]) -> None:
