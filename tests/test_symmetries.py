@@ -579,7 +579,7 @@ def test_catalogue_entries_describe_every_image_symmetry():
         assert d["name"] == name and all(p["help"] for p in d["params"])
     assert not entries["rotate"].exact and not entries["scale"].exact and entries["translate"].exact
     assert [p.name for p in entries["translate"].params] == ["max", "step", "mode", "axis"]
-    assert entries["translate"].defaults() == {"max": 2, "step": 1, "mode": "circular"}
+    assert entries["translate"].defaults() == {"max": 2, "step": 1, "mode": "circular", "axis": "both"}
     assert entries["flip"].to_dict()["params"][0]["choices"] == ["h", "v"]
 
 
