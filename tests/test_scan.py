@@ -230,3 +230,33 @@ def test_elements_csv_matches_per_element(model_files, data_npz, tmp_path):
     assert list(trans["dx"]) == [e[0] for e in sym.elements] and list(trans["dy"]) == [e[1] for e in sym.elements]
     np.testing.assert_allclose(trans["prob_tv"], [pe["prob_tv"] for pe in sym.per_element])
     assert int(df["identity"].sum()) == 2
+
+
+def test_out_of_memory_halves_the_rows_per_call_and_changes_nothing(data_npz):
+    """The CUDA back-off path, exercised on CPU with a model that 'runs out of memory' above 16 rows."""
+    from eqaudit.data import load_dataset
+    from eqaudit.models.base import AdapterInfo
+    from eqaudit.models.torch_backend import TorchAdapter
+    from eqaudit.sweep import sweep
+    from eqaudit.tasks import get_task
+
+    class Tight(TorchAdapter):
+        sizes: list[int] = []
+
+        def __call__(self, batch):
+            self.sizes.append(int(batch.shape[0]))
+            if batch.shape[0] > 16:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return super().__call__(batch)
+
+    info = AdapterInfo("mem", "torch", "module", "", "cpu")
+    ds = load_dataset(str(data_npz))
+    syms = [parse_symmetry("d4"), parse_symmetry("rotate:step=60")]
+    plain = sweep(TorchAdapter(toy_models.SmallCNN().eval(), info, torch.device("cpu")), ds, syms, get_task("classify"), batch_size=128)
+    tight = Tight(toy_models.SmallCNN().eval(), info, torch.device("cpu"))
+    out = sweep(tight, ds, syms, get_task("classify"), batch_size=128)
+    assert max(tight.sizes) > 16 and max(s for s in tight.sizes[-10:]) <= 16  # backed off, then stayed down
+    assert out.model_evals == plain.model_evals
+    for a, b in zip(plain.tables, out.tables):
+        for key in a:
+            np.testing.assert_allclose(a[key], b[key], atol=1e-6, err_msg=key)
