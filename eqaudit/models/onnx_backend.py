@@ -66,6 +66,9 @@ def load_onnx(path: Path, device: torch.device, *, output_name: str | None = Non
     check_not_foreign(path, "an ONNX model", "export the model with torch.onnx.export")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # onnxruntime's workers spin after each run by default, stealing the cores from the orbit
+    # building and metrics that torch does between calls; let them sleep instead
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers_for(device))
     except Exception as exc:
