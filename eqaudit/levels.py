@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .metrics import non_identity
+
 N_BOOT = 1000
 SEPARATION_Z = 3.0  # null - floor must exceed this many standard errors ...
 SEPARATION_MIN = 1e-6  # ... and this absolute margin
@@ -37,10 +39,6 @@ def per_sample_floor(table: dict[str, np.ndarray], metric: str, identity_index: 
     return np.broadcast_to(col, table[metric].shape)
 
 
-def _non_identity(arr: np.ndarray, identity_index: int) -> np.ndarray:
-    return np.delete(arr, identity_index, axis=1) if arr.shape[1] > 1 else arr
-
-
 def estimate_level(
     err: np.ndarray,
     floor: np.ndarray,
@@ -52,8 +50,8 @@ def estimate_level(
 ) -> dict:
     """Summary keys level, level_ci, level_ci_low, level_ci_high, level_status, null from
     err (N, E) and floor (N, E) per-sample values and null (M,) values of random pairs."""
-    e_i = _non_identity(err.astype(np.float64), identity_index).mean(1)  # (N,)
-    f_i = _non_identity(np.asarray(floor, np.float64), identity_index).mean(1)  # (N,)
+    e_i = non_identity(err.astype(np.float64), identity_index).mean(1)  # (N,)
+    f_i = non_identity(np.asarray(floor, np.float64), identity_index).mean(1)  # (N,)
     out: dict = {"null": None, "level": None, "level_ci": None, "level_ci_low": None, "level_ci_high": None}
     if null is None or len(null) < 2:
         out["level_status"] = "undetermined"

@@ -71,32 +71,21 @@ def classify_per_sample(p_ref: Tensor, p: Tensor, y: Tensor | None) -> dict[str,
     return out
 
 
-def _non_identity(arr: np.ndarray, identity_index: int) -> np.ndarray:
+def non_identity(arr: np.ndarray, identity_index: int) -> np.ndarray:
+    """(N, E) -> (N, E - 1) without the identity column (unchanged when E == 1)."""
     return np.delete(arr, identity_index, axis=1) if arr.shape[1] > 1 else arr
 
 
 def summarize_classify(table: dict[str, np.ndarray], identity_index: int) -> tuple[dict, list[dict]]:
-    """Summary over non-identity elements and the per-element means, from (N, E) per-sample arrays."""
-    summary: dict[str, float | None] = {}
-    per_element: dict[str, np.ndarray] = {}
-    for name, key in [("flip_rate", "flipped"), ("prob_tv", "prob_tv"), ("accuracy", "correct"),
-                      ("true_class_prob", "true_class_prob"), ("floor", "floor"), ("floor_flip_rate", "floor_flipped")]:
-        if key in table:
-            vals = table[key].astype(np.float64)
-            per_element[name] = vals.mean(0)
-            summary[name] = float(_non_identity(vals, identity_index).mean())
+    """Classifier summary: the orbit means (summarize_orbit) plus worst-case and clean accuracy."""
+    summary, elements = summarize_orbit(
+        table, identity_index, "prob_tv",
+        means=[("flip_rate", "flipped"), ("prob_tv", "prob_tv"), ("accuracy", "correct"),
+               ("true_class_prob", "true_class_prob"), ("floor_flip_rate", "floor_flipped")],
+    )
     if "correct" in table:
         summary["worst_case_accuracy"] = float(table["correct"].all(1).mean())
         summary["clean_accuracy"] = float(table["correct"][:, identity_index].mean())
-    if "floor" not in table:
-        # exact action: the floor is the identity element evaluated through the same pipeline
-        summary["floor"] = float(table["prob_tv"][:, identity_index].astype(np.float64).mean())
-    elements = [{k: float(v[e]) for k, v in per_element.items()} for e in range(next(iter(table.values())).shape[1])]
-    if "floor" in table:
-        resolved = resolved_above_floor(table["prob_tv"], table["floor"])
-        for e, r in enumerate(resolved):
-            elements[e]["resolved"] = bool(r)
-        summary["unresolved_elements"] = int((~_non_identity(resolved[None], identity_index)).sum())
     return summary, elements
 
 
@@ -221,7 +210,7 @@ def box_center_error(a: Tensor, b: Tensor) -> Tensor:
     return (ca - cb).norm(dim=-1)
 
 
-def summarize_equivariant(
+def summarize_orbit(
     table: dict[str, np.ndarray],
     identity_index: int,
     main: str,
@@ -242,24 +231,24 @@ def summarize_equivariant(
     for name, key in means:
         if key in table:
             vals = table[key].astype(np.float64)
-            summary[name] = float(_non_identity(vals, identity_index).mean())
+            summary[name] = float(non_identity(vals, identity_index).mean())
             for e, v in enumerate(vals.mean(0).tolist()):
                 elements[e][name] = v
     for name, key in maxima:
         if key in table:
             vals = table[key].astype(np.float64)
-            summary[name] = float(_non_identity(vals, identity_index).max())
+            summary[name] = float(non_identity(vals, identity_index).max())
             for e, v in enumerate(vals.max(0).tolist()):
                 elements[e][name] = v
     if "floor" in table:
         floor = table["floor"].astype(np.float64)
-        summary["floor"] = float(_non_identity(floor, identity_index).mean())
+        summary["floor"] = float(non_identity(floor, identity_index).mean())
         for e, v in enumerate(floor.mean(0).tolist()):
             elements[e]["floor"] = v
         resolved = resolved_above_floor(table[main], floor)
         for e, r in enumerate(resolved):
             elements[e]["resolved"] = bool(r)
-        summary["unresolved_elements"] = int((~_non_identity(resolved[None], identity_index)).sum())
+        summary["unresolved_elements"] = int((~non_identity(resolved[None], identity_index)).sum())
     else:
         summary["floor"] = float(table[main][:, identity_index].astype(np.float64).mean())
     return summary, elements

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ModelRunError
-from ..metrics import box_center_error, box_iou, looks_like_probabilities, summarize_equivariant, to_probabilities
+from ..metrics import box_center_error, box_iou, looks_like_probabilities, summarize_orbit, to_probabilities
 from ..symmetries.outputs import box_action
 from .base import Task
 from .dense import expand, input_hw
@@ -90,7 +90,7 @@ class BoxesTask(Task):
         return 1.0 - box_iou(ref_a[..., :4], ref_b[..., :4])
 
     def summarize(self, table: dict[str, np.ndarray], identity_index: int):
-        summary, elements = summarize_equivariant(
+        summary, elements = summarize_orbit(
             table, identity_index, self.main_metric,
             means=[("iou", "iou"), ("box_error", "box_error"), ("center_error", "center_error"), ("flip_rate", "flipped"),
                    ("confidence", "confidence"), ("accuracy", "correct")],

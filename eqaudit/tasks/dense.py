@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ModelRunError
-from ..metrics import equivariance_error, max_abs_error, mean_iou, pixel_flip_rate, summarize_equivariant
+from ..metrics import equivariance_error, max_abs_error, mean_iou, pixel_flip_rate, summarize_orbit
 from ..symmetries import Symmetry
 from ..symmetries.outputs import map_action, map_mask
 from ..symmetries.product import ProductSymmetry
@@ -127,7 +127,7 @@ class DenseTask(Task):
         return equivariance_error(ref_a.unsqueeze(0), ref_b.unsqueeze(0))[0]
 
     def summarize(self, table: dict[str, np.ndarray], identity_index: int):
-        return summarize_equivariant(
+        return summarize_orbit(
             table,
             identity_index,
             self.main_metric,

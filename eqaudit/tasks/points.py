@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ModelRunError
-from ..metrics import equivariance_error, max_abs_error, summarize_equivariant
+from ..metrics import equivariance_error, max_abs_error, summarize_orbit
 from ..symmetries import Symmetry
 from ..symmetries.outputs import point_action
 from .base import Task
@@ -53,7 +53,7 @@ class PointsTask(Task):
         return equivariance_error(ref_a.unsqueeze(0), ref_b.unsqueeze(0))[0]
 
     def summarize(self, table: dict[str, np.ndarray], identity_index: int):
-        return summarize_equivariant(
+        return summarize_orbit(
             table, identity_index, self.main_metric,
             means=[("equivariance_error", "equivariance_error")], maxima=[("max_abs_error", "max_abs_error")],
         )

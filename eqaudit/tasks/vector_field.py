@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ModelRunError
-from ..metrics import endpoint_error, equivariance_error, max_abs_error, summarize_equivariant
+from ..metrics import endpoint_error, equivariance_error, max_abs_error, summarize_orbit
 from ..symmetries import Symmetry
 from ..symmetries.outputs import field_action, vector_matrix
 from .dense import DenseTask, expand, find_generator, input_hw, map_tangent
@@ -54,7 +54,7 @@ class VectorFieldTask(DenseTask):
         }
 
     def summarize(self, table: dict[str, np.ndarray], identity_index: int):
-        return summarize_equivariant(
+        return summarize_orbit(
             table,
             identity_index,
             self.main_metric,
