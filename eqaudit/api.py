@@ -125,8 +125,7 @@ def run_scan(
             _add_local(result, orbits, model, symmetries, dataset, task, settings)
         if settings.level_at_init:
             _add_level_at_init(result, adapter, factory, dirs, dataset, symmetries, task, settings, input_shape is not None)
-        if settings.local or settings.layers or settings.level_at_init:
-            _regate(result.symmetries[-len(symmetries):], symmetries, settings)  # gates may name the new keys
+        _apply_gates(result.symmetries[-len(symmetries):], symmetries, settings)  # once every summary key exists
         t = result.timing
         t["seconds"] += swept.seconds
         t["model_seconds"] += swept.model_seconds
@@ -163,7 +162,7 @@ def _load_baseline(settings: Settings):
     return base, tolerances
 
 
-def _regate(results: list[SymmetryResult], symmetries: list[Symmetry], settings) -> None:
+def _apply_gates(results: list[SymmetryResult], symmetries: list[Symmetry], settings) -> None:
     for s, sym in zip(results, symmetries):
         s.gates = gates_for(s.summary, sym, settings)
         s.passed = all(g.passed for g in s.gates)
@@ -173,7 +172,9 @@ def _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, tas
     """After a failure mid-sweep: write every measurement finished so far (complete: false)."""
     if partial is not None and partial.tables:
         result.models.append(_model_info(adapter, dataset, partial.output_kind))
-        _add_symmetries(result, orbits, m, symmetries[: len(partial.tables)], partial, dataset, task, settings)
+        done = symmetries[: len(partial.tables)]
+        _add_symmetries(result, orbits, m, done, partial, dataset, task, settings)
+        _apply_gates(result.symmetries[-len(done):], done, settings)
     if result.symmetries:
         result.complete = False
         result.passed = False
@@ -265,7 +266,6 @@ def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepO
         for e, row in enumerate(per_element):
             row["element"] = elements[e]
             row["label"] = sym.labels[e]
-        gates = gates_for(summary, sym, settings)
         desc = sym.describe()
         result.symmetries.append(
             SymmetryResult(
@@ -284,8 +284,6 @@ def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepO
                 per_element=per_element,
                 task=task.name,
                 reference=settings.reference,
-                gates=gates,
-                passed=all(g.passed for g in gates),
             )
         )
         for key, arr in table.items():
