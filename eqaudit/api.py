@@ -209,8 +209,9 @@ def _add_level_at_init(result, adapter, factory, dirs, dataset: Dataset, symmetr
             s.summary["level_at_init"] = None
             s.summary["level_at_init_reason"] = "needs a state dict and its model factory to re-initialise the architecture"
         return
-    torch.manual_seed(settings.seed)
-    module = resolve_factory(factory, dirs)()
+    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's global RNG
+        torch.manual_seed(settings.seed)
+        module = resolve_factory(factory, dirs)()
     info = AdapterInfo(adapter.info.path, "torch", "init", "", str(adapter.device))
     fresh = TorchAdapter(module.to(adapter.device).eval(), info, adapter.device)
     model = ReshapedInput(fresh, dataset.stored_shape) if reshape else fresh
