@@ -93,11 +93,18 @@ def _finish(suite: ET.Element) -> tuple[int, int]:
     return tests, failures
 
 
-def junit_xml(result: AuditResult | None = None, comparison: Comparison | None = None) -> str:
+def junit_xml(result: AuditResult | None = None, comparison: Comparison | None = None, error: BaseException | None = None) -> str:
     """A JUnit XML document: ``<testsuites>`` holding one ``<testsuite>`` per model (one test case per
     gate, named ``SYMMETRY: METRIC OP BOUND``) and, with a comparison, a ``baseline`` suite (one test
-    case per compared metric, plus one per baseline symmetry missing from the new result)."""
+    case per compared metric, plus one per baseline symmetry missing from the new result). With
+    ``error`` (a scan that stopped before a verdict, exit 2 or 3), one ``eqaudit run`` suite whose
+    single test case carries the ``<error>``, so CI dashboards show a broken run, not an empty one."""
     root = ET.Element("testsuites", name="eqaudit")
+    if error is not None:
+        suite = ET.SubElement(root, "testsuite", name="eqaudit run", tests="1", failures="0", errors="1", skipped="0", time="0.000")
+        case = ET.SubElement(suite, "testcase", classname="eqaudit", name="scan", time="0.000")
+        e = ET.SubElement(case, "error", message=str(error), type=type(error).__name__)
+        e.text = str(error)
     seconds = float(result.timing.get("seconds", 0.0)) if result is not None else 0.0
     if result is not None:
         for m, info in enumerate(result.models):
@@ -129,7 +136,7 @@ def junit_xml(result: AuditResult | None = None, comparison: Comparison | None =
     totals = [_finish_counts(s) for s in root.findall("testsuite")]
     root.set("tests", str(sum(t for t, _ in totals)))
     root.set("failures", str(sum(f for _, f in totals)))
-    root.set("errors", "0")
+    root.set("errors", "1" if error is not None else "0")
     root.set("time", f"{seconds:.3f}")
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
@@ -139,11 +146,12 @@ def _finish_counts(suite: ET.Element) -> tuple[int, int]:
     return int(suite.get("tests", "0")), int(suite.get("failures", "0"))
 
 
-def write_junit(path: Path, result: AuditResult | None = None, comparison: Comparison | None = None) -> Path:
+def write_junit(path: Path, result: AuditResult | None = None, comparison: Comparison | None = None,
+                error: BaseException | None = None) -> Path:
     from .report.io import write_text_atomic
 
     path = Path(path)
-    write_text_atomic(path, junit_xml(result, comparison))
+    write_text_atomic(path, junit_xml(result, comparison, error))
     return path
 
 

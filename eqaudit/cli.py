@@ -141,6 +141,7 @@ def scan(
         "gates": gate or None, "baseline": str(baseline) if baseline else None, "max_regression": max_regression or None,
         "junit_xml": str(junit_xml) if junit_xml else None,
     }
+    settings = None
     try:
         settings = resolve(flags, models=models, config_file=config)
         if verbose:
@@ -163,6 +164,7 @@ def scan(
         err.print("interrupted; results of models already finished are in the output folder")
         raise typer.Exit(130)
     except Exception as exc:
+        _junit_error(settings.junit_xml if settings is not None else flags["junit_xml"], exc)
         _fail(exc)
     if not quiet:
         print_summary(result)
@@ -174,6 +176,18 @@ def scan(
     _print_verdict(result)
     _ci_outputs(result, comparison, settings.junit_xml)
     raise typer.Exit(EXIT_PASS if result.passed else EXIT_GATE_FAILED)
+
+
+def _junit_error(junit_path: str | Path | None, exc: BaseException) -> None:
+    """A run that stopped before a verdict still leaves a JUnit file (one test case with the error)."""
+    if not junit_path:
+        return
+    from . import ci
+
+    try:
+        ci.write_junit(Path(junit_path), error=exc)
+    except OSError as write_exc:
+        err.print(f"could not write {escape(str(junit_path))}: {escape(str(write_exc))}", highlight=False)
 
 
 def _ci_outputs(result, comparison, junit_path: str | Path | None) -> None:

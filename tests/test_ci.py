@@ -265,3 +265,28 @@ def test_baseline_verdict_is_in_the_result_and_the_python_api(model_files, data_
     assert "flip_rate" in {r["metric"] for r in worse.baseline["regressions"]}
     saved = json.loads((tmp_path / "c" / "result.json").read_text())
     assert saved["passed"] is False and saved["baseline"]["regressions"]
+
+
+@pytest.mark.parametrize("args, code", [(["-s", "rot45"], 2), (["-s", "rot90"], 3)])
+def test_junit_file_records_a_run_that_stopped_before_a_verdict(bad_model_args, data_npz, tmp_path, args, code):
+    junit = tmp_path / "j.xml"
+    model = bad_model_args if code == 3 else []
+    from typer.testing import CliRunner
+
+    from eqaudit.cli import app
+
+    target = model or [str(ROOT / "sample_models" / "digits_cnn.pt")]
+    res = CliRunner().invoke(app, ["scan", *target, "--data", str(data_npz), *args, "--junit-xml", str(junit), "--quiet"])
+    assert res.exit_code == code, res.output
+    root = ET.parse(junit).getroot()
+    assert root.get("errors") == "1" and root.get("failures") == "0"
+    (case,) = root.iter("testcase")
+    error = case.find("error")
+    assert error is not None and ("rot45" in error.get("message") if code == 2 else "HTML" in error.get("message"))
+
+
+@pytest.fixture
+def bad_model_args(tmp_path):
+    page = tmp_path / "page.pt"
+    page.write_text("<!DOCTYPE html><html>login</html>")
+    return [str(page)]
