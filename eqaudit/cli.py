@@ -41,7 +41,7 @@ def _fail(exc: BaseException) -> None:
     text = str(exc) if isinstance(exc, EqauditError) else (
         f"unexpected {type(exc).__name__}: {exc} (a bug in eqaudit? re-run with --verbose for the traceback)"
     )
-    err.print(f"[bold red]error:[/] {text}", markup=True, highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -354,7 +354,7 @@ def symmetries() -> None:
         params = "\n".join(
             f"{p.name}={p.default}" + (f" ({'|'.join(p.choices)})" if p.choices else "") + f": {p.help}" for p in entry.params
         )
-        table.add_row(entry.name, entry.domain, "yes" if entry.exact else "no", entry.description, params or "–")
+        table.add_row(escape(entry.name), entry.domain, "yes" if entry.exact else "no", escape(entry.description), escape(params) or "–")
     out.print(table)
 
 

@@ -208,3 +208,12 @@ def test_compare_with_per_metric_tolerances(tmp_path):
             assert text in output, (args, text, output)
     got, output = run("compare", a, b, "--junit-xml", tmp_path / "j.xml")
     assert got == 1 and 'failures="2"' in (tmp_path / "j.xml").read_text()
+
+
+def test_messages_with_square_brackets_survive_rich_markup(tmp_path, data_npz):
+    weird = tmp_path / "[bold]model[/bold].onnx"
+    weird.write_text("<html>not a model</html>")
+    code, output = run("scan", weird, "--data", data_npz, "-s", "rot90", "--quiet")
+    assert code == 3 and "[bold]model[/bold].onnx" in output
+    code, output = run("symmetries")
+    assert "[min, max]" in output
