@@ -211,9 +211,9 @@ def test_compare_with_per_metric_tolerances(tmp_path):
 
 
 def test_messages_with_square_brackets_survive_rich_markup(tmp_path, data_npz):
-    weird = tmp_path / "[bold]model[/bold].onnx"
+    weird = tmp_path / "[bold]model[red].onnx"
     weird.write_text("<html>not a model</html>")
     code, output = run("scan", weird, "--data", data_npz, "-s", "rot90", "--quiet")
-    assert code == 3 and "[bold]model[/bold].onnx" in output
+    assert code == 3 and "[bold]model[red].onnx" in output
     code, output = run("symmetries")
     assert "[min, max]" in output
