@@ -170,7 +170,7 @@ def scan(
         print_summary(result)
     html = _render_report(result, folder)
     if not quiet:
-        out.print(f"wrote {folder / 'result.json'} and {html}")
+        out.print(f"wrote {folder / 'result.json'} and {html}", markup=False)
     if comparison is not None:
         _print_comparison(comparison, verbose=verbose, quiet=quiet)
     _print_verdict(result)
@@ -284,7 +284,7 @@ def report(
         html = render(result, folder, source=result_file.parent)
     except Exception as exc:
         _fail(exc)
-    out.print(f"wrote {html}")
+    out.print(f"wrote {html}", markup=False)
 
 
 @app.command()
@@ -375,7 +375,7 @@ def main() -> None:
     try:
         app()
     except EqauditError as exc:  # pragma: no cover - commands catch their own
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         sys.exit(exc.exit_code)
 
 

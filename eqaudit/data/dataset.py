@@ -2,8 +2,10 @@
 
 Inputs keep their stored values (cast to float32; uint8 images are NOT rescaled, since the model
 may expect either range). ``x`` is (N, ...) (images (N, C, H, W), point clouds (N, P, 3)); ``y`` (N,)
-integer labels; ``classes`` (K,) names. ``.npy`` files are memory-mapped, so only the rows of a
-batch are read.
+integer labels; ``classes`` (K,) names; ``targets`` (N, ...) optional ground-truth outputs for
+``--reference label`` with the non-classifier tasks (flows, boxes, maps, per-point vectors), read from
+the array named by ``targets_key`` (default ``targets``). ``.npy`` files are memory-mapped, so only
+the rows of a batch are read.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Dataset:
     classes: list[str] | None
     indices: np.ndarray  # (N,) selected rows, ascending
     sample_shape: tuple[int, ...]  # shape symmetries act on (after --input-shape)
+    targets: np.ndarray | None = None  # (N_total, ...) ground-truth outputs, numeric and finite
+    targets_key: str = "targets"  # the array they were read from (or looked for)
 
     @property
     def stored_shape(self) -> tuple[int, ...]:
@@ -47,6 +51,17 @@ class Dataset:
     @property
     def has_labels(self) -> bool:
         return self.y is not None
+
+    @property
+    def has_targets(self) -> bool:
+        return self.targets is not None
+
+    def targets_at(self, positions: np.ndarray, device: torch.device | str = "cpu") -> Tensor | None:
+        """Ground-truth outputs at ``positions`` of the selection: (b, ...) float64 on ``device``, or None."""
+        if self.targets is None:
+            return None
+        rows = self.indices[np.asarray(positions)]
+        return torch.as_tensor(np.asarray(self.targets[rows], dtype=np.float64)).to(device)
 
     def take(self, positions: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
         """Inputs at ``positions`` of the selection: (b, *sample_shape) float32 on ``device``."""
@@ -87,8 +102,14 @@ def load_dataset(
     limit: int | None = None,
     seed: int = 0,
     input_shape: tuple[int, ...] | None = None,
+    targets_key: str | None = None,
 ) -> Dataset:
-    """Open ``spec`` (PATH[:KEY]) and select ``limit`` rows at random with ``seed`` (all rows if None)."""
+    """Open ``spec`` (PATH[:KEY]) and select ``limit`` rows at random with ``seed`` (all rows if None).
+
+    ``targets_key`` (default ``targets``) names the array of ground-truth outputs in .npz/.pt files;
+    a file without it simply has no targets (``--reference label`` then says so)."""
+    tkey = targets_key or "targets"
+    targets = None
     path, key = split_key(spec)
     if not path.exists():
         raise PathNotFoundError(f"Data file {str(path)!r} does not exist; check --data.")
@@ -98,13 +119,17 @@ def load_dataset(
         suffix = path.suffix.lower()
         if suffix == ".npz":
             x, y, classes = _read_npz(path, key)
+            targets = _read_npz_targets(path, tkey)
         elif suffix == ".npy":
             x, y, classes = _read_npy(path), None, None
         elif suffix in {".pt", ".pth"}:
             x, y, classes = _read_pt(path, key)
+            targets = _read_pt_targets(path, tkey)
         else:
             raise DataError(f"Unknown data file type {suffix!r} for {str(path)!r}; expected .npz, .npy, .pt or a folder of images.")
     x, y, classes = _validate(path, x, y, classes)
+    if targets is not None:
+        targets = _validate_targets(path, tkey, targets, int(x.shape[0]))
     n = int(x.shape[0])
     if limit is not None:
         if limit <= 0:
@@ -122,7 +147,7 @@ def load_dataset(
                 f"got {'x'.join(map(str, input_shape))} = {math.prod(input_shape)} values."
             )
         sample_shape = tuple(input_shape)
-    return Dataset(str(path), key, x, y, classes, indices, sample_shape)
+    return Dataset(str(path), key, x, y, classes, indices, sample_shape, targets, tkey)
 
 
 def _read_npz(path: Path, key: str | None):
@@ -141,6 +166,24 @@ def _read_npz(path: Path, key: str | None):
     except ValueError as exc:
         raise DataError(f"{str(path)!r} stores Python objects (pickled arrays), which eqaudit does not load; save plain numeric/string arrays.") from exc
     return x, y, classes
+
+
+def _read_npz_targets(path: Path, tkey: str) -> np.ndarray | None:
+    z = np.load(path, allow_pickle=False)
+    if tkey not in z.files:
+        return None
+    try:
+        return z[tkey]
+    except ValueError as exc:
+        raise DataError(f"Targets {tkey!r} in {str(path)!r} are pickled Python objects, which eqaudit does not load; save a numeric array.") from exc
+
+
+def _read_pt_targets(path: Path, tkey: str) -> np.ndarray | None:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or tkey not in obj:
+        return None
+    v = obj[tkey]
+    return v.numpy() if isinstance(v, Tensor) else np.asarray(v)
 
 
 def _read_npy(path: Path):
@@ -230,3 +273,19 @@ def _validate(path: Path, x, y, classes):
             raise DataError(f"Labels y in {str(path)!r} include {int(y.min())}; expected class indices >= 0.")
         y = y.astype(np.int64)
     return x, y, classes
+
+
+def _validate_targets(path: Path, tkey: str, t: np.ndarray, n: int) -> np.ndarray:
+    """Ground-truth outputs: numeric, one row per sample, finite; returned as stored (cast to float on use)."""
+    t = np.asarray(t)
+    if t.dtype.kind not in "fiub":
+        raise DataError(f"Expected targets {tkey!r} in {str(path)!r} to be a numeric array, got dtype {t.dtype}, "
+                        "do save the ground-truth outputs as numbers (float or integer class maps).")
+    if t.ndim < 2 or t.shape[0] != n:
+        raise DataError(f"Expected targets {tkey!r} in {str(path)!r} of shape ({n}, ...), one row per sample like the "
+                        f"model's output, got {tuple(t.shape)}, do store one ground-truth output per input row.")
+    if t.dtype.kind == "f" and not np.isfinite(t).all():
+        bad = int(np.nonzero(~np.isfinite(t.reshape(n, -1)).all(1))[0][0])
+        raise DataError(f"Expected finite targets {tkey!r} in {str(path)!r}, got NaN or infinite values in sample {bad}, "
+                        "do clean or drop that sample.")
+    return t

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..symmetries import Symmetry
 
 REFERENCES = ("identity", "label", "consensus")
@@ -25,8 +25,9 @@ class Task(ABC):
 
     References (``--reference``): ``compare(ref, out, ...)`` always compares the outputs on the orbit
     with the reference ``ref`` (B, ...) moved by each element (S_g ref). ``ref`` is f(x) for
-    ``identity``; the ground truth for ``label`` (``label_reference``, tasks with
-    ``supports_labels``); for ``consensus`` the orbit's outputs mapped back to the canonical frame
+    ``identity``; the ground truth for ``label`` (``label_reference``: the integer labels y for tasks
+    with ``supports_labels``, the data's ``targets`` (B, ...) for tasks with ``supports_targets``, so
+    S_g moves the truth exactly as it moves f(x)); for ``consensus`` the orbit's outputs mapped back to the canonical frame
     (``canonical``) and averaged (``ConsensusAccumulator``), with the majority vote of the predicted
     classes (``class_scores``) passed as ``ref_class``.
     """
@@ -35,6 +36,7 @@ class Task(ABC):
     main_metric: str = ""  # per-sample metric behind floor, null, level and worst-sample ranking
     label_metrics: frozenset[str] = frozenset()  # summary metrics that need labels
     supports_labels: bool = False  # can the integer labels y serve as the reference (--reference label)?
+    supports_targets: bool = False  # can ground-truth outputs (the data's targets) serve as the reference?
 
     def check_output(self, out: Tensor, x: Tensor) -> None:
         """Raise ModelRunError when a raw output batch does not have this task's shape."""
@@ -69,26 +71,39 @@ class Task(ABC):
 
     # ---- references ------------------------------------------------------------------------------------
 
-    def check_reference(self, reference: str, has_labels: bool) -> None:
+    def check_reference(self, reference: str, has_labels: bool, has_targets: bool = False, targets_key: str = "targets") -> None:
         """Raise ConfigError (exit 2) when ``reference`` is unknown or cannot be used with this task and data."""
         if reference not in REFERENCES:
             raise ConfigError(f"Expected --reference to be one of {', '.join(REFERENCES)}, got {reference!r}.")
-        if reference == "label":
-            if not self.supports_labels:
-                raise ConfigError(
-                    f"Expected --reference identity or consensus for --task {self.name}, got label: the data holds class "
-                    "labels only, not ground-truth outputs of this task; use --reference consensus for unlabelled data."
-                )
+        if reference != "label":
+            return
+        if self.supports_labels:
             if not has_labels:
                 raise ConfigError(
                     "Expected labels ('y' in the data) for --reference label, got data without labels; "
                     "add y or use --reference consensus."
                 )
+        elif self.supports_targets:
+            if not has_targets:
+                raise ConfigError(
+                    f"Expected ground-truth targets (an array {targets_key!r} in the data, one true output per sample) for "
+                    f"--reference label with --task {self.name}, got data without {targets_key!r}; add the targets to the "
+                    "data file, name the array with --targets-key (e.g. --targets-key flow), or use --reference consensus."
+                )
+        else:
+            raise ConfigError(
+                f"Expected --reference identity or consensus for --task {self.name}, got label: this task has no "
+                "ground-truth reference; use --reference consensus for unlabelled data."
+            )
 
-    def label_reference(self, y: Tensor, ref: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(reference in the output representation (B, ...), reference class (B,) or None) from labels y (B,);
-        ``ref`` (B, ...) is f(x), for shape and dtype."""
-        raise NotImplementedError(f"task {self.name!r} has no label reference")
+    def label_reference(self, y: Tensor | None, ref: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """(reference in the output representation (B, ...), reference class (B,) or None) from labels y (B,)
+        or, for tasks with ``supports_targets``, the ground-truth outputs ``targets`` (B, ...); ``ref``
+        (B, ...) is f(x), for shape and dtype. The default takes targets of f(x)'s exact shape."""
+        if not self.supports_targets or targets is None:
+            raise NotImplementedError(f"task {self.name!r} has no label reference")
+        check_target_shape(targets, ref, self.name)
+        return targets.to(device=ref.device, dtype=torch.float64), None
 
     def canonical(self, out: Tensor, sym: Symmetry, elements: Tensor, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """S_g^-1 of each output, mapping it back to the canonical frame: out (E, B, ...) -> (E, B, ...),
@@ -108,6 +123,16 @@ class Task(ABC):
         scores = self.class_scores(mean.unsqueeze(0))
         tie = 0.5 * torch.softmax(scores[0], -1) if scores is not None else 0.0
         return mean, (votes + tie).argmax(-1)
+
+
+def check_target_shape(targets: Tensor, ref: Tensor, task: str, expected: str | None = None) -> None:
+    """Raise DataError when ground-truth targets (B, ...) do not have the shape of the outputs (B, ...)."""
+    if tuple(targets.shape) != tuple(ref.shape):
+        want = expected or f"(N, {', '.join(map(str, ref.shape[1:]))}), the shape of the model's output"
+        raise DataError(
+            f"Expected targets of shape {want} for --task {task}, got rows of shape {tuple(targets.shape[1:])}, "
+            "do store one ground-truth output per sample in the output's layout (or pick the array with --targets-key)."
+        )
 
 
 class ConsensusAccumulator:

@@ -53,7 +53,7 @@ class ClassifyTask(Task):
     def summarize(self, table: dict[str, np.ndarray], identity_index: int):
         return summarize_classify(table, identity_index)
 
-    def label_reference(self, y: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+    def label_reference(self, y: Tensor, ref: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return torch.nn.functional.one_hot(y, ref.shape[-1]).to(ref), y
 
     def class_scores(self, out: Tensor) -> Tensor:
