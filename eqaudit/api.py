@@ -68,11 +68,12 @@ def run_scan(
     device = resolve_device(settings.device)
     symmetries = [parse_symmetry(spec, seed=settings.seed) for spec in settings.symmetry]
     input_shape = parse_input_shape(settings.input_shape) if settings.input_shape else None
-    dataset = load_dataset(settings.data, limit=settings.limit, seed=settings.seed, input_shape=input_shape)
+    dataset = load_dataset(settings.data, limit=settings.limit, seed=settings.seed, input_shape=input_shape,
+                           targets_key=settings.targets_key)
     for sym in symmetries:
         sym.check_input(dataset.sample_shape)
     task = get_task(settings.task)
-    task.check_reference(settings.reference, dataset.has_labels)
+    task.check_reference(settings.reference, dataset.has_labels, dataset.has_targets, dataset.targets_key)
     check_settings_gates(settings, symmetries, dataset.has_labels, task.label_metrics)
     out_dir = Path(settings.out) if settings.out else default_out(models)
     factory_dirs = [settings.bases["model_factory"]] if "model_factory" in settings.bases else []
@@ -89,6 +90,8 @@ def run_scan(
             n_samples=len(dataset),
             n_total=dataset.n_total,
             has_labels=dataset.has_labels,
+            has_targets=dataset.has_targets,
+            targets_key=dataset.targets_key if dataset.has_targets else None,
             sample_shape=list(dataset.sample_shape),
             classes=dataset.classes,
         ),

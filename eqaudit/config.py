@@ -139,6 +139,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("symmetry", ["rot90", "flip"], _to_list, "symmetry specs, e.g. rot90, rotate:step=15"),
         Setting("task", "classify", _to_str, "what the model outputs: classify (see eqaudit.tasks)"),
         Setting("reference", "identity", _to_str, "compare against: identity (untransformed output), label or consensus"),
+        Setting("targets_key", "targets", _to_str, "array of ground-truth outputs in the data file, for --reference label with non-classifier tasks"),
         Setting("device", "auto", _to_str, "auto, cpu, cuda or cuda:N"),
         Setting("batch_size", 256, _to_int, "model rows per call"),
         Setting("limit", None, _to_int, "audit a seeded random subset of this many samples"),

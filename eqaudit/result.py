@@ -48,6 +48,8 @@ class DataInfo:
     n_total: int = 0  # rows in the file before --limit
     classes: list[str] | None = None
     key: str | None = None
+    has_targets: bool = False  # ground-truth outputs for --reference label (non-classifier tasks)
+    targets_key: str | None = None  # the array they were read from
 
 
 @dataclass

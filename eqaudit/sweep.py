@@ -9,7 +9,8 @@ reference outputs of a seeded subset (at most NULL_SAMPLES) from which the null 
 How outputs are compared is the Task's business (eqaudit.tasks); this module only schedules.
 
 References (``reference=``): ``identity`` compares each orbit output with f(x) moved by the element;
-``label`` with the ground truth (tasks that support it); ``consensus`` runs two passes over a batch's
+``label`` with the ground truth (the labels y for classifiers; for the other tasks the data's targets,
+read once per batch with ``Dataset.targets_at`` and moved by S_g like f(x)); ``consensus`` runs two passes over a batch's
 chunks of elements: the first maps every output back to the canonical frame and sums it (and counts
 class votes) in a running total, the second compares (outputs are kept between the passes when they
 fit in KEEP_BYTES, else evaluated again), so results do not depend on batch or chunk size. The floor
@@ -147,7 +148,8 @@ def sweep(
     the symmetry's output action): f(x), the label, or the orbit's consensus (two passes over each
     batch's chunks: the first sums the outputs mapped back to the canonical frame and counts class
     votes, the second compares). The floor is always measured against f(x)."""
-    task.check_reference(reference, dataset.has_labels)
+    task.check_reference(reference, dataset.has_labels, dataset.has_targets, dataset.targets_key)
+    use_targets = reference == "label" and task.supports_targets
     device = model.device
     caller = ModelCaller(model, device)
     n = len(dataset)
@@ -178,7 +180,8 @@ def sweep(
                     if si == 0 and wanted[pos].any():
                         for i in np.nonzero(wanted[pos])[0]:
                             kept_refs[int(pos[i])] = ref[int(i)].cpu()
-                    _sweep_batch(caller, task, sym, table, n, pos, x, y, ref, e_chunk, reference)
+                    targets = dataset.targets_at(pos, device) if use_targets else None
+                    _sweep_batch(caller, task, sym, table, n, pos, x, y, ref, e_chunk, reference, targets)
                     done += len(pos)
                     if progress is not None:
                         progress(done, total, sym.spec)
@@ -197,10 +200,10 @@ def sweep(
 
 
 def _sweep_batch(caller, task: Task, sym: Symmetry, table: dict[str, np.ndarray], n: int, pos: np.ndarray, x: Tensor,
-                 y: Tensor | None, ref_out: Tensor, e_chunk: int, reference: str) -> None:
+                 y: Tensor | None, ref_out: Tensor, e_chunk: int, reference: str, targets: Tensor | None = None) -> None:
     """All elements of ``sym`` on one batch x (B, ...): fills table[key][pos, :] for every metric.
 
-    ref_out (B, ...) is the converted f(x). Chunks of ``e_chunk`` elements go through the model in one
+    ref_out (B, ...) is the converted f(x); targets (B, ...) the ground truth for the label reference, or None. Chunks of ``e_chunk`` elements go through the model in one
     call each; with the consensus reference a first pass over the chunks builds the reference."""
     device = x.device
     elements = sym.elements.to(device)
@@ -209,7 +212,7 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, table: dict[str, np.ndarray]
     chunks = [slice(s, min(s + e_chunk, e_total)) for s in range(0, e_total, e_chunk)]
     ref, ref_class, kept = ref_out, None, None
     if reference == "label":
-        ref, ref_class = task.label_reference(y, ref_out)
+        ref, ref_class = task.label_reference(y, ref_out, targets)
     elif reference == "consensus":
         acc = ConsensusAccumulator(task)
         keep = e_total * ref_out.numel() * 8 <= KEEP_BYTES

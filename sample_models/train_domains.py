@@ -290,12 +290,12 @@ SIDECARS = {
     ),
     "piv_flow": (
         "FlowNet on two-frame particle images; flows turn with d4 and reverse when the frames are swapped",
-        'model_factory = "domain_models:FlowNet"\ndata = "piv_test.npz"\ntask = "vector-field"\n'
+        'model_factory = "domain_models:FlowNet"\ndata = "piv_test.npz"\ntask = "vector-field"\ntargets_key = "flow"\n'
         'symmetry = ["d4*swap", "translate:max=2,mode=zero"]\n',
     ),
     "box_localiser": (
         "BoxNet: one box (x1, y1, x2, y2 in pixels) and 3 class scores per canvas, declared as one (B, 7) output",
-        'model_factory = "domain_models:BoxNet"\ndata = "canvas_boxes_test.npz"\ntask = "boxes"\n'
+        'model_factory = "domain_models:BoxNet"\ndata = "canvas_boxes_test.npz"\ntask = "boxes"\ntargets_key = "boxes"\n'
         'symmetry = ["translate:max=4,mode=zero", "flip", "rot90"]\n',
     ),
 }

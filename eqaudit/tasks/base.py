@@ -87,8 +87,8 @@ class Task(ABC):
             if not has_targets:
                 raise ConfigError(
                     f"Expected ground-truth targets (an array {targets_key!r} in the data, one true output per sample) for "
-                    f"--reference label with --task {self.name}, got data without {targets_key!r}; add the targets to the "
-                    "data file, name the array with --targets-key (e.g. --targets-key flow), or use --reference consensus."
+                    f"--reference label with --task {self.name}, got data without {targets_key!r} (class labels y alone are not ground-truth outputs of this task); "
+                    "add the targets to the data file, name the array with --targets-key (e.g. --targets-key flow), or use --reference consensus."
                 )
         else:
             raise ConfigError(

@@ -11,6 +11,10 @@ reference box, ``box_error`` = 1 - iou (the main metric, in [0, 1]), ``center_er
 with K >= 2 classes ``flipped`` (predicted class differs from the reference's), ``confidence``
 (the top class probability) and, with labels, ``correct``.
 
+``--reference label`` compares with the data's true boxes moved by S_g: targets (B, 4) boxes, or
+(B, 4 + K) boxes with class scores. The reference class (for ``flipped``) is the targets' top score
+when they have K columns of scores, else the label y when the data has labels, else f(x)'s class.
+
 Shapes: E elements, B batch, K classes, H x W input pixels.
 """
 
@@ -20,10 +24,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ModelRunError
+from ..errors import DataError, ModelRunError
 from ..metrics import box_center_error, box_iou, looks_like_probabilities, summarize_orbit, to_probabilities
 from ..symmetries.outputs import box_action
-from .base import Task
+from .base import Task, check_target_shape
 from .dense import expand, input_hw
 
 
@@ -33,6 +37,7 @@ class BoxesTask(Task):
     name = "boxes"
     main_metric = "box_error"
     label_metrics = frozenset({"accuracy", "worst_case_accuracy"})
+    supports_targets = True
 
     def __init__(self) -> None:
         self.kind = "logits"
@@ -78,6 +83,25 @@ class BoxesTask(Task):
             if y is not None:
                 values["correct"] = pred == y.unsqueeze(0)
         return values
+
+    def label_reference(self, y, ref, targets=None):
+        """True boxes (B, 4) or boxes with class scores (B, 4 + K); the class part comes from the targets,
+        else one-hot labels y, else f(x) (see the module docstring)."""
+        if targets is None:
+            return super().label_reference(y, ref, targets)
+        k = int(ref.shape[-1]) - 4
+        t = targets.to(device=ref.device, dtype=torch.float64)
+        if t.ndim == 2 and t.shape[-1] == 4 and t.shape[0] == ref.shape[0]:
+            if k < 2:
+                return t, None
+            if y is None:
+                return torch.cat([t, ref[..., 4:].to(torch.float64)], -1), None
+            if int(y.max()) >= k:
+                raise DataError(f"Expected labels y in 0..{k - 1} (the model scores {k} classes), got {int(y.max())}, "
+                                "do check the data file or the model output.")
+            return torch.cat([t, torch.nn.functional.one_hot(y, k).to(t)], -1), y
+        check_target_shape(t, ref, self.name, f"(N, 4) boxes or (N, {4 + k}) boxes with class scores")
+        return t, (t[..., 4:].argmax(-1) if k >= 2 else None)
 
     def canonical(self, out, sym, elements, x):
         boxes = box_action(sym, out[..., :4], elements, input_hw(x), inverse=True)

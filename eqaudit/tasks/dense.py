@@ -7,6 +7,13 @@ Metrics per (element, sample), inside the validity mask of the moved map, in flo
 C >= 2 channels (class scores per pixel) ``pixel_flip`` (share of pixels whose argmax changes) and
 ``mean_iou`` (mean IoU of the two argmax maps over the classes present).
 
+``--reference label`` compares f(T_g x) with S_g(target), the data's ground-truth maps moved like
+f(x). Targets have the output's shape (B, C, H', W'), or, for C >= 2 class-score outputs, are integer
+class maps (B, H', W') or (B, 1, H', W') with values 0..C-1, which are one-hot encoded: then
+``pixel_flip_rate`` is the pixel error rate against the moved truth and ``mean_iou`` the usual
+segmentation mean IoU, while ``equivariance_error`` compares the raw scores with the one-hot map
+(meaningful for probability outputs; for logits read pixel_flip_rate and mean_iou).
+
 Shapes: E elements, B batch, C channels, H x W input pixels, H' x W' output pixels.
 """
 
@@ -16,12 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ModelRunError
+from ..errors import DataError, ModelRunError
 from ..metrics import equivariance_error, max_abs_error, mean_iou, pixel_flip_rate, summarize_orbit
 from ..symmetries import Symmetry
 from ..symmetries.outputs import map_action, map_mask
 from ..symmetries.product import ProductSymmetry
-from .base import Task
+from .base import Task, check_target_shape
 
 
 def input_hw(x: Tensor) -> tuple[int, int]:
@@ -78,6 +85,7 @@ class DenseTask(Task):
 
     name = "dense"
     main_metric = "equivariance_error"
+    supports_targets = True
 
     def check_output(self, out: Tensor, x: Tensor) -> None:
         if out.ndim != 4 or out.shape[0] != x.shape[0]:
@@ -118,6 +126,26 @@ class DenseTask(Task):
             values["pixel_flip"] = pixel_flip_rate(out, target, mask)
             values["mean_iou"] = mean_iou(out, target, mask)
         return values
+
+    def label_reference(self, y, ref, targets=None):
+        """Ground-truth maps of the output's shape, or integer class maps (B, H', W') / (B, 1, H', W') one-hot
+        encoded over the C >= 2 output channels (see the module docstring)."""
+        if targets is None:
+            return super().label_reference(y, ref, targets)
+        b, c, h, w = ref.shape
+        t = targets.to(device=ref.device, dtype=torch.float64)
+        if c >= 2 and tuple(t.shape) in ((b, h, w), (b, 1, h, w)):
+            t = t.reshape(b, h, w)
+            if bool(((t != t.round()) | (t < 0) | (t > c - 1)).any()):
+                bad = t[(t != t.round()) | (t < 0) | (t > c - 1)][0].item()
+                raise DataError(
+                    f"Expected class-map targets with whole class indices 0..{c - 1} (the model has {c} output channels), "
+                    f"got {bad:g}, do store the true class of each output pixel (or maps of shape (N, {c}, {h}, {w}))."
+                )
+            onehot = torch.nn.functional.one_hot(t.long(), c).permute(0, 3, 1, 2)
+            return onehot.to(torch.float64), None
+        check_target_shape(t, ref, self.name, f"(N, {c}, {h}, {w}) like the output" + (f" or class maps (N, {h}, {w})" if c >= 2 else ""))
+        return t, None
 
     def canonical(self, out, sym, elements, x):
         back = self.move(out, sym, elements, x, inverse=True)

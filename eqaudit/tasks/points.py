@@ -4,7 +4,8 @@ S_g multiplies every output vector by the element's 3x3 matrix (rotations, and t
 of o3) and, for per-point outputs, reorders the rows like the input's points (permute). Shifts
 (translate3d) do not act on the outputs: they are treated as vectors (displacements, normals,
 forces, centred coordinates), not as positions. Metrics per (element, sample), in float64:
-``equivariance_error`` (main) and ``max_abs_error``.
+``equivariance_error`` (main) and ``max_abs_error``. ``--reference label`` compares with the data's
+true vectors (B, 3) or (B, P, 3), rotated (and permuted) by S_g like f(x).
 
 Shapes: E elements, B batch, P points.
 """
@@ -28,6 +29,7 @@ class PointsTask(Task):
 
     name = "points"
     main_metric = "equivariance_error"
+    supports_targets = True
 
     def check_output(self, out: Tensor, x: Tensor) -> None:
         ok = out.shape[0] == x.shape[0] and out.shape[-1] == 3 and out.ndim in (2, 3)

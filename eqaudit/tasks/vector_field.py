@@ -5,7 +5,9 @@ rows), in pixels. S_g moves the field's grid like the input (``dense``) and mult
 by ``vector_matrix`` (rotation/reflection for rot90, flip, d4 and rotate, 2^s for scale, identity
 for shifts, -1 for ``swap``, the time reversal of two-frame inputs). Metrics per (element,
 sample), inside the validity mask, in float64: ``equivariance_error`` (main), ``max_abs_error``
-and ``epe`` (mean end-point error, in the field's units).
+and ``epe`` (mean end-point error, in the field's units). ``--reference label`` compares with the
+data's true flows (B, 2, H', W') moved and turned by S_g like f(x): ``epe`` is then the end-point error
+against the truth on each element of the orbit.
 
 Shapes: E elements, B batch, H x W input pixels, H' x W' output pixels.
 """
@@ -20,6 +22,7 @@ from ..errors import ModelRunError
 from ..metrics import endpoint_error, equivariance_error, max_abs_error, summarize_orbit
 from ..symmetries import Symmetry
 from ..symmetries.outputs import field_action, vector_matrix
+from .base import Task
 from .dense import DenseTask, expand, find_generator, input_hw, map_tangent
 
 
@@ -39,6 +42,9 @@ class VectorFieldTask(DenseTask):
 
     def setup(self, first: Tensor, output_kind: str) -> str:
         return "vector-field"
+
+    def label_reference(self, y, ref, targets=None):
+        return Task.label_reference(self, y, ref, targets)  # true flows of the output's shape; no class maps
 
     def move(self, ref, sym, elements, x, *, inverse=False):
         return field_action(sym, ref, elements, input_hw(x), inverse=inverse)
