@@ -13,7 +13,7 @@ import numpy as np
 from . import __version__
 from .config import Settings, parse_input_shape, read_toml, resolve, sidecar_for
 from .data import Dataset, load_dataset
-from .errors import ConfigError, EqauditError
+from .errors import ConfigError, EqauditError, PathNotFoundError
 from .gates import Comparison, check_settings_gates, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor, varying_column
 from .models import ReshapedInput, load_model, resolve_device
@@ -58,6 +58,9 @@ def run_scan(
     result, its folder and the comparison (None without a baseline)."""
     if not models:
         raise ConfigError("No model given; pass at least one model file: eqaudit scan MODEL.")
+    for path in models:  # before anything else: a mistyped model path is the likeliest mistake
+        if not Path(path).exists():
+            raise PathNotFoundError(f"Model file {str(path)!r} does not exist; check the path.")
     if not settings.data:
         raise ConfigError("No data given; pass --data PATH (or set data in MODEL.eqaudit.toml).")
     if not settings.symmetry:

@@ -29,6 +29,7 @@ from .errors import ConfigError, PathNotFoundError
 from .gates import gate_specs, parse_tolerances, tolerances_to_strings
 
 ENV_PREFIX = "EQAUDIT_"
+RESERVED_ENV_PREFIX = "EQAUDIT_TEST_"  # the test suite's own variables, never settings
 SIDECAR_SUFFIX = ".eqaudit.toml"
 
 
@@ -70,6 +71,20 @@ def _to_list(v: Any) -> list[str]:
 def _split_specs(s: str) -> list[str]:
     """Split 'rot90;rotate:step=15' or 'rot90 rotate:step=15' (';' or whitespace; commas belong to specs)."""
     return [p for chunk in s.split(";") for p in chunk.split()]
+
+
+def _to_seed(v: Any) -> int:
+    out = _to_int(v)
+    if out < 0:
+        raise ValueError("a whole number >= 0")
+    return out
+
+
+def _to_fraction(v: Any) -> float:
+    out = _to_float(v)
+    if not 0.0 < out < 1.0:
+        raise ValueError("a number between 0 and 1 (exclusive)")
+    return out
 
 
 def _to_float(v: Any) -> float:
@@ -143,7 +158,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("device", "auto", _to_str, "auto, cpu, cuda or cuda:N"),
         Setting("batch_size", 256, _to_int, "model rows per call"),
         Setting("limit", None, _to_int, "audit a seeded random subset of this many samples"),
-        Setting("seed", 0, _to_int, "seed for subsets and random group elements"),
+        Setting("seed", 0, _to_seed, "seed for subsets and random group elements"),
         Setting("out", None, _to_str, "output folder (default reports/<model-stem>/)", is_path=True),
         Setting("fail_over", {}, _to_gates, "gates METRIC=VALUE on every symmetry: fail when a metric is worse than VALUE"),
         Setting("gates", [], _to_gate_list, "gates [SYMMETRY:]METRIC<=VALUE or >=VALUE, e.g. rot90:flip_rate<=0.01", flag="--gate"),
@@ -156,7 +171,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("model_factory", None, _to_str, "module:callable that builds the architecture of a state dict"),
         Setting("local", False, _to_bool, "also measure the Lie derivative (local error) at the identity"),
         Setting("layers", False, _to_bool, "attribute the local error to layers (torch models)"),
-        Setting("extent_tolerance", 0.1, _to_float, "level drop (from 1) that bounds a symmetry's extent"),
+        Setting("extent_tolerance", 0.1, _to_fraction, "level drop (from 1) that bounds a symmetry's extent"),
         Setting("level_at_init", False, _to_bool, "also measure the level of freshly initialised weights (state dict + factory)"),
         Setting("trust", False, _to_bool, "allow pickled modules and TorchScript (they run code)", files_allowed=False),
     ]
@@ -278,7 +293,7 @@ def resolve(
             files.append(sidecar)
 
     for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key.startswith(RESERVED_ENV_PREFIX):
             continue
         k = key[len(ENV_PREFIX) :].lower()
         if k not in SETTINGS:

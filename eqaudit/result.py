@@ -144,6 +144,8 @@ class AuditResult:
     @classmethod
     def load(cls, path: Path) -> AuditResult:
         path = Path(path)
+        if path.is_dir():  # a scan's output folder
+            path = path / "result.json"
         try:
             d = json.loads(path.read_text())
         except FileNotFoundError:
@@ -152,6 +154,10 @@ class AuditResult:
             raise PathNotFoundError(f"Result file {str(path)!r} does not exist; pass the result.json a scan wrote.") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ResultError(f"{str(path)!r} is not a JSON result ({exc}); pass the result.json a scan wrote.") from exc
+        except OSError as exc:
+            raise ResultError(f"{str(path)!r} could not be read ({exc.strerror}); pass the result.json a scan wrote.") from exc
+        if isinstance(d, dict) and "format_version" not in d:
+            raise ResultError(f"{str(path)!r} is JSON but not an eqaudit result (no format_version); pass the result.json a scan wrote.")
         if not isinstance(d, dict):
             raise ResultError(f"{str(path)!r} holds {type(d).__name__}, expected a JSON object; pass a result.json.")
         return cls.from_dict(d)

@@ -19,7 +19,7 @@ CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 
 def _chromium() -> str | None:
-    env = os.environ.get("EQAUDIT_CHROMIUM")
+    env = os.environ.get("EQAUDIT_TEST_CHROMIUM")
     for path in ([env] if env else []) + list(CHROMIUM_CANDIDATES):
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             return path

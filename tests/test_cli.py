@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 import toy_models
-from conftest import factory
+from conftest import TESTS, factory
 from eqaudit.cli import app
 
 runner = CliRunner()
@@ -217,3 +217,48 @@ def test_messages_with_square_brackets_survive_rich_markup(tmp_path, data_npz):
     assert code == 3 and "[bold]model[red].onnx" in output
     code, output = run("symmetries")
     assert "[min, max]" in output
+
+
+def test_qa_findings_give_clear_errors(tmp_path, model_files, data_npz):
+    # a missing model is reported as such even when no data was given
+    code, output = run("scan", tmp_path / "nonexist.pt", "--quiet")
+    assert code == 2 and "nonexist.pt" in output and "does not exist" in output
+    # a truncated zip-based checkpoint says so
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(model_files["SmallCNN"].read_bytes()[:2000])
+    code, output = run("scan", cut, "--data", data_npz, "-s", "rot90", "--model-factory", factory("SmallCNN"), "--quiet")
+    assert code == 3 and "truncated or corrupt" in output
+    # range checks
+    for args, text in ((["--seed", "-1"], "seed"), (["--extent-tolerance", "2"], "between 0 and 1")):
+        code, output = run("scan", model_files["SmallCNN.onnx"], "--data", data_npz, "-s", "rot90", *args, "--quiet")
+        assert code == 2 and text in output, output
+    # report accepts the output folder; a JSON that is not a result is named as such
+    code, output = run("scan", model_files["SmallCNN.onnx"], "--data", data_npz, "-s", "rot90", "--out", tmp_path / "o", "--quiet")
+    assert code == 0
+    code, output = run("report", tmp_path / "o")
+    assert code == 0 and "report.html" in output
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    code, output = run("report", tmp_path / "other.json")
+    assert code == 3 and "not an eqaudit result" in output
+
+
+def test_test_suite_variables_are_not_settings(monkeypatch, model_files, data_npz, tmp_path):
+    monkeypatch.setenv("EQAUDIT_TEST_CHROMIUM", "/usr/bin/chromium")
+    code, output = run("scan", model_files["SmallCNN.onnx"], "--data", data_npz, "-s", "rot90", "--out", tmp_path / "o", "--quiet")
+    assert code == 0, output
+    monkeypatch.setenv("EQAUDIT_SEEED", "1")
+    code, output = run("scan", model_files["SmallCNN.onnx"], "--data", data_npz, "-s", "rot90", "--out", tmp_path / "o", "--quiet")
+    assert code == 2 and "seed" in output
+
+
+def test_trusted_pickle_finds_its_module_beside_the_model(tmp_path, data_npz):
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy(TESTS / "toy_models.py", tmp_path / "pickled_arch.py")
+    script = ("import sys, torch; sys.path.insert(0, sys.argv[1]); import pickled_arch; "
+              "torch.save(pickled_arch.Rot90Averaged(), sys.argv[1] + '/whole.pt')")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
+    code, output = run("scan", tmp_path / "whole.pt", "--data", data_npz, "-s", "rot90", "--trust", "--out", tmp_path / "o", "--quiet")
+    assert code == 0, output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
@@ -58,11 +59,23 @@ def _load_file(mod_part: str, search_dirs: list[Path]):
     raise ConfigError(f"Model factory file {mod_part!r} not found (looked in {', '.join(map(str, candidates))}).")
 
 
-def _import(mod_part: str, search_dirs: list[Path]):
-    added = [str(d) for d in search_dirs if str(d) not in sys.path]
+@contextlib.contextmanager
+def importable(folders: list[Path]):
+    """Temporarily put ``folders`` first on sys.path (for factories and trusted pickles)."""
+    added = [str(f) for f in folders if str(f) not in sys.path]
     sys.path[:0] = added
     try:
-        return importlib.import_module(mod_part)
+        yield
+    finally:
+        for f in added:
+            if f in sys.path:
+                sys.path.remove(f)
+
+
+def _import(mod_part: str, search_dirs: list[Path]):
+    try:
+        with importable(search_dirs):
+            return importlib.import_module(mod_part)
     except ModuleNotFoundError as exc:
         if exc.name and mod_part.startswith(exc.name):
             raise ConfigError(
@@ -72,7 +85,3 @@ def _import(mod_part: str, search_dirs: list[Path]):
         raise ModelLoadError(f"Importing model factory module {mod_part!r} failed: {exc!r}.") from exc
     except Exception as exc:
         raise ModelLoadError(f"Importing model factory module {mod_part!r} failed: {exc!r}.") from exc
-    finally:
-        for p in added:
-            if p in sys.path:
-                sys.path.remove(p)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, ModelLoadError, ModelRunError
 from .base import AdapterInfo, sha256_of
 from .batching import call_fixed_batch
-from .factory import resolve_factory
+from .factory import importable, resolve_factory
 from .sniff import ZIP_MAGIC, check_not_foreign, zip_kind
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module", "weights", "ema")
@@ -69,6 +69,11 @@ def load_torch(
     path = Path(path)
     first = check_not_foreign(path, "a PyTorch model file", "pass a .pt/.pth state dict, a .pt2 export or an .onnx file")
     kind = zip_kind(path) if first.startswith(ZIP_MAGIC) else ("pickle" if first[:1] == b"\x80" else None)
+    if kind is None and first.startswith(ZIP_MAGIC):
+        raise ModelLoadError(
+            f"{str(path)!r} starts like a zip archive (as torch.save files do) but cannot be read as one: "
+            "it is truncated or corrupt; download or save it again."
+        )
     if kind is None:
         raise ModelLoadError(
             f"{str(path)!r} is not a PyTorch file (no zip archive or pickle header; it starts with {first[:8]!r}); "
@@ -101,9 +106,13 @@ def load_torch(
                 "pass --trust if you vouch for the file, or save a state_dict and pass --model-factory."
             ) from exc
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            with importable(search_dirs):  # a pickled module needs its class's module: look beside the model
+                obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:
-            raise ModelLoadError(f"Loading {str(path)!r} with --trust failed: {exc2}") from exc2
+            raise ModelLoadError(
+                f"Loading {str(path)!r} with --trust failed: {exc2}; the module that defines the model's class must be "
+                "importable (beside the model file or on PYTHONPATH)."
+            ) from exc2
         fmt = "pickle"
     except Exception as exc:
         raise ModelLoadError(f"{str(path)!r} could not be read by torch.load ({exc}); it may be truncated or corrupt.") from exc
