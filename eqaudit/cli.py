@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Audit trained models for symmetry: orbit sweeps, metrics, CI gates and reports.",
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts show "[default: ...]" literally
 )
 # Logs and CI capture are not terminals: give tables room instead of rich's 80-column fallback.
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -102,7 +103,7 @@ def scan(
     models: Annotated[list[Path], typer.Argument(help="model files: .pt/.pth state dict, .pt2 export, .onnx", show_default=False)],
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="dataset PATH[:KEY] (.npz, .npy, .pt, image folder)")] = None,
     symmetry: Annotated[Optional[list[str]], typer.Option("--symmetry", "-s", help="symmetry spec, repeatable (see `eqaudit symmetries`)")] = None,
-    task: Annotated[Optional[str], typer.Option(help="what the model outputs: classify [default: classify]")] = None,
+    task: Annotated[Optional[str], typer.Option(help="what the model outputs: classify, dense, vector-field, points or boxes [default: classify]")] = None,
     reference: Annotated[Optional[str], typer.Option(help="compare against: identity, label or consensus [default: identity]")] = None,
     targets_key: Annotated[Optional[str], typer.Option(help="array of ground-truth outputs in the data file, for --reference label with non-classifier tasks [default: targets]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
@@ -262,6 +263,8 @@ def _print_comparison(comparison, *, verbose: bool, quiet: bool = False) -> None
         err.print(f"[red]regression:[/] {escape(r.describe())}", highlight=False, soft_wrap=True)
     for item in comparison.missing:
         err.print(f"[red]missing in new result:[/] {escape(item)}", highlight=False)
+    for warning in comparison.warnings:
+        err.print(f"[yellow]note:[/] {escape(warning)}", highlight=False)
     bad = len(comparison.regressions) + len(comparison.missing)
     if bad:
         out.print(f"[red]{bad} regression(s)[/] against the baseline ({len(comparison.rows)} metrics compared)")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -363,12 +363,16 @@ class Regression:
                 f"(worse by {worse:.6g}, allowed {self.tolerance:.6g}{rule})")
 
 
+MEASUREMENT_METRICS = frozenset({"floor", "floor_flip_rate"})
+
+
 @dataclass
 class Comparison:
     rows: list[tuple[str, str, str, float, float, bool]]  # model, symmetry, metric, base, new, regressed
     regressions: list[Regression]
     missing: list[str]  # (model, symmetry) in base but not in new
     allowed: list[float] | None = None  # per row: the allowed worsening (absolute)
+    warnings: list[str] = field(default_factory=list)  # e.g. different data or sample counts
 
     @property
     def passed(self) -> bool:
@@ -403,7 +407,9 @@ def compare_results(base: AuditResult, new: AuditResult, tolerance: Any = DEFAUL
     tols = _as_tolerances(tolerance)
     default = tols.get("*", Tolerance(DEFAULT_TOLERANCE))
     by_model = not (len(base.models) == 1 and len(new.models) == 1)
-    metrics = {**DIRECTION, **{m: DIRECTION.get(m, -1) for m in tols if m != "*"}}
+    # the floor describes the measurement (interpolation), not the model: compared only when asked for
+    metrics = {m: d for m, d in DIRECTION.items() if m not in MEASUREMENT_METRICS}
+    metrics.update({m: DIRECTION.get(m, -1) for m in tols if m != "*"})
     new_by_key = {_key(new, s, by_model): s for s in new.symmetries}
     rows, regressions, missing, allowed = [], [], [], []
     for s in base.symmetries:
@@ -425,4 +431,15 @@ def compare_results(base: AuditResult, new: AuditResult, tolerance: Any = DEFAUL
             allowed.append(limit)
             if regressed:
                 regressions.append(Regression(label, s.spec, metric, b, n, limit, str(tol)))
-    return Comparison(rows, regressions, missing, allowed)
+    return Comparison(rows, regressions, missing, allowed, _data_warnings(base, new))
+
+
+def _data_warnings(base: AuditResult, new: AuditResult) -> list[str]:
+    """Differences in what was measured that make a comparison less meaningful (not failures)."""
+    warnings = []
+    if Path(base.data.path).name != Path(new.data.path).name:
+        warnings.append(f"the data differ: {Path(base.data.path).name} (baseline) vs {Path(new.data.path).name}")
+    if base.data.n_samples != new.data.n_samples:
+        warnings.append(f"the baseline measured {base.data.n_samples} samples, the new result {new.data.n_samples}: "
+                        "differences within sampling noise may read as regressions")
+    return warnings

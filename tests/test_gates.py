@@ -203,3 +203,18 @@ def test_compare_per_metric_absolute_and_relative_tolerances():
     assert not c.regressions
     c = compare_results(base, _result({"rot90": {"flip_rate": 0.1}}), 0.5)
     assert c.missing == ["net.pt flip"] and not c.passed
+
+
+def test_compare_ignores_the_floor_and_notes_different_data(tmp_path, model_files, data_npz):
+    from conftest import factory
+    from eqaudit.api import scan
+    from eqaudit.gates import compare_results
+
+    common = dict(data=str(data_npz), symmetry=["rotate:step=45"], model_factory=factory("Rot90Averaged"))
+    a = scan(model_files["Rot90Averaged"], out=str(tmp_path / "a"), **common)
+    b = scan(model_files["Rot90Averaged"], out=str(tmp_path / "b"), limit=12, **common)
+    b.symmetries[0].summary["floor"] = a.symmetries[0].summary["floor"] + 0.5  # a worse floor is not the model's fault
+    c = compare_results(a, b, 1.0)
+    assert "floor" not in {row[2] for row in c.rows} and c.passed
+    assert any("24 samples" in w and "12" in w for w in c.warnings)
+    assert "floor" in {row[2] for row in compare_results(a, b, {"floor": 0.01}).rows}  # unless asked for
