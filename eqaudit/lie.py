@@ -19,6 +19,7 @@ the sum of norms; ``layers_residual`` says how much of the total the leaf module
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -104,22 +105,47 @@ def lie_derivative(model, dataset: Dataset, sym: Symmetry, task: Task, *, batch_
     return summary, total
 
 
-def _feature_tangent(sym: Symmetry, name: str, h: Tensor, input_hw: tuple[int, int]) -> Tensor:
-    """The generator ``name`` acting on an intermediate tensor: spatially on (B, C, H', W') maps
-    (shifts scaled to the map's resolution), trivially (zero) on anything else."""
-    if sym.domain != "image" or h.ndim != 4 or h.shape[-1] < 2 or h.shape[-2] < 2 or not h.is_floating_point():
+@dataclass
+class _Spaces:
+    """How the generator acts on the tensors between layers: as on the input for the model's input
+    tensor, by the task's output action for the model's output tensor (trivially for invariant tasks),
+    spatially on (B, C, H', W') image features in between (shifts scaled to the resolution), and
+    trivially on anything else (vectors of per-point or pooled features)."""
+
+    sym: Symmetry
+    task: Task
+    x: Tensor  # the input, sample-shaped (B, ...)
+
+    def tangent(self, name: str, h: Tensor, role: str) -> Tensor:
+        if not h.is_floating_point():
+            return torch.zeros_like(h)
+        if role == "input":
+            return self._named(name, self.x).reshape(h.shape).to(h.dtype)
+        if role == "output":
+            out_tangent = getattr(self.task, "output_tangent", None)
+            if out_tangent is None:
+                return torch.zeros_like(h)
+            return out_tangent(self.sym, name, self.task.convert(h.detach())).to(h.dtype)
+        if self.sym.domain == "image" and h.ndim == 4 and h.shape[-1] > 1 and h.shape[-2] > 1:
+            if self.sym.name == "rotate" and h.shape[-1] != h.shape[-2]:
+                return torch.zeros_like(h)
+            v = self._named(name, h)
+            if name == "dx":
+                v = v * (h.shape[-1] / self.x.shape[-1])
+            elif name == "dy":
+                v = v * (h.shape[-2] / self.x.shape[-2])
+            return v
         return torch.zeros_like(h)
-    if sym.name == "rotate" and h.shape[-1] != h.shape[-2]:
-        return torch.zeros_like(h)
-    found = {t[0]: t[1] for t in sym.tangents(h.detach())}
-    v = found.get(name)
-    if v is None:
-        return torch.zeros_like(h)
-    if name == "dx":
-        v = v * (h.shape[-1] / input_hw[1])
-    elif name == "dy":
-        v = v * (h.shape[-2] / input_hw[0])
-    return v.to(h.dtype)
+
+    def _named(self, name: str, h: Tensor) -> Tensor:
+        found = {t[0]: t[1] for t in self.sym.tangents(h.detach())}
+        return found[name].to(h.dtype) if name in found else torch.zeros_like(h)
+
+
+def _role(t: Tensor, anchor: Tensor, role: str) -> str:
+    """``role`` when ``t`` holds the same memory as ``anchor`` (the model's input or output), else "feature"."""
+    same = t.data_ptr() == anchor.data_ptr() and t.numel() == anchor.numel()
+    return role if same else "feature"
 
 
 def layer_attribution(model, dataset: Dataset, sym: Symmetry, task: Task) -> dict:
@@ -144,14 +170,17 @@ def layer_attribution(model, dataset: Dataset, sym: Symmetry, task: Task) -> dic
     used = [(name, m) for name, m in leaves if name in set(called)]
     if not used:
         return {"layers": None, "layers_reason": "the model has no leaf modules to attribute to (a flattened graph?)"}
-    hw = (int(x.shape[-2]), int(x.shape[-1])) if x.ndim == 4 else (1, 1)
+    spaces = _Spaces(sym, task, x)
     sq = {name: 0.0 for name, _ in used}
     resid_sq, total_sq = 0.0, 0.0
     for gname, v, _ in tangents:
-        _, total, _ = directional_derivatives(model, task, x, v)
+        ref, total, _ = directional_derivatives(model, task, x, v)
+        dS = _output_tangent(task, sym, gname, ref)
+        if dS is not None:
+            total = total - dS
         summed = torch.zeros_like(total)
         for name, m in used:
-            term = _term(forward, task, m, sym, gname, x, hw)
+            term = _term(forward, task, m, spaces, gname, x)
             sq[name] += float((term**2).sum())
             summed = summed + term
         resid_sq += float(((summed - total) ** 2).sum())
@@ -160,10 +189,14 @@ def layer_attribution(model, dataset: Dataset, sym: Symmetry, task: Task) -> dic
     z = sum(norms.values())
     layers = [{"name": k, "share": (v / z if z > 0 else 0.0), "norm": v / math.sqrt(len(x))} for k, v in norms.items()]
     layers.sort(key=lambda r: -r["share"])
-    return {"layers": layers, "layers_residual": math.sqrt(resid_sq / total_sq) if total_sq > 0 else 0.0}
+    out = {"layers": layers, "layers_residual": math.sqrt(resid_sq / total_sq) if total_sq > 0 else 0.0}
+    if out["layers_residual"] > 0.5:
+        out["layers_note"] = ("the leaf modules explain little of the total: operations outside modules "
+                              "(functional calls, reshapes) carry most of it, so read the shares with care")
+    return out
 
 
-def _term(forward, task: Task, layer: nn.Module, sym: Symmetry, gname: str, x: Tensor, hw) -> Tensor:
+def _term(forward, task: Task, layer: nn.Module, spaces: _Spaces, gname: str, x: Tensor) -> Tensor:
     """J_{>i} L_X f_i for one layer: its own Lie derivative, computed from the inputs it saw in a plain
     pass, injected as the forward-mode tangent of its output in a second pass (once per call)."""
     seen: list[tuple[Tensor, Tensor]] = []
@@ -175,14 +208,14 @@ def _term(forward, task: Task, layer: nn.Module, sym: Symmetry, gname: str, x: T
     handle = layer.register_forward_hook(record)
     try:
         with torch.no_grad():
-            forward(x)
+            final = forward(x)
     finally:
         handle.remove()
     own = []
     for h, out in seen:
         with torch.enable_grad():
-            _, jv = torch.func.jvp(layer.forward, (h,), (_feature_tangent(sym, gname, h, hw),))
-        own.append(jv.detach() - _feature_tangent(sym, gname, out, hw))
+            _, jv = torch.func.jvp(layer.forward, (h,), (spaces.tangent(gname, h, _role(h, x, "input")),))
+        own.append(jv.detach() - spaces.tangent(gname, out, _role(out, final, "output")))
     if not own:
         return torch.zeros_like(task.convert(forward(x)))
     calls = iter(own)

@@ -18,7 +18,9 @@ SAMPLES = ROOT / "sample_models"
 
 
 def _scan(path, data, tmp_path, symmetries, fac=None, **kw):
-    return scan(path, data=str(data), symmetry=symmetries, model_factory=fac, out=str(tmp_path / "out"), **kw)
+    if data is not None:  # None: the model's sidecar names data (and task)
+        kw["data"] = str(data)
+    return scan(path, symmetry=symmetries, model_factory=fac, out=str(tmp_path / "out"), **kw)
 
 
 def test_level_rises_with_the_invariant_share(tmp_path, data_npz):
@@ -183,3 +185,13 @@ def test_extent_along_one_translation_axis(tmp_path):
     assert "extent" not in grid.summary
     z = np.load(tmp_path / "out" / "orbits.npz")
     assert z["s0.flip_up"].shape == (60,)
+
+
+@pytest.mark.parametrize("model, spec, first", [("pointnet", "so3:n=8", "point_mlp.0"), ("piv_flow", "rotate:step=90", None)])
+def test_layer_split_is_complete_for_points_and_vector_fields(tmp_path, model, spec, first):
+    s = _scan(SAMPLES / f"{model}.pt", None, tmp_path, [spec], limit=8, layers=True).symmetries[0].summary
+    assert s["lie_derivative"] > 1e-3
+    assert sum(r["share"] for r in s["layers"]) == pytest.approx(1.0, abs=1e-9)
+    assert s["layers_residual"] < 1e-3  # the leaf modules explain the whole Lie derivative
+    if first:  # only the first point layer sees coordinates: it carries all of a PointNet's rotation error
+        assert s["layers"][0]["name"] == first and s["layers"][0]["share"] > 0.999
