@@ -96,6 +96,37 @@ def print_summary(result) -> None:
     out.print(table)
     for m, info in enumerate(result.models):
         out.print(f"fingerprint {escape(Path(info.path).name)}: {escape(fingerprint(result, m))}", highlight=False)
+    for line in extra_lines(result):
+        out.print(line, markup=False, highlight=False)
+
+
+def extra_lines(result) -> list[str]:
+    """Opt-in measurements (local error, layer shares, level at init) and loader notes, one line each."""
+    lines = []
+    multi = len(result.models) > 1
+    for info in result.models:
+        for note in info.notes:
+            if not note.startswith("onnxruntime providers"):
+                lines.append(f"note {Path(info.path).name}: {note}")
+    for s in result.symmetries:
+        sm, who = s.summary, (f"{Path(result.models[s.model].path).name} " if multi else "") + s.spec
+        if "lie_derivative" in sm:
+            if sm["lie_derivative"] is None:
+                lines.append(f"local error {who}: n/a ({sm.get('lie_derivative_reason', '')})")
+            else:
+                lines.append(f"local error {who}: {sm['lie_derivative']:.4g} {sm['lie_derivative_unit']} "
+                             f"({sm['lie_derivative_method']})")
+        if "layers" in sm:
+            if sm["layers"] is None:
+                lines.append(f"layers {who}: n/a ({sm.get('layers_reason', '')})")
+            else:
+                top = ", ".join(f"{r['name']} {100 * r['share']:.0f}%" for r in sm["layers"][:4])
+                lines.append(f"layers {who}: {top} (unexplained {100 * sm['layers_residual']:.0f}%)")
+        if "level_at_init" in sm:
+            init = sm["level_at_init"]
+            lines.append(f"level at init {who}: " + (f"{init:.3f} (trained: {_level_text(sm)})" if init is not None
+                                                    else f"n/a ({sm.get('level_at_init_reason', '')})"))
+    return lines
 
 
 @app.command()

@@ -195,3 +195,14 @@ def test_layer_split_is_complete_for_points_and_vector_fields(tmp_path, model, s
     assert s["layers_residual"] < 1e-3  # the leaf modules explain the whole Lie derivative
     if first:  # only the first point layer sees coordinates: it carries all of a PointNet's rotation error
         assert s["layers"][0]["name"] == first and s["layers"][0]["share"] > 0.999
+
+
+def test_terminal_shows_local_error_layers_and_level_at_init(tmp_path):
+    res = CliRunner().invoke(app, ["scan", str(SAMPLES / "digits_cnn.pt"), "-s", "rot90", "-s", "rotate:step=90", "--limit", "12",
+                                   "--layers", "--level-at-init", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "local error rot90: n/a (rot90 is a finite group" in out
+    assert "local error rotate:step=90: " in out and "per rad (autograd" in out
+    assert "layers rotate:step=90: features." in out and "unexplained" in out
+    assert "level at init rot90: " in out and "(trained: " in out
