@@ -17,6 +17,7 @@ from .errors import ConfigError, EqauditError, PathNotFoundError
 from .gates import Comparison, check_settings_gates, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor, varying_column
 from .models import ReshapedInput, load_model, resolve_device
+from .models.base import check_declared_shape
 from .report.io import write_bytes_atomic, write_text_atomic
 from .result import ORBITS_FILE, AuditResult, DataInfo, ModelInfo, SymmetryResult
 from .sweep import Progress, SweepOutput, sweep
@@ -117,6 +118,7 @@ def run_scan(
             trust=settings.trust,
             output_name=settings.output_name,
         )
+        check_declared_shape(adapter.info, dataset.stored_shape)
         model = ReshapedInput(adapter, dataset.stored_shape) if input_shape is not None else adapter
         try:
             swept = sweep(model, dataset, symmetries, task, batch_size=settings.batch_size, output_kind=settings.output_kind,

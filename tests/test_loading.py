@@ -154,3 +154,14 @@ def test_input_shape_must_match(tmp_path):
     assert load_dataset(str(tmp_path / "d.npz"), input_shape=(1, 8, 8)).sample_shape == (1, 8, 8)
     with pytest.raises(ConfigError, match="64 values"):
         load_dataset(str(tmp_path / "d.npz"), input_shape=(1, 8, 9))
+
+
+def test_declared_input_shape_is_checked_before_the_sweep(model_files, tmp_path):
+    from eqaudit.api import scan
+    from eqaudit.errors import ModelRunError
+
+    np.savez(tmp_path / "big.npz", x=smooth_images(4, size=14))
+    with pytest.raises(ModelRunError) as exc:
+        scan(model_files["SmallCNN.onnx"], data=str(tmp_path / "big.npz"), symmetry=["rot90"], out=str(tmp_path / "o"))
+    assert "(1, 12, 12)" in str(exc.value) and "(1, 14, 14)" in str(exc.value)
+    assert load_model(model_files["SmallCNN.onnx"], CPU).info.declared_shape == [1, 12, 12]

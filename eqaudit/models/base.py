@@ -23,6 +23,24 @@ class AdapterInfo:
     output_name: str | None = None
     output_names: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    declared_shape: list[int | None] | None = None  # per-sample input shape the file declares (None: unknown dim)
+
+
+def check_declared_shape(info: AdapterInfo, rows: tuple[int, ...]) -> None:
+    """Raise ModelRunError when the model file declares a per-sample input shape that the data rows
+    ``rows`` do not have (instead of a backend error deep inside the sweep)."""
+    from ..errors import ModelRunError
+
+    want = info.declared_shape
+    if want is None:
+        return
+    fits = len(want) == len(rows) and all(w is None or w == r for w, r in zip(want, rows))
+    if not fits:
+        shown = "(" + ", ".join("?" if w is None else str(w) for w in want) + ")"
+        raise ModelRunError(
+            f"{info.path!r} expects inputs of shape {shown} per sample, but the data rows are {tuple(rows)}; "
+            "resize or reshape the data (or pass --input-shape for flat rows)."
+        )
 
 
 @runtime_checkable

@@ -104,6 +104,8 @@ def load_onnx(path: Path, device: torch.device, *, output_name: str | None = Non
         info.output_name = floats[0]
         if len(outputs) > 1:
             info.notes.append(f"using output {floats[0]!r} of {info.output_names}; pick another with --output-name")
+    if inp.shape:
+        info.declared_shape = [d if isinstance(d, int) and d > 0 else None for d in inp.shape[1:]]
     fixed = inp.shape[0] if inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
     if fixed is not None:
         info.notes.append(f"input {inp.name!r} has a fixed batch size of {fixed}; called in slices of {fixed}")

@@ -184,7 +184,7 @@ def _load_export(path: Path, device: torch.device, sha: str, output_name: str | 
         ep = torch.export.load(str(path))
     except Exception as exc:
         raise ModelLoadError(f"{str(path)!r} could not be loaded with torch.export.load: {exc}") from exc
-    fixed = None
+    fixed, declared = None, None
     user_inputs = list(ep.graph_signature.user_inputs)
     if len(user_inputs) != 1:
         raise ModelLoadError(f"{str(path)!r} takes {len(user_inputs)} inputs {user_inputs}; eqaudit feeds exactly one tensor.")
@@ -193,11 +193,13 @@ def _load_export(path: Path, device: torch.device, sha: str, output_name: str | 
             val = node.meta.get("val")
             if val is not None and isinstance(val.shape[0], int):
                 fixed = int(val.shape[0])
+            if val is not None:
+                declared = [int(d) if isinstance(d, int) else None for d in val.shape[1:]]
     if device.type != "cpu":
         from torch.export.passes import move_to_device_pass
 
         ep = move_to_device_pass(ep, device)
-    info = AdapterInfo(str(path), "torch", "export", sha, str(device), output_name)
+    info = AdapterInfo(str(path), "torch", "export", sha, str(device), output_name, declared_shape=declared)
     if fixed is not None:
         info.notes.append(f"exported with a fixed batch size of {fixed}; called in slices of {fixed}")
     return TorchAdapter(ep.module(), info, device, fixed_batch=fixed)
