@@ -78,15 +78,16 @@ def print_summary(result) -> None:
     """One row per (model, symmetry), then each model's symmetry fingerprint."""
     multi = len(result.models) > 1
     table = Table(title=f"eqaudit: {result.data.n_samples} samples from {Path(result.data.path).name}", title_justify="left")
+    # narrow terminals: names and the level wrap onto a second line instead of being cut off
     if multi:
-        table.add_column("model")
-    table.add_column("symmetry")
+        table.add_column("model", overflow="fold")
+    table.add_column("symmetry", overflow="fold")
     table.add_column("exact", justify="center")
     shown = [c for c in METRIC_COLUMNS if any(s.summary.get(c[1]) is not None for s in result.symmetries)]
     for header, _, _ in shown:
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", overflow="fold")
     for header in ("floor", "level [95% CI]", "gates"):
-        table.add_column(header, justify="left" if header == "gates" else "right")
+        table.add_column(header, justify="left" if header == "gates" else "right", overflow="fold")
     for s in result.symmetries:
         sm = s.summary
         floor = _fmt(sm.get("floor")) + ("" if s.exact else f" ({sm.get('unresolved_elements', 0)} unres.)")
