@@ -121,8 +121,9 @@ def run_scan(
         check_declared_shape(adapter.info, dataset.stored_shape)
         model = ReshapedInput(adapter, dataset.stored_shape) if input_shape is not None else adapter
         try:
+            named = None if progress is None else (lambda d, t, w, name=Path(path).name: progress(d, t, f"{name} {w}"))
             swept = sweep(model, dataset, symmetries, task, batch_size=settings.batch_size, output_kind=settings.output_kind,
-                          seed=settings.seed, progress=progress, reference=settings.reference)
+                          seed=settings.seed, progress=named, reference=settings.reference)
         except (EqauditError, KeyboardInterrupt) as exc:
             if write:
                 _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, task, settings, getattr(exc, "partial", None))

@@ -217,7 +217,9 @@ def _convert(name: str, value: Any, where: str) -> Any:
     except ConfigError as exc:
         raise ConfigError(f"Setting {name!r} from {where}: {exc}") from None
     if name in CHOICES and out not in CHOICES[name]:
-        raise ConfigError(f"Setting {name!r} from {where}: expected one of {', '.join(CHOICES[name])}, got {out!r}.")
+        close = difflib.get_close_matches(str(out), CHOICES[name], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"Setting {name!r} from {where}: expected one of {', '.join(CHOICES[name])}, got {out!r}.{hint}")
     return out
 
 

@@ -614,3 +614,9 @@ def test_run_seed_reaches_sampled_symmetries_unless_the_spec_sets_one():
     assert parse_symmetry("rot90", seed=5).spec == "rot90"  # no seed parameter: untouched
     prod = parse_symmetry("so3:n=2*permute:n=3", seed=7)
     assert "seed=7" in prod.spec
+
+
+def test_channels_last_images_get_a_transpose_hint():
+    with pytest.raises(SymmetryError, match="channels-last"):
+        parse_symmetry("rot90").check_input((32, 32, 3))
+    parse_symmetry("rot90").check_input((3, 32, 32))  # (C, H, W) passes

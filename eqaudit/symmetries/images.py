@@ -155,7 +155,12 @@ class ImageSymmetry(Symmetry):
     def check_input(self, sample_shape: tuple[int, ...]) -> None:
         """Require (C, H, W) samples, and H == W for symmetries that turn the image by 90 degrees."""
         super().check_input(sample_shape)
-        h, w = int(sample_shape[-2]), int(sample_shape[-1])
+        c, h, w = (int(d) for d in sample_shape[-3:])
+        if w in (1, 3, 4) and c == h and c > 4:  # (H, W, C) rows: the channels came last
+            raise SymmetryError(
+                f"Expected images as (N, C, H, W) for '{self.spec}', got samples of shape {tuple(sample_shape)}, which look "
+                f"channels-last (H, W, C); do transpose the data to (N, C, H, W), e.g. x.transpose(0, 3, 1, 2)"
+            )
         if self.SQUARE and h != w:
             raise SymmetryError(_square_message(self.spec, h, w))
 
