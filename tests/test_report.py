@@ -380,3 +380,20 @@ def test_report_shows_the_fingerprint_and_files_are_readable(tmp_path, data_npz,
     for name in ("result.json", "report.html", "orbits.npz"):
         mode = stat.S_IMODE(os.stat(tmp_path / "o" / name).st_mode)
         assert mode & stat.S_IRGRP, (name, oct(mode))
+
+
+def test_products_are_laid_out_on_their_grid():
+    from eqaudit.report import plots
+    from eqaudit.symmetries import parse_symmetry
+
+    def orbit(spec):
+        s = parse_symmetry(spec)
+        return plots.Orbit(s.layout, s.elements.numpy(), tuple(s.labels), s.identity_index, s.param_names, s.units, s.exact, s.spec)
+
+    index = plots.finite_cells(orbit("d4*swap"))
+    assert index.shape == (4, 4) and sorted(index.ravel().tolist()) == list(range(16))
+    el = parse_symmetry("d4*swap").elements.numpy()
+    assert len({el[i, 0] for i in index[:, 0]}) == 1  # a column holds one rotation k
+    assert len({tuple(el[i, 1:]) for i in index[0]}) == 1  # a row holds one (flip, swap)
+    assert plots.finite_cells(orbit("d4")).shape == (2, 4)
+    assert plots.finite_cells(orbit("rot90")).shape == (1, 4)

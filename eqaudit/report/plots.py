@@ -217,19 +217,31 @@ def grid_cells(elements: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return xs, ys, index
 
 
+MAX_MOSAIC_ROWS = 12
+
+
 def finite_cells(orbit: Orbit) -> np.ndarray:
     """Tile positions of a finite group: index (rows, cols) of element rows, -1 where empty.
 
-    Two integer parameters whose values form a full product (d4: rotation k x flip f) give a mosaic
-    with columns along the first parameter and rows along the second, so horizontal neighbours
-    differ by the first generator and vertical ones by the second; anything else is one strip in
+    Integer parameters whose values form a full product (d4: rotation k x flip f; d4*swap: k x f x s)
+    give a mosaic with columns along the first parameter and rows along the others (the last one
+    fastest), so horizontal neighbours differ by the first generator; anything else is one strip in
     sweep order.
     """
     el = orbit.elements
-    if el.ndim == 2 and el.shape[1] == 2 and np.allclose(el, np.round(el)):
-        xs, ys, index = grid_cells(el)
-        if (index >= 0).all() and 1 < ys.size <= 4 and xs.size <= 3 * MAX_STRIP:
-            return index
+    if el.ndim == 2 and el.shape[1] >= 2 and np.allclose(el, np.round(el)):
+        uniq = [np.unique(el[:, d]) for d in range(el.shape[1])]
+        sizes = [len(u) for u in uniq]
+        rows = math.prod(sizes[1:])
+        if math.prod(sizes) == orbit.n and 1 < rows <= MAX_MOSAIC_ROWS and sizes[0] <= 3 * MAX_STRIP:
+            pos = [np.searchsorted(u, el[:, d]) for d, u in enumerate(uniq)]
+            row = np.zeros(orbit.n, dtype=np.int64)
+            for d in range(1, el.shape[1]):
+                row = row * sizes[d] + pos[d]
+            index = np.full((rows, sizes[0]), -1, dtype=np.int64)
+            index[row, pos[0]] = np.arange(orbit.n)
+            if (index >= 0).all():
+                return index
     cols = min(orbit.n, MAX_STRIP)
     index = np.full(int(math.ceil(orbit.n / cols)) * cols, -1, dtype=np.int64)
     index[: orbit.n] = np.arange(orbit.n)
@@ -442,9 +454,10 @@ def _tiles(orbit: Orbit) -> tuple[np.ndarray, list[str], list[str], str, str]:
         xs, ys, index = grid_cells(orbit.elements)
         return index, [f"{v:g}" for v in xs], [f"{v:g}" for v in ys], orbit.axis_label(0), orbit.axis_label(1)
     index = finite_cells(orbit)
+    if index.shape[0] > 1 and len(orbit.param_names) >= 2 and index.shape[0] * index.shape[1] == orbit.n:
+        return index, [], [], f"{orbit.param_names[0]} →", " · ".join(orbit.param_names[1:]) + " ↓"
     if index.shape[0] > 1:
-        names = list(orbit.param_names) + ["", ""]
-        return index, [], [], f"{names[0]} →", names[1]
+        return index, [], [], "", ""
     return index, [], [], "", ""
 
 
@@ -470,7 +483,7 @@ def _paint_tiles(ax, orbit: Orbit, values: np.ndarray, info: MetricInfo, vmin: f
             if texts is not None:
                 t = texts[e]
             elif finite:
-                t = f"{plain_text(orbit.labels[e], 10)}\n{values[e]:.2f}"
+                t = f"{plain_text(orbit.labels[e], 12)}\n{values[e]:.2f}"
             else:
                 t = f"{values[e]:.2f}"
             ax.text(c, r, t, ha="center", va="center", fontsize=fs, color=_text_colour(cmap, values[e], vmin, vmax))
