@@ -25,6 +25,23 @@ def factory(name: str) -> str:
     return f"{TOY_FILE}:{name}"
 
 
+DOMAINS_FILE = TESTS / "toy_domains.py"
+
+
+def dfactory(name: str) -> str:
+    """The --model-factory string for a class in tests/toy_domains.py."""
+    return f"{DOMAINS_FILE}:{name}"
+
+
+def scan_specs(files, tmp_path, model, data, symmetries, task, **kw) -> dict:
+    """Scan toy-domain model ``files[model]`` on ``files[data]``; the symmetry results by spec."""
+    from eqaudit.api import scan
+
+    res = scan(files[model], data=str(files[data]), symmetry=symmetries, task=task, model_factory=dfactory(model),
+               out=str(tmp_path / "out"), device="cpu", **kw)
+    return {s.spec: s for s in res.symmetries}
+
+
 def smooth_images(n: int, seed: int = 0, size: int = H, channels: int = C) -> np.ndarray:
     """(n, C, size, size) float32 smooth random images (low-frequency sums), values around [0, 1]."""
     g = np.random.default_rng(seed)

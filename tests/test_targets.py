@@ -10,18 +10,14 @@ import torch
 from typer.testing import CliRunner
 
 import toy_domains
-from conftest import ROOT, TESTS, smooth_images
+from conftest import dfactory, scan_specs, ROOT, TESTS, smooth_images
 from eqaudit.api import scan
 from eqaudit.cli import app
 from eqaudit.data import load_dataset
 from eqaudit.errors import ConfigError, DataError
 
-DOMAINS = TESTS / "toy_domains.py"
 SAMPLES = ROOT / "sample_models"
 
-
-def dfactory(name: str) -> str:
-    return f"{DOMAINS}:{name}"
 
 
 def gradient(x: np.ndarray) -> np.ndarray:
@@ -79,10 +75,7 @@ def files(tmp_path_factory):
     return out
 
 
-def run(files, tmp_path, model, data, symmetries, task, **kw):
-    res = scan(files[model], data=str(files[data]), symmetry=symmetries, task=task, model_factory=dfactory(model),
-               out=str(tmp_path / "out"), device="cpu", **kw)
-    return {s.spec: s for s in res.symmetries}
+run = scan_specs
 
 
 # ---- known answers ----------------------------------------------------------------------------------------

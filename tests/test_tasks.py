@@ -11,7 +11,7 @@ from torch.testing import assert_close
 from typer.testing import CliRunner
 
 import toy_domains
-from conftest import TESTS, factory, smooth_images
+from conftest import dfactory, scan_specs, TESTS, factory, smooth_images
 from eqaudit import sweep as sweep_module
 from eqaudit.api import scan
 from eqaudit.cli import app
@@ -19,11 +19,7 @@ from eqaudit.errors import ConfigError, SymmetryError
 from eqaudit.symmetries import parse_symmetry
 from eqaudit.symmetries.outputs import box_action, field_action, map_action, map_mask, vector_matrix
 
-DOMAINS = TESTS / "toy_domains.py"
 
-
-def dfactory(name: str) -> str:
-    return f"{DOMAINS}:{name}"
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +50,7 @@ def files(tmp_path_factory):
     return out
 
 
-def run(files, tmp_path, model, data, symmetries, task, **kw):
-    res = scan(files[model], data=str(files[data]), symmetry=symmetries, task=task, model_factory=dfactory(model),
-               out=str(tmp_path / "out"), device="cpu", **kw)
-    return {s.spec: s for s in res.symmetries}
+run = scan_specs
 
 
 # ---- dense ------------------------------------------------------------------------------------------------
