@@ -105,6 +105,10 @@ def extra_lines(result) -> list[str]:
     """Opt-in measurements (local error, layer shares, level at init) and loader notes, one line each."""
     lines = []
     multi = len(result.models) > 1
+    refs = sorted({s.reference for s in result.symmetries} - {"identity"})
+    if refs:
+        what = {"label": "the ground truth (labels or targets)", "consensus": "the orbit's consensus"}
+        lines.append("reference: " + ", ".join(f"{r} ({what.get(r, r)})" for r in refs) + " instead of the untransformed output")
     for info in result.models:
         for note in info.notes:
             if not note.startswith("onnxruntime providers"):

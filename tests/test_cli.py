@@ -262,3 +262,11 @@ def test_trusted_pickle_finds_its_module_beside_the_model(tmp_path, data_npz):
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
     code, output = run("scan", tmp_path / "whole.pt", "--data", data_npz, "-s", "rot90", "--trust", "--out", tmp_path / "o", "--quiet")
     assert code == 0, output
+
+
+def test_a_non_default_reference_is_named_in_the_terminal(model_files, data_npz, tmp_path):
+    code, output = run("scan", model_files["SmallCNN.onnx"], "--data", data_npz, "-s", "rot90", "--reference", "consensus",
+                       "--out", tmp_path / "o")
+    assert code == 0 and "reference: consensus" in output
+    code, output = run("scan", model_files["SmallCNN.onnx"], "--data", data_npz, "-s", "rot90", "--out", tmp_path / "p")
+    assert code == 0 and "reference:" not in output
