@@ -73,6 +73,11 @@ def test_report_in_chromium(browser, report_file):
     page.goto(report_file.as_uri(), wait_until="load")
     assert page.title().startswith("eqaudit report")
     assert page.locator("section#summary table.summary tbody tr").count() == 6
+    # the summary table fits a 1400 px window: no horizontal scrolling to reach level, floor, gates
+    wrap = page.evaluate("""() => { const w = document.querySelector('section#summary .table-wrap');
+                                    return [w.scrollWidth, w.clientWidth]; }""")
+    assert wrap[0] <= wrap[1] + 1, wrap
+    assert page.locator("section#summary table.summary th[title]").count() >= 3  # abbreviated headers explain themselves
 
     # a worst-sample link beside the sample map shows that sample's orbit plot
     link = page.locator("a.worst-link").nth(1)

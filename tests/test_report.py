@@ -329,6 +329,31 @@ def test_sample_map_svg_links_the_worst_samples_and_references_nothing_outside()
     assert ids and all(i.startswith("test-map-") for i in ids)
 
 
+def test_sample_map_labels_stay_inside_the_plot_and_apart():
+    """Worst samples sit at the edge of the map, often on top of each other: their labels stay
+    inside the axes (never behind the colour bar or off the SVG) and do not overlap."""
+    import itertools
+
+    from matplotlib.text import Text
+
+    rng = np.random.default_rng(0)
+    for corner in ([6.0, 0.0], [6.0, 6.0], [-6.0, -6.0], [0.0, -6.0]):
+        coords = rng.normal(size=(120, 2))
+        coords[:4] = np.array(corner) + rng.normal(scale=0.03, size=(4, 2))  # a tight cluster at an edge
+        marks = [(k, f"#{k + 1}", f"#w-{k + 1}") for k in range(4)]
+        fig = plots.sample_map_figure(coords, rng.uniform(size=120), marks, colour_label="orbit mean")
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
+        assert len(boxes) == 4
+        inside = ax.bbox.padded(0.5)
+        for b in boxes:
+            assert inside.x0 <= b.x0 and b.x1 <= inside.x1 and inside.y0 <= b.y0 and b.y1 <= inside.y1, (corner, b)
+            assert b.x1 <= fig.bbox.x1 and b.y1 <= fig.bbox.y1 and b.x0 >= 0 and b.y0 >= 0
+        assert not [(i, j) for i, j in itertools.combinations(range(4), 2) if boxes[i].overlaps(boxes[j])], corner
+
+
 def test_sample_figure_has_orbit_and_thumbnails():
     orbit = _orbit("polar", np.arange(-180, 180, 45)[:, None], [f"{a}°" for a in range(-180, 180, 45)])
     img = np.linspace(0, 1, 64).reshape(8, 8)

@@ -885,9 +885,15 @@ def sample_map_figure(coords: np.ndarray, colour: np.ndarray, marks: Sequence[tu
         rows = np.array([r for r, _, _ in marks], dtype=np.int64)
         ring = ax.scatter(coords[rows, 0], coords[rows, 1], s=80, facecolor="none", edgecolor=BAD_COLOR, linewidths=1.5)
         ring.set_urls([u for _, _, u in marks])
-        for (r, text, url), offset in zip(marks, _label_offsets(ax, coords[rows])):
-            t = ax.annotate(plain_text(text, 12), (coords[r, 0], coords[r, 1]), xytext=offset,
-                            textcoords="offset points", fontsize=8.5, color=BAD_COLOR, fontweight="bold")
+        texts = [plain_text(text, 12) for _, text, _ in marks]
+        fs = 8.5
+        sizes = [_label_size(fig, t, fs) for t in texts]
+        for (r, _, url), text, (w, h), (dx, dy) in zip(marks, texts, sizes, _label_offsets(ax, coords[rows], sizes)):
+            far = np.hypot(max(dx, 0, -dx - w), max(dy, 0, -dy - h)) > LABEL_GAP + 4  # nudged away: draw a leader
+            t = ax.annotate(text, (coords[r, 0], coords[r, 1]), xytext=(dx, dy), textcoords="offset points",
+                            ha="left", va="bottom", fontsize=fs, color=BAD_COLOR, fontweight="bold",
+                            annotation_clip=False, zorder=5,
+                            arrowprops=dict(arrowstyle="-", lw=0.6, color=BAD_COLOR, shrinkA=1, shrinkB=5) if far else None)
             t.set_url(url)
     _colorbar(fig, sc, 3.9, 0.45, 2.95, colour_label)
     ex = explained if explained is not None else np.zeros(2)
@@ -898,26 +904,64 @@ def sample_map_figure(coords: np.ndarray, colour: np.ndarray, marks: Sequence[tu
     return fig
 
 
-def _label_offsets(ax, points: np.ndarray) -> list[tuple[float, float]]:
-    """Greedy label placement for marked points (K, 2): for each, the one of eight offsets (in
-    points) whose label centre lies farthest from the marked points and from labels placed so far."""
-    ax.autoscale_view()
-    fig = ax.figure
+LABEL_GAP = 6.0  # points between a marked point and its label (the ring's radius is about 4.5)
+
+
+def _label_size(fig: Figure, text: str, fontsize: float, weight: str = "bold") -> tuple[float, float]:
+    """Width and height in points of ``text`` as ``fig`` lays it out at ``fontsize``."""
+    t = fig.text(0, 0, text, fontsize=fontsize, fontweight=weight)
+    bb = t.get_window_extent(fig.canvas.get_renderer())
+    t.remove()
     scale = 72.0 / fig.dpi
-    pts = ax.transData.transform(points) * scale  # in points
-    choices = [(7, 5), (7, -13), (-24, 5), (-24, -13), (-8, 10), (-8, -18), (12, -4), (-30, -4)]
+    return float(bb.width * scale), float(bb.height * scale)
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Overlap area of two boxes (x0, y0, x1, y1)."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return float(w * h) if w > 0 and h > 0 else 0.0
+
+
+def _label_offsets(ax, points: np.ndarray, sizes: Sequence[tuple[float, float]] | None = None,
+                   pad: float = 2.0) -> list[tuple[float, float]]:
+    """Label placement for marked points (K, 2) in data coordinates, labels of ``sizes`` (w, h) in
+    points; returns each label's lower-left corner as an offset in points from its point.
+
+    Greedy, in rank order: of the candidate spots around the point (eight directions, then the same
+    farther out, so a crowded label is nudged clear), the one that keeps the label inside the axes
+    (a spot that would cross an edge is slid back inside, which puts it on the side away from that
+    edge), clear of the labels placed so far and of the marked points, and close to its point."""
+    ax.autoscale_view()
+    scale = 72.0 / ax.figure.dpi
+    pts = ax.transData.transform(np.asarray(points, dtype=np.float64).reshape(-1, 2)) * scale  # in points
+    x0, y0, x1, y1 = (np.asarray(ax.bbox.extents) * scale) + np.array([pad, pad, -pad, -pad])
+    sizes = list(sizes) if sizes is not None else [(16.0, 8.0)] * len(pts)
+    ring = 5.0
+    rings = [np.array([q[0] - ring, q[1] - ring, q[0] + ring, q[1] + ring]) for q in pts]
     placed: list[np.ndarray] = []
-    out = []
-    for p in pts:
-        best, best_d = choices[0], -1.0
-        for dx, dy in choices:
-            centre = p + np.array([dx + 8, dy + 4])
-            others = [q for q in pts] + placed
-            d = min(float(np.hypot(*(centre - q))) for q in others) if others else 1e9
-            if d > best_d + 1e-9:
-                best, best_d = (dx, dy), d
-        placed.append(p + np.array([best[0] + 8, best[1] + 4]))
-        out.append(best)
+    out: list[tuple[float, float]] = []
+    dirs = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1)]
+    for k, (p, (w, h)) in enumerate(zip(pts, sizes)):
+        best, best_cost = None, np.inf
+        for step in range(4):
+            gap = LABEL_GAP + step * (h + 2)
+            for order, (ux, uy) in enumerate(dirs):
+                # lower-left corner for a label on side (ux, uy) of the point
+                lx = p[0] + (gap if ux > 0 else -gap - w if ux < 0 else -w / 2)
+                ly = p[1] + (gap if uy > 0 else -gap - h if uy < 0 else -h / 2)
+                cx = min(max(lx, x0), max(x0, x1 - w))
+                cy = min(max(ly, y0), max(y0, y1 - h))
+                box = np.array([cx, cy, cx + w, cy + h])
+                hit = sum(_overlap(box, q + np.array([-1.5, -1.5, 1.5, 1.5])) for q in placed)
+                cover = sum(_overlap(box, q) for q in rings)
+                centre = np.array([cx + w / 2, cy + h / 2])
+                cost = (1000.0 * hit + 20.0 * cover + 4.0 * float(np.hypot(cx - lx, cy - ly))
+                        + float(np.hypot(*(centre - p))) + 0.1 * order)
+                if cost < best_cost - 1e-9:
+                    best, best_cost = box, cost
+        placed.append(best)
+        out.append((float(best[0] - p[0]), float(best[1] - p[1])))
     return out
 
 
