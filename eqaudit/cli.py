@@ -321,8 +321,8 @@ def report(
     State.verbose = verbose
     try:
         result = AuditResult.load(result_file)
-        folder = out_dir or result_file.parent
-        html = render(result, folder, source=result_file.parent)
+        source = result_file if result_file.is_dir() else result_file.parent  # a scan's folder or its result.json
+        html = render(result, out_dir or source, source=source)
     except Exception as exc:
         _fail(exc)
     out.print(f"wrote {html}", markup=False)
