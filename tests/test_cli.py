@@ -271,3 +271,12 @@ def test_a_non_default_reference_is_named_in_the_terminal(model_files, data_npz,
     assert code == 0 and "reference: consensus" in output
     code, output = run("scan", model_files["SmallCNN.onnx"], "--data", data_npz, "-s", "rot90", "--out", tmp_path / "p")
     assert code == 0 and "reference:" not in output
+
+
+def test_help_shows_defaults_and_every_task():
+    code, output = run("scan", "--help")
+    assert code == 0
+    flat = " ".join(output.split())
+    assert "[default: 256]" in flat and "[default: classify]" in flat
+    for task in ("dense", "vector-field", "points", "boxes"):
+        assert task in flat
