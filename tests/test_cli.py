@@ -273,7 +273,8 @@ def test_a_non_default_reference_is_named_in_the_terminal(model_files, data_npz,
     assert code == 0 and "reference:" not in output
 
 
-def test_help_shows_defaults_and_every_task():
+def test_help_shows_defaults_and_every_task(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "240")  # no line breaks inside words such as vector-field
     code, output = run("scan", "--help")
     assert code == 0
     flat = " ".join(output.split())
