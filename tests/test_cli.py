@@ -273,11 +273,12 @@ def test_a_non_default_reference_is_named_in_the_terminal(model_files, data_npz,
     assert code == 0 and "reference:" not in output
 
 
-def test_help_shows_defaults_and_every_task(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "240")  # no line breaks inside words such as vector-field
+def test_help_shows_defaults_and_every_task():
+    import re
+
     code, output = run("scan", "--help")
     assert code == 0
-    flat = " ".join(output.split())
+    flat = re.sub(r"-\s+", "-", " ".join(output.split()))  # help wraps at 80 columns, also after a hyphen
     assert "[default: 256]" in flat and "[default: classify]" in flat
     for task in ("dense", "vector-field", "points", "boxes"):
         assert task in flat
