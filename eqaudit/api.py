@@ -14,7 +14,7 @@ from . import __version__
 from .config import Settings, parse_input_shape, read_toml, resolve, sidecar_for
 from .data import Dataset, load_dataset
 from .errors import ConfigError, EqauditError, PathNotFoundError
-from .gates import Comparison, check_settings_gates, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
+from .gates import Comparison, check_gates_matched, check_settings_gates, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor, varying_column
 from .models import ReshapedInput, load_model, resolve_device
 from .models.base import check_declared_shape
@@ -135,6 +135,7 @@ def run_scan(
         if settings.level_at_init:
             _add_level_at_init(result, adapter, factory, dirs, dataset, symmetries, task, settings, input_shape is not None)
         _apply_gates(result.symmetries[-len(symmetries):], symmetries, settings)  # once every summary key exists
+        check_gates_matched([s.summary for s in result.symmetries[-len(symmetries):]], settings)
         t = result.timing
         t["seconds"] += swept.seconds
         t["model_seconds"] += swept.model_seconds

@@ -108,15 +108,17 @@ def _to_gates(v: Any) -> dict[str, float]:
         items = []
         for p in parts:
             if not isinstance(p, str) or "=" not in p:
-                raise ValueError(f"METRIC=VALUE pairs (got {p!r})")
+                raise ValueError("METRIC=VALUE pairs")
             k, val = p.split("=", 1)
             items.append((k.strip(), val.strip()))
     out = {}
     for k, val in items:
+        text = str(val).strip()
+        scale = 0.01 if text.endswith("%") else 1.0  # 5% = 0.05, as in --gate
         try:
-            out[str(k)] = float(val)
+            out[str(k)] = float(text[:-1] if scale != 1.0 else text) * scale
         except (TypeError, ValueError):
-            raise ValueError(f"a number for {k} (got {val!r})") from None
+            raise ValueError(f"a number or a percentage for {k}") from None
     return out
 
 

@@ -244,6 +244,24 @@ def evaluate_gates(summary: dict, fail_over: Mapping[str, float] | None, specs: 
     return gates
 
 
+def check_gates_matched(summaries: list[dict], settings: Any) -> None:
+    """A gate without a symmetry selector skips symmetries that lack its metric; when no symmetry of
+    the scan has it at all, the gate would check nothing: a usage error (exit 2), not a silent pass."""
+    values = getattr(settings, "values", settings)
+    measured = {k for sm in summaries for k, v in sm.items() if _is_number(v) or v is None}
+    for g in [*fail_over_specs(values.get("fail_over") or {}), *gate_specs(values.get("gates"))]:
+        if g.symmetry is None and g.metric not in measured:
+            where = "--fail-over" if g.origin == "fail_over" else f"gate {g.text()!r}"
+            numeric = sorted(k for sm in summaries for k, v in sm.items() if _is_number(v))
+            close = difflib.get_close_matches(g.metric, numeric, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"{where} names {g.metric!r}, which no symmetry of this scan measures; {hint}measured here: "
+                f"{', '.join(dict.fromkeys(numeric))}. Drop the gate, or add the option that measures it "
+                "(--local for lie_derivative, --level-at-init, or another --task)."
+            )
+
+
 def gates_for(summary: dict, symmetry: Any, settings: Any) -> list[Gate]:
     """The gates ``settings`` (``fail_over`` and ``gates``) put on one symmetry's final summary."""
     values = getattr(settings, "values", settings)

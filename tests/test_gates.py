@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pytest
 
 from eqaudit.errors import ConfigError
@@ -218,3 +219,19 @@ def test_compare_ignores_the_floor_and_notes_different_data(tmp_path, model_file
     assert "floor" not in {row[2] for row in c.rows} and c.passed
     assert any("24 samples" in w and "12" in w for w in c.warnings)
     assert "floor" in {row[2] for row in compare_results(a, b, {"floor": 0.01}).rows}  # unless asked for
+
+
+def test_a_gate_no_symmetry_measures_is_a_usage_error_and_fail_over_takes_percentages(model_files, data_npz, tmp_path):
+    from typer.testing import CliRunner
+
+    from conftest import factory
+    from eqaudit.cli import app
+
+    base = ["scan", str(model_files["SmallCNN"]), "--data", str(data_npz), "-s", "rot90", "--model-factory", factory("SmallCNN"),
+            "--out", str(tmp_path / "o"), "--quiet"]
+    for gate in (["--gate", "epe<=0.1"], ["--gate", "lie_derivative<=1"], ["--fail-over", "level_at_init=0.5"]):
+        res = CliRunner().invoke(app, base + gate)
+        assert res.exit_code == 2 and "no symmetry of this scan measures" in res.output, (gate, res.output)
+    res = CliRunner().invoke(app, base + ["--fail-over", "flip_rate=5%"])
+    gate = json.loads((tmp_path / "o" / "result.json").read_text())["symmetries"][0]["gates"][0]
+    assert gate["threshold"] == pytest.approx(0.05) and res.exit_code == 1
