@@ -117,7 +117,7 @@ def parse_gate(text: str, symmetry: str | None = None) -> GateSpec:
                           "strict bounds are not supported (use <= or >=).")
     left, right = raw[:i].strip(), raw[i + 2 :].strip()
     selector, _, metric = left.rpartition(":")
-    selector, metric = selector.strip(), metric.strip()
+    selector, metric = selector.strip(), metric.strip().lower()  # metric names are lower case
     if not metric.isidentifier():
         raise ConfigError(f"Gate {raw!r}: expected a metric name such as flip_rate before {op}, got {metric!r}.")
     if selector and symmetry:
@@ -437,6 +437,7 @@ def compare_results(base: AuditResult, new: AuditResult, tolerance: Any = DEFAUL
         if other is None:
             missing.append(f"{label} {s.spec}")
             continue
+        label = Path(new.models[other.model].path).name  # the regression belongs to the new model
         for metric, direction in metrics.items():
             b, n = s.summary.get(metric), other.summary.get(metric)
             if not (_is_number(b) and _is_number(n)):

@@ -235,3 +235,16 @@ def test_a_gate_no_symmetry_measures_is_a_usage_error_and_fail_over_takes_percen
     res = CliRunner().invoke(app, base + ["--fail-over", "flip_rate=5%"])
     gate = json.loads((tmp_path / "o" / "result.json").read_text())["symmetries"][0]["gates"][0]
     assert gate["threshold"] == pytest.approx(0.05) and res.exit_code == 1
+
+
+def test_gate_metric_names_ignore_case_and_regressions_name_the_new_model(model_files, data_npz, tmp_path):
+    from conftest import factory
+    from eqaudit.api import scan
+    from eqaudit.gates import compare_results, parse_gate
+
+    assert parse_gate("rot90:FLIP_RATE<=0.5").metric == "flip_rate"
+    common = dict(data=str(data_npz), symmetry=["rot90"])
+    base = scan(model_files["Rot90Averaged"], model_factory=factory("Rot90Averaged"), out=str(tmp_path / "a"), **common)
+    new = scan(model_files["SmallCNN"], model_factory=factory("SmallCNN"), out=str(tmp_path / "b"), **common)
+    c = compare_results(base, new, 0.01)
+    assert c.regressions and {r.model for r in c.regressions} == {"SmallCNN.pt"}
