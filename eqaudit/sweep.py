@@ -157,14 +157,15 @@ def sweep(
     done = 0
     kind: str | None = None
     null_a, null_b = null_pairs(n, seed)
-    wanted = np.zeros(n, dtype=bool)
-    wanted[null_a] = True
-    kept_refs: dict[int, Tensor] = {}  # selection position -> converted reference output (for the null)
+    slot = np.full(n, -1, dtype=np.int64)  # selection position -> row of kept_refs (-1: not kept)
+    slot[null_a] = np.arange(len(null_a))
+    kept_refs: Tensor | None = None  # (M, ...) converted reference outputs of the null's samples
     tables: list[dict[str, np.ndarray]] = []
     t_start = time.perf_counter()
     try:
         with torch.inference_mode():
             for si, sym in enumerate(symmetries):
+                elements = sym.elements.to(device)
                 e_total = sym.n_elements
                 per_batch = max(1, batch_size // e_total)
                 e_chunk = min(e_total, max(1, batch_size // per_batch))
@@ -177,19 +178,21 @@ def sweep(
                         kind = task.setup(raw, output_kind)
                         _check_labels(dataset, raw, task)
                     ref = task.convert(raw)
-                    if si == 0 and wanted[pos].any():
-                        for i in np.nonzero(wanted[pos])[0]:
-                            kept_refs[int(pos[i])] = ref[int(i)].cpu()
+                    rows = slot[pos]
+                    if si == 0 and (rows >= 0).any():
+                        if kept_refs is None:
+                            kept_refs = torch.empty((len(null_a), *ref.shape[1:]), dtype=ref.dtype)
+                        hit = torch.from_numpy(rows >= 0)
+                        kept_refs[torch.from_numpy(rows[rows >= 0])] = ref[hit.to(ref.device)].cpu()
                     targets = dataset.targets_at(pos, device) if use_targets else None
-                    _sweep_batch(caller, task, sym, table, n, pos, x, y, ref, e_chunk, reference, targets)
+                    _sweep_batch(caller, task, sym, elements, table, n, pos, x, y, ref, e_chunk, reference, targets)
                     done += len(pos)
                     if progress is not None:
                         progress(done, total, sym.spec)
                 tables.append(table)
             null = None
             if len(null_a):
-                ra = torch.stack([kept_refs[int(i)] for i in null_a])
-                rb = torch.stack([kept_refs[int(i)] for i in null_b])
+                ra, rb = kept_refs[torch.from_numpy(slot[null_a])], kept_refs[torch.from_numpy(slot[null_b])]
                 null = task.null(ra, rb).cpu().numpy().astype(np.float64)
     except (EqauditError, KeyboardInterrupt) as exc:
         # keep what was measured: the symmetries finished before the failure travel with the error
@@ -199,14 +202,13 @@ def sweep(
     return SweepOutput(tables, kind or "raw", seconds, caller.seconds, caller.evals, null, null_a)
 
 
-def _sweep_batch(caller, task: Task, sym: Symmetry, table: dict[str, np.ndarray], n: int, pos: np.ndarray, x: Tensor,
-                 y: Tensor | None, ref_out: Tensor, e_chunk: int, reference: str, targets: Tensor | None = None) -> None:
+def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dict[str, np.ndarray], n: int, pos: np.ndarray,
+                 x: Tensor, y: Tensor | None, ref_out: Tensor, e_chunk: int, reference: str, targets: Tensor | None = None) -> None:
     """All elements of ``sym`` on one batch x (B, ...): fills table[key][pos, :] for every metric.
 
-    ref_out (B, ...) is the converted f(x); targets (B, ...) the ground truth for the label reference, or None. Chunks of ``e_chunk`` elements go through the model in one
-    call each; with the consensus reference a first pass over the chunks builds the reference."""
-    device = x.device
-    elements = sym.elements.to(device)
+    elements (E, D) on the device; ref_out (B, ...) the converted f(x); targets (B, ...) the ground truth
+    for the label reference, or None. Chunks of ``e_chunk`` elements go through the model in one call
+    each; with the consensus reference a first pass over the chunks builds the reference."""
     identity = elements[sym.identity_index : sym.identity_index + 1]
     e_total = sym.n_elements
     chunks = [slice(s, min(s + e_chunk, e_total)) for s in range(0, e_total, e_chunk)]
