@@ -228,24 +228,16 @@ def summarize_orbit(
     summary: dict[str, float | None] = {}
     n_el = table[main].shape[1]
     elements: list[dict] = [{} for _ in range(n_el)]
-    for name, key in means:
+    reductions = [(name, key, np.mean) for name, key in [*means, ("floor", "floor")]]
+    reductions += [(name, key, np.max) for name, key in maxima]
+    for name, key, reduce in reductions:
         if key in table:
             vals = table[key].astype(np.float64)
-            summary[name] = float(non_identity(vals, identity_index).mean())
-            for e, v in enumerate(vals.mean(0).tolist()):
-                elements[e][name] = v
-    for name, key in maxima:
-        if key in table:
-            vals = table[key].astype(np.float64)
-            summary[name] = float(non_identity(vals, identity_index).max())
-            for e, v in enumerate(vals.max(0).tolist()):
+            summary[name] = float(reduce(non_identity(vals, identity_index)))
+            for e, v in enumerate(reduce(vals, axis=0).tolist()):
                 elements[e][name] = v
     if "floor" in table:
-        floor = table["floor"].astype(np.float64)
-        summary["floor"] = float(non_identity(floor, identity_index).mean())
-        for e, v in enumerate(floor.mean(0).tolist()):
-            elements[e]["floor"] = v
-        resolved = resolved_above_floor(table[main], floor)
+        resolved = resolved_above_floor(table[main], table["floor"])
         for e, r in enumerate(resolved):
             elements[e]["resolved"] = bool(r)
         summary["unresolved_elements"] = int((~non_identity(resolved[None], identity_index)).sum())
