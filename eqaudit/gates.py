@@ -172,11 +172,6 @@ def _unknown_metric(metric: str, where: str, candidates: Iterable[str]) -> Confi
     return ConfigError(f"Unknown gate metric {metric!r} in {where}; {hint}")
 
 
-def check_gate_metrics(fail_over: dict[str, float], has_labels: bool, label_metrics: frozenset[str] = frozenset()) -> None:
-    """Reject ``--fail-over`` gates on unknown metrics, or on label metrics when the data has no labels."""
-    check_gates(fail_over_specs(fail_over), has_labels=has_labels, label_metrics=label_metrics)
-
-
 def check_gates(
     specs: list[GateSpec],
     *,

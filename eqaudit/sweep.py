@@ -105,7 +105,6 @@ class SweepOutput:
     model_seconds: float
     model_evals: int
     null: np.ndarray | None = None  # (M,) main metric between reference outputs of different inputs
-    null_positions: np.ndarray | None = None  # (M,) selection positions the null was measured on
     notes: list[str] = field(default_factory=list)
 
 
@@ -199,7 +198,7 @@ def sweep(
         exc.partial = SweepOutput(tables, kind or "raw", time.perf_counter() - t_start, caller.seconds, caller.evals)
         raise
     seconds = time.perf_counter() - t_start
-    return SweepOutput(tables, kind or "raw", seconds, caller.seconds, caller.evals, null, null_a)
+    return SweepOutput(tables, kind or "raw", seconds, caller.seconds, caller.evals, null)
 
 
 def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dict[str, np.ndarray], n: int, pos: np.ndarray,

@@ -33,7 +33,6 @@ from matplotlib.figure import Figure
 
 # Model colours (Okabe-Ito, colour-blind safe), model i gets MODEL_COLORS[i % len].
 MODEL_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
-FLOOR_COLOR = "#7a7a7a"
 BAD_COLOR = "#c62828"
 
 

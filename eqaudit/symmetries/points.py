@@ -511,11 +511,6 @@ class Permute(PointSymmetry):
         if not self.bound or self.elements.shape[1] != p:
             self._build(self.params, p)
 
-    def bind(self, points: int) -> "Permute":
-        """Draw the permutations for clouds of ``points`` points (what check_input does); returns self."""
-        self.check_input((int(points), 3))
-        return self
-
     def point_permutation(self, elements: Tensor) -> Tensor:
         return elements.round().to(torch.int64)
 
