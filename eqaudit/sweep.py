@@ -70,15 +70,12 @@ class ModelCaller:
             try:
                 out = self.model(part)
                 self._sync()
-            except EqauditError as exc:
-                if _is_oom(exc) and step > 1:
-                    step = self._back_off(step)
-                    continue
-                raise
             except Exception as exc:
                 if _is_oom(exc) and step > 1:
                     step = self._back_off(step)
                     continue
+                if isinstance(exc, EqauditError):  # already says what went wrong (e.g. an ONNX adapter's error)
+                    raise
                 raise ModelRunError(
                     f"The model failed on a batch of shape {tuple(part.shape)}: {type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}; check that --data (and --input-shape) match the model's input."
