@@ -22,7 +22,7 @@ from .report.io import write_bytes_atomic, write_text_atomic
 from .result import ORBITS_FILE, AuditResult, DataInfo, ModelInfo, SymmetryResult
 from .sweep import Progress, SweepOutput, sweep
 from .symmetries import Symmetry, parse_symmetry
-from .tasks import Task, get_task
+from .tasks import Task, task_for
 
 WORST_SAMPLES = 8
 
@@ -76,7 +76,9 @@ def run_scan(
                            targets_key=settings.targets_key)
     for sym in symmetries:
         sym.check_input(dataset.sample_shape)
-    task = get_task(settings.task)
+    task, out_names = task_for(settings.task, settings.output)
+    if out_names is not None and len(out_names) > 1 and (settings.local or settings.layers):
+        raise ConfigError("Expected one output for --local/--layers, got several --output declarations, do audit one output at a time.")
     task.check_reference(settings.reference, dataset.has_labels, dataset.has_targets, dataset.targets_key)
     check_settings_gates(settings, symmetries, dataset.has_labels, task.label_metrics)
     out_dir = Path(settings.out) if settings.out else default_out(models)
@@ -116,7 +118,8 @@ def run_scan(
             factory=factory,
             search_dirs=dirs,
             trust=settings.trust,
-            output_name=settings.output_name,
+            output_name=settings.output_name or (out_names[0] if out_names and len(out_names) == 1 else None),
+            outputs=out_names,
         )
         check_declared_shape(adapter.info, dataset.stored_shape)
         model = ReshapedInput(adapter, dataset.stored_shape) if input_shape is not None else adapter
@@ -128,7 +131,7 @@ def run_scan(
             if write:
                 _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, task, settings, getattr(exc, "partial", None))
             raise
-        result.models.append(_model_info(adapter, dataset, swept.output_kind))
+        result.models.append(_model_info(adapter, dataset, swept.output_kind, settings.output))
         _add_symmetries(result, orbits, m, symmetries, swept, dataset, task, settings)
         if settings.local or settings.layers:
             _add_local(result, orbits, model, symmetries, dataset, task, settings)
@@ -191,7 +194,7 @@ def _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, tas
         write_outputs(result, orbits, out_dir)
 
 
-def _model_info(adapter, dataset: Dataset, output_kind: str) -> ModelInfo:
+def _model_info(adapter, dataset: Dataset, output_kind: str, outputs: list[str] | None = None) -> ModelInfo:
     return ModelInfo(
         path=adapter.info.path,
         backend=adapter.info.backend,
@@ -201,6 +204,7 @@ def _model_info(adapter, dataset: Dataset, output_kind: str) -> ModelInfo:
         output_name=adapter.info.output_name,
         output_kind=output_kind,
         notes=list(adapter.info.notes),
+        outputs=list(outputs or []),
     )
 
 
@@ -225,7 +229,7 @@ def _add_level_at_init(result, adapter, factory, dirs, dataset: Dataset, symmetr
     info = AdapterInfo(adapter.info.path, "torch", "init", "", str(adapter.device))
     fresh = TorchAdapter(module.to(adapter.device).eval(), info, adapter.device)
     model = ReshapedInput(fresh, dataset.stored_shape) if reshape else fresh
-    init = sweep(model, dataset, symmetries, get_task(task.name), batch_size=settings.batch_size, output_kind=settings.output_kind, seed=settings.seed)
+    init = sweep(model, dataset, symmetries, task_for(settings.task, settings.output)[0], batch_size=settings.batch_size, output_kind=settings.output_kind, seed=settings.seed)
     for s, sym, table in zip(result.symmetries[first:], symmetries, init.tables):
         floor = per_sample_floor(table, task.main_metric, sym.identity_index)
         lv = estimate_level(table[task.main_metric], floor, init.null, sym.identity_index, seed=settings.seed)
@@ -295,6 +299,7 @@ def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepO
                 per_element=per_element,
                 task=task.name,
                 reference=settings.reference,
+                main_metric=task.main_metric,
             )
         )
         for key, arr in table.items():

@@ -200,7 +200,9 @@ def step_summary(result: AuditResult | None, comparison: Comparison | None = Non
     if result is not None:
         parts.append(f"{result.data.n_samples} samples from {_cell(Path(result.data.path).name)}, seed {result.seed}, "
                      f"device {_cell(result.device)}")
-        present = [m for m in SUMMARY_METRICS if any(isinstance(s.summary.get(m), (int, float)) for s in result.symmetries)][:4]
+        raw = ("equivariance_error", "max_abs_error")  # raw logits of classifier outputs: in the JSON, not the summary table
+        present = [m for m in SUMMARY_METRICS if any(isinstance(s.summary.get(m), (int, float)) and not (m in raw and "prob_tv" in s.summary)
+                                                     for s in result.symmetries)][:4]
         has_level = any("level" in s.summary for s in result.symmetries)
         cols = ["model", "symmetry", *present, *(["level [CI]"] if has_level else []), "gates"]
         rows = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]

@@ -56,10 +56,36 @@ def _fmt(v, pct: bool = False) -> str:
 
 # (header, summary key, shown as percent); a column appears when any row has a value for it
 METRIC_COLUMNS = [
-    ("flip rate", "flip_rate", True), ("prob shift", "prob_tv", False), ("equiv. error", "equivariance_error", False),
+    ("flip rate", "flip_rate", True), ("prob shift", "prob_tv", False), ("logit err", "logit_error", False),
+    ("equiv. error", "equivariance_error", False),
     ("max abs err", "max_abs_error", False), ("EPE", "epe", False), ("IoU", "iou", False), ("mean IoU", "mean_iou", False),
     ("accuracy", "accuracy", True), ("worst-case acc", "worst_case_accuracy", True),
 ]
+
+
+RAW_KEYS = ("equivariance_error", "max_abs_error")  # for classifier outputs these raw-logit values stay in the JSON/report
+
+
+def _cell(sm: dict, key: str):
+    """The terminal's value of a summary key (None: an empty cell)."""
+    if key in RAW_KEYS and "prob_tv" in sm:
+        return None
+    return sm.get(key)
+
+
+def _columns(result) -> list[tuple[str, str, bool]]:
+    """METRIC_COLUMNS that some row fills, then one column per declared output's main error
+    (``energy.equivariance_error``, ``vote.flip_rate``) for scans with several outputs."""
+    shown = [c for c in METRIC_COLUMNS if any(_cell(s.summary, c[1]) is not None for s in result.symmetries)]
+    headers = {k: (h, pct) for h, k, pct in METRIC_COLUMNS}
+    seen: dict[str, tuple[str, str, bool]] = {}
+    for s in result.symmetries:
+        for key, v in s.summary.items():
+            name, _, metric = key.partition(".")
+            if metric in ("flip_rate", "equivariance_error") and name and isinstance(v, (int, float)) and key not in seen:
+                h, pct = headers[metric]
+                seen[key] = (f"{name} {h}", key, pct)
+    return shown + list(seen.values())
 
 
 def _level_text(sm: dict) -> str:
@@ -83,7 +109,7 @@ def print_summary(result) -> None:
         table.add_column("model", overflow="fold")
     table.add_column("symmetry", overflow="fold")
     table.add_column("exact", justify="center")
-    shown = [c for c in METRIC_COLUMNS if any(s.summary.get(c[1]) is not None for s in result.symmetries)]
+    shown = _columns(result)
     for header, _, _ in shown:
         table.add_column(header, justify="right", overflow="fold")
     for header in ("floor", "level [95% CI]", "gates"):
@@ -92,7 +118,7 @@ def print_summary(result) -> None:
         sm = s.summary
         floor = _fmt(sm.get("floor")) + ("" if s.exact else f" ({sm.get('unresolved_elements', 0)} unres.)")
         gates = ", ".join(("[green]pass[/]" if g.passed else "[red]FAIL[/]") + f" {escape(g.metric)}" for g in s.gates) or "–"
-        row = [escape(s.spec), "yes" if s.exact else "no", *(_fmt(sm.get(k), pct) for _, k, pct in shown), floor, _level_text(sm), gates]
+        row = [escape(s.spec), "yes" if s.exact else "no", *(_fmt(_cell(sm, k), pct) for _, k, pct in shown), floor, _level_text(sm), gates]
         table.add_row(*([escape(Path(result.models[s.model].path).name)] if multi else []), *row)
     out.print(table)
     for m, info in enumerate(result.models):
@@ -139,7 +165,7 @@ def scan(
     models: Annotated[list[Path], typer.Argument(help="model files: .pt/.pth state dict, .pt2 export, .onnx", show_default=False)],
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="dataset PATH[:KEY] (.npz, .npy, .pt, image folder)")] = None,
     symmetry: Annotated[Optional[list[str]], typer.Option("--symmetry", "-s", help="symmetry spec, repeatable (see `eqaudit symmetries`)")] = None,
-    task: Annotated[Optional[str], typer.Option(help="what the model outputs: classify, dense, vector-field, points or boxes [default: classify]")] = None,
+    task: Annotated[Optional[str], typer.Option(help="what the model outputs: classify, binary, dense, vector-field, points or boxes [default: classify]")] = None,
     reference: Annotated[Optional[str], typer.Option(help="compare against: identity, label or consensus [default: identity]")] = None,
     targets_key: Annotated[Optional[str], typer.Option(help="array of ground-truth outputs in the data file, for --reference label with non-classifier tasks [default: targets]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
@@ -156,6 +182,7 @@ def scan(
     input_shape: Annotated[Optional[str], typer.Option(help="per-sample shape for flat inputs, e.g. 1x8x8")] = None,
     output_name: Annotated[Optional[str], typer.Option(help="which output of a multi-output model to audit")] = None,
     output_kind: Annotated[Optional[str], typer.Option(help="auto, logits or probabilities [default: auto]")] = None,
+    output: Annotated[Optional[list[str]], typer.Option("--output", "-o", help="declare how the group acts on an output, [NAME=]TYPE, repeatable: invariant, label-perm:GEN=i,j,..., binary, vector, pseudovector, vector-per-point, scalar-per-point, map, field, boxes (replaces --task)")] = None,
     model_factory: Annotated[Optional[str], typer.Option(help="module:callable building the architecture for a state dict")] = None,
     local: Annotated[bool, typer.Option("--local", help="also measure the Lie derivative (local error) at the identity")] = False,
     layers: Annotated[bool, typer.Option("--layers", help="attribute the local error to layers (torch models; implies --local)")] = False,
@@ -173,7 +200,7 @@ def scan(
     flags = {
         "data": data, "symmetry": symmetry or None, "task": task, "device": device, "batch_size": batch_size,
         "limit": limit, "seed": seed, "out": str(out_dir) if out_dir else None, "fail_over": fail_over or None,
-        "input_shape": input_shape, "output_name": output_name, "output_kind": output_kind,
+        "input_shape": input_shape, "output_name": output_name, "output_kind": output_kind, "output": output or None,
         "model_factory": model_factory, "trust": True if trust else None, "reference": reference,
         "targets_key": targets_key,
         "local": True if (local or layers) else None, "layers": True if layers else None, "extent_tolerance": extent_tolerance, "level_at_init": True if level_at_init else None,

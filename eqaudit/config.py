@@ -68,6 +68,13 @@ def _to_list(v: Any) -> list[str]:
     raise ValueError("a list of strings")
 
 
+def _to_words(v: Any) -> list[str]:
+    """A list of strings, or one string split on whitespace only (';' and ',' belong to the items)."""
+    if isinstance(v, str):
+        return v.split()
+    return _to_list(v)
+
+
 def _split_specs(s: str) -> list[str]:
     """Split 'rot90;rotate:step=15' or 'rot90 rotate:step=15' (';' or whitespace; commas belong to specs)."""
     return [p for chunk in s.split(";") for p in chunk.split()]
@@ -169,6 +176,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("junit_xml", None, _to_str, "write a JUnit XML file (one test case per gate and baseline metric)", is_path=True),
         Setting("input_shape", None, _to_str, "per-sample shape for flat inputs, e.g. 1x8x8"),
         Setting("output_name", None, _to_str, "which output of a multi-output model to audit"),
+        Setting("output", [], _to_words, "declared output types [NAME=]TYPE (invariant, label-perm:GEN=i,j,..., binary, vector, pseudovector, ...); replaces --task"),
         Setting("output_kind", "auto", _to_str, "classifier outputs: auto, logits or probabilities"),
         Setting("model_factory", None, _to_str, "module:callable that builds the architecture of a state dict"),
         Setting("local", False, _to_bool, "also measure the Lie derivative (local error) at the identity"),

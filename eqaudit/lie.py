@@ -58,18 +58,19 @@ def directional_derivatives(model, task: Task, x: Tensor, v: Tensor) -> tuple[Te
     if forward is not None:
         try:
             with torch.enable_grad():
-                out, d = torch.func.jvp(lambda inp: task.convert(forward(inp)), (x,), (v.to(x.dtype),))
+                out, d = torch.func.jvp(lambda inp: task.lie_view(task.convert(forward(inp))), (x,), (v.to(x.dtype),))
             return out.detach(), d.detach(), "autograd (forward-mode jvp)"
         except (RuntimeError, NotImplementedError, TypeError):
             pass  # e.g. TorchScript or an op without forward-mode AD: fall back to differences
     scale = float(x.abs().max()) or 1.0
     vmax = float(v.abs().max())
     if vmax == 0.0:
-        ref = task.convert(model(x))
+        ref = task.lie_view(task.convert(model(x)))
         return ref, torch.zeros_like(ref), "central difference (approximate)"
     eps = FD_RELATIVE_STEP * scale / vmax
     step = (eps * v).to(x.dtype)
-    plus, minus, ref = task.convert(model(x + step)), task.convert(model(x - step)), task.convert(model(x))
+    view = lambda inp: task.lie_view(task.convert(model(inp)))  # noqa: E731
+    plus, minus, ref = view(x + step), view(x - step), view(x)
     return ref, (plus - minus) / (2 * eps), "central difference (approximate)"
 
 
@@ -125,7 +126,7 @@ class _Spaces:
             out_tangent = getattr(self.task, "output_tangent", None)
             if out_tangent is None:
                 return torch.zeros_like(h)
-            return out_tangent(self.sym, name, self.task.convert(h.detach())).to(h.dtype)
+            return out_tangent(self.sym, name, self.task.lie_view(self.task.convert(h.detach()))).to(h.dtype)
         if self.sym.domain == "image" and h.ndim == 4 and h.shape[-1] > 1 and h.shape[-2] > 1:
             if self.sym.name == "rotate" and h.shape[-1] != h.shape[-2]:
                 return torch.zeros_like(h)
@@ -217,7 +218,7 @@ def _term(forward, task: Task, layer: nn.Module, spaces: _Spaces, gname: str, x:
             _, jv = torch.func.jvp(layer.forward, (h,), (spaces.tangent(gname, h, _role(h, x, "input")),))
         own.append(jv.detach() - spaces.tangent(gname, out, _role(out, final, "output")))
     if not own:
-        return torch.zeros_like(task.convert(forward(x)))
+        return torch.zeros_like(task.lie_view(task.convert(forward(x))))
     calls = iter(own)
 
     def inject(mod, inputs, output):
@@ -230,7 +231,7 @@ def _term(forward, task: Task, layer: nn.Module, spaces: _Spaces, gname: str, x:
     handle = layer.register_forward_hook(inject)
     try:
         with torch.no_grad(), fwAD.dual_level():
-            out = task.convert(forward(x))
+            out = task.lie_view(task.convert(forward(x)))
             tangent = fwAD.unpack_dual(out).tangent
     finally:
         handle.remove()

@@ -19,6 +19,7 @@ DIRECTION: dict[str, int] = {
     "floor_flip_rate": -1,
     "equivariance_error": -1,
     "max_abs_error": -1,
+    "logit_error": -1,
     "accuracy": +1,
     "clean_accuracy": +1,
     "worst_case_accuracy": +1,
@@ -55,20 +56,34 @@ def prob_tv(p: Tensor, q: Tensor) -> Tensor:
 def classify_per_sample(p_ref: Tensor, p: Tensor, y: Tensor | None) -> dict[str, Tensor]:
     """Per-(element, sample) classifier metrics.
 
-    p_ref (B, K) reference probabilities, p (E, B, K) probabilities of the transformed inputs,
-    y (B,) labels or None. Returns (E, B) tensors: prob_tv (half L1 distance), flipped (argmax
-    differs from the reference's), pred (argmax), and with labels correct and true_class_prob.
+    p_ref (B, K) reference probabilities, or (E, B, K) when the reference differs per element (the
+    classes are permuted by the group, ``label-perm`` outputs), p (E, B, K) probabilities of the
+    transformed inputs, y (B,) or (E, B) labels (the true class of each transformed input) or None.
+    Returns (E, B) tensors: prob_tv (half L1 distance), flipped (argmax differs from the reference's),
+    pred (argmax), and with labels correct and true_class_prob.
     """
+    if p_ref.dim() < p.dim():
+        p_ref = p_ref.unsqueeze(0)
     pred = p.argmax(-1)
     out = {
-        "prob_tv": prob_tv(p, p_ref.unsqueeze(0)),
-        "flipped": pred != p_ref.argmax(-1).unsqueeze(0),
+        "prob_tv": prob_tv(p, p_ref),
+        "flipped": pred != p_ref.argmax(-1),
         "pred": pred,
     }
     if y is not None:
-        out["correct"] = pred == y.unsqueeze(0)
-        out["true_class_prob"] = p.gather(-1, y.view(1, -1, 1).expand(p.shape[0], -1, 1)).squeeze(-1)
+        y = torch.broadcast_to(y, pred.shape)
+        out["correct"] = pred == y
+        out["true_class_prob"] = p.gather(-1, y.unsqueeze(-1)).squeeze(-1)
     return out
+
+
+def centred_logits(out: Tensor, kind: str) -> Tensor:
+    """(..., K) logits or probabilities -> float64 log-scores with their mean over classes removed (the
+    softmax is blind to a common shift, so centring makes equal predictions equal vectors)."""
+    z = out.double()
+    if kind == "probabilities":
+        z = torch.log(z.clamp_min(1e-300))
+    return z - z.mean(-1, keepdim=True)
 
 
 def non_identity(arr: np.ndarray, identity_index: int) -> np.ndarray:
@@ -81,7 +96,9 @@ def summarize_classify(table: dict[str, np.ndarray], identity_index: int) -> tup
     summary, elements = summarize_orbit(
         table, identity_index, "prob_tv",
         means=[("flip_rate", "flipped"), ("prob_tv", "prob_tv"), ("accuracy", "correct"),
-               ("true_class_prob", "true_class_prob"), ("floor_flip_rate", "floor_flipped")],
+               ("true_class_prob", "true_class_prob"), ("floor_flip_rate", "floor_flipped"),
+               ("logit_error", "logit_error"), ("equivariance_error", "equivariance_error")],
+        maxima=[("max_abs_error", "max_abs_error")],
     )
     if "correct" in table:
         summary["worst_case_accuracy"] = float(table["correct"].all(1).mean())

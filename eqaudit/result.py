@@ -37,6 +37,7 @@ class ModelInfo:
     output_name: str | None = None
     output_kind: str = "logits"  # "logits" | "probabilities"
     notes: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # --output declarations as given, e.g. ["energy=invariant"]
 
 
 @dataclass
@@ -82,6 +83,7 @@ class SymmetryResult:
     per_element: list[dict[str, Any]]
     task: str = "classify"
     reference: str = "identity"
+    main_metric: str = ""  # the metric behind floor, null, level and the worst samples (e.g. "energy.equivariance_error")
     gates: list[Gate] = field(default_factory=list)
     passed: bool = True
 

@@ -84,7 +84,11 @@ class ModelCaller:
             self.evals += int(part.shape[0])
             outs.append(out)
             i += int(part.shape[0])
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        if len(outs) == 1:
+            return outs[0]
+        if isinstance(outs[0], Tensor):
+            return torch.cat(outs)
+        return tuple(torch.cat(parts) for parts in zip(*outs))  # several outputs: each joined on its own
 
     def _back_off(self, step: int) -> int:
         step = max(1, step // 2)
@@ -228,14 +232,14 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
         if not sym.exact:
             back = _evaluate(caller, task, sym.round_trip(x, el))
             floor = task.compare(ref_out, back, sym, identity.expand(back.shape[0], -1), x, None)
-            for key, target in task.floor_keys().items():
+            for key, target in task.floor_pairs():
                 if key in floor:
                     values[target] = floor[key]
         elif reference != "identity" and sl.start <= sym.identity_index < sl.stop:
             # exact action, other reference: the floor is the identity element's output against f(x)
             i = sym.identity_index - sl.start
             floor = task.compare(ref_out, out[i : i + 1], sym, identity, x, None)
-            for key, target in task.floor_keys().items():
+            for key, target in task.floor_pairs():
                 if key in floor:
                     _store(table, target, n, e_total, pos, slice(0, e_total), floor[key].expand(e_total, -1))
         for key, v in values.items():
@@ -254,7 +258,9 @@ def _evaluate(caller: ModelCaller, task: Task, xg: Tensor) -> Tensor:
     """xg (E, B, ...) -> converted outputs (E, B, ...) with one model call."""
     e, b = xg.shape[:2]
     out = caller(xg.reshape(e * b, *xg.shape[2:]))
-    return task.convert(out.reshape(e, b, *out.shape[1:]))
+    if isinstance(out, Tensor):
+        return task.convert(out.reshape(e, b, *out.shape[1:]))
+    return task.convert(tuple(o.reshape(e, b, *o.shape[1:]) for o in out))
 
 
 def _np_dtype(v: Tensor):
@@ -265,14 +271,14 @@ def _np_dtype(v: Tensor):
     return np.float32  # relative precision 6e-8 is plenty, and halves the table
 
 
-def _check_finite(out: Tensor) -> None:
-    if not torch.isfinite(out).all():
+def _check_finite(out: Tensor | tuple[Tensor, ...]) -> None:
+    if not all(bool(torch.isfinite(o).all()) for o in ((out,) if isinstance(out, Tensor) else out)):
         raise ModelRunError("The model returned NaN or infinite outputs on the unmodified data; check the model and the input range.")
 
 
 def _check_labels(dataset: Dataset, raw: Tensor, task: Task) -> None:
     """Labels index classes: for classifiers they must lie in 0..K-1 and match the class names."""
-    if task.name != "classify":
+    if task.name != "classify" or not isinstance(raw, Tensor) or raw.ndim != 2:
         return
     n_classes = int(raw.shape[1])
     if dataset.y is not None:

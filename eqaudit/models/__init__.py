@@ -20,8 +20,17 @@ def load_model(
     search_dirs: list[Path] | None = None,
     trust: bool = False,
     output_name: str | None = None,
+    outputs: list[str | None] | None = None,
 ) -> ModelAdapter:
-    """Load a model file by its suffix (.onnx, or a torch format sniffed from its content)."""
+    """Load a model file by its suffix (.onnx, or a torch format sniffed from its content); with
+    ``outputs`` (several declared outputs: names, or None for "by position") it returns a tuple."""
+    adapter = _load(path, device, factory=factory, search_dirs=search_dirs, trust=trust, output_name=output_name)
+    if outputs is not None and len(outputs) > 1:
+        adapter.select(list(outputs))
+    return adapter
+
+
+def _load(path, device, *, factory, search_dirs, trust, output_name) -> ModelAdapter:
     path = Path(path)
     if not path.exists():
         raise PathNotFoundError(f"Model file {str(path)!r} does not exist; check the path.")

@@ -22,6 +22,7 @@ class AdapterInfo:
     device: str
     output_name: str | None = None
     output_names: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # several declared outputs, returned as a tuple in this order
     notes: list[str] = field(default_factory=list)
     declared_shape: list[int | None] | None = None  # per-sample input shape the file declares (None: unknown dim)
 
@@ -71,6 +72,9 @@ class ReshapedInput:
 
     def __call__(self, batch: Tensor) -> Tensor:
         return self.inner(batch.reshape(batch.shape[0], *self.model_shape))
+
+    def select(self, names: list[str | None]) -> None:
+        self.inner.select(names)
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:

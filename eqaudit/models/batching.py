@@ -21,5 +21,8 @@ def call_fixed_batch(fn: Callable[[Tensor], Tensor], batch: Tensor, fixed: int |
         if n < fixed:
             pad = part.new_zeros((fixed - n, *part.shape[1:]))
             part = torch.cat([part, pad])
-        outs.append(fn(part)[:n])
-    return torch.cat(outs)
+        out = fn(part)
+        outs.append(out[:n] if isinstance(out, Tensor) else tuple(o[:n] for o in out))
+    if isinstance(outs[0], Tensor):
+        return torch.cat(outs)
+    return tuple(torch.cat(parts) for parts in zip(*outs))  # several outputs, each joined on its own

@@ -29,8 +29,32 @@ class OnnxAdapter:
         self.input_dtype = input_dtype
         self.fixed_batch = fixed_batch
 
-    def _run(self, batch: Tensor) -> Tensor:
+    run_names: list[str] | None = None  # several declared outputs, returned as a tuple (select())
+
+    def select(self, names: list[str | None]) -> None:
+        """Return several outputs as a tuple: each declared name must be an output of the file; an
+        unnamed declaration takes the output at its position."""
+        have = self.info.output_names
+        chosen = []
+        for i, n in enumerate(names):
+            if n is None:
+                if i >= len(have):
+                    raise ConfigError(f"Expected at most {len(have)} --output declarations for {self.info.path!r} (outputs {have}), got {len(names)}.")
+                n = have[i]
+            elif n not in have:
+                raise ConfigError(f"Expected --output NAME=TYPE to name an output of {self.info.path!r} ({', '.join(have)}), got {n!r}.")
+            chosen.append(n)
+        self.run_names = chosen
+        self.info.outputs = chosen
+
+    def _run(self, batch: Tensor) -> Tensor | tuple[Tensor, ...]:
         arr = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy().astype(self.input_dtype, copy=False))
+        if self.run_names is not None:
+            try:
+                outs = self.session.run(self.run_names, {self.input_name: arr})
+            except Exception as exc:
+                raise ModelRunError(f"onnxruntime failed on a batch of shape {tuple(arr.shape)}: {str(exc).splitlines()[0]}") from exc
+            return tuple(torch.from_numpy(np.asarray(o)).to(self.device) for o in outs)
         try:
             (out,) = self.session.run([self.info.output_name], {self.input_name: arr})
         except Exception as exc:

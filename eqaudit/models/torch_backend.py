@@ -38,8 +38,38 @@ class TorchAdapter:
         with torch.inference_mode():
             return call_fixed_batch(self.forward, batch.to(self.device), self.fixed_batch)
 
-    def _pick(self, out: Any) -> Tensor:
-        name = self.info.output_name
+    wanted: list[str | None] | None = None  # several declared outputs, returned as a tuple (select())
+
+    def select(self, names: list[str | None]) -> None:
+        """Return several outputs as a tuple, one per declared name: a dict output by key (None: the i-th
+        key), a tuple output by position (a name that is a number picks that index)."""
+        self.wanted = list(names)
+        self.info.outputs = [n if n is not None else f"#{i}" for i, n in enumerate(names)]
+
+    def _pick(self, out: Any) -> Tensor | tuple[Tensor, ...]:
+        if self.wanted is not None:
+            return tuple(self._pick_one(out, n, i) for i, n in enumerate(self.wanted))
+        return self._pick_one(out, self.info.output_name, None)
+
+    def _pick_one(self, out: Any, name: str | None, position: int | None) -> Tensor:
+        if position is not None:
+            if isinstance(out, dict):
+                keys = list(out)
+                if name is None and position < len(keys):
+                    return out[keys[position]]
+                if name not in out:
+                    raise ConfigError(f"Expected an output named {name!r} (--output), got a model returning {keys}; do name one of those.")
+                return out[name]
+            if isinstance(out, (tuple, list)):
+                idx = int(name) if name is not None and str(name).isdigit() else position
+                if idx >= len(out):
+                    raise ModelRunError(
+                        f"Expected at least {idx + 1} outputs for the declared --output list, got a model returning {len(out)}; "
+                        "do declare one --output per model output."
+                    )
+                return out[idx]
+            raise ModelRunError(f"Expected several outputs (a tuple or dict) for {len(self.wanted)} declared --output types, "
+                                "got one tensor; do declare a single --output.")
         if isinstance(out, Tensor):
             return out
         if isinstance(out, dict):

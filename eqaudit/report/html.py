@@ -55,6 +55,16 @@ SUMMARY_COLUMNS = [
     ("unresolved_elements", "unres.", "unresolved elements: elements whose metric is not clearly above the floor"),
     ("floor_flip_rate", "floor flips", "flip rate of the resampling round trip alone"),
 ]
+# raw-logit values of classifier outputs: kept in result.json and elements.csv, not drawn or tabled
+# (prob. shift, flips and the level say the same thing in the classifier's own terms)
+CLASSIFIER_RAW = frozenset({"equivariance_error", "max_abs_error", "logit_error"})
+
+
+def _shown(key: str, values: dict) -> bool:
+    """Does the report draw or table ``key`` of a summary or per-element row?"""
+    return key in values and not (key in CLASSIFIER_RAW and "prob_tv" in values)
+
+
 _OWN_PLOT = re.compile(r"^[gs]\d+-.*\.(png|svg)$")
 
 
@@ -202,7 +212,7 @@ class _Builder:
             "result": r,
             "models": models,
             "metrics": [{"key": k, "id": _css_id(k), "label": plots.metric_info(k).label} for k in metrics],
-            "summary_columns": [c for c in SUMMARY_COLUMNS if any(c[0] in s.summary for s in r.symmetries)],
+            "summary_columns": [c for c in SUMMARY_COLUMNS if any(_shown(c[0], s.summary) for s in r.symmetries)],
             "has_extent": any(row["extent"] for row in rows),
             "rows": rows,
             "timing": timing,
@@ -221,7 +231,8 @@ class _Builder:
         for s in self.result.symmetries:
             for row in s.per_element:
                 for k, v in row.items():
-                    if k not in NOT_METRICS and k not in keys and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    if (k not in NOT_METRICS and k not in keys and isinstance(v, (int, float)) and not isinstance(v, bool)
+                            and _shown(k, row)):
                         keys.append(k)
         ordered = [k for k in METRIC_ORDER if k in keys] + [k for k in keys if k not in METRIC_ORDER]
         return ordered
@@ -252,6 +263,8 @@ class _Builder:
         }
 
     def _main_metric(self, s: SymmetryResult) -> str:
+        if s.main_metric:
+            return s.main_metric
         """The task's main per-sample metric (worst-sample ranking, floor, sample map)."""
         if s.task not in self.main_metrics:
             try:

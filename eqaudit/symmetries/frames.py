@@ -87,6 +87,9 @@ class Swap(Symmetry):
     def inverse(self, a: Tensor) -> Tensor:
         return a.clone()
 
+    def words(self, elements: Tensor) -> list[list[tuple[str, int]]]:
+        return [[("swap", int(s))] for s in self._s(elements).tolist()]
+
     def vector_matrix(self, elements: Tensor) -> Tensor:
         """(E, 1) -> (E, 2, 2): -I where the frames are swapped (velocities reverse), I otherwise."""
         sign = torch.where(self._s(elements), -1.0, 1.0).to(torch.float64)

@@ -281,6 +281,9 @@ class Rot90(ImageSymmetry):
     def inverse(self, a: Tensor) -> Tensor:
         return torch.remainder(-a, 4)
 
+    def words(self, elements: Tensor) -> list[list[tuple[str, int]]]:
+        return [[("rot90", k)] for k in self._k(elements).tolist()]
+
     def _source_linear(self, elements: Tensor) -> Tensor:
         k = self._k(elements)
         return _dihedral_linear(k, torch.zeros_like(k, dtype=torch.bool), "h")
@@ -331,6 +334,9 @@ class Flip(ImageSymmetry):
 
     def inverse(self, a: Tensor) -> Tensor:
         return a.clone()
+
+    def words(self, elements: Tensor) -> list[list[tuple[str, int]]]:
+        return [[("flip", int(f))] for f in self._f(elements).tolist()]
 
     def _source_linear(self, elements: Tensor) -> Tensor:
         f = self._f(elements)
@@ -390,6 +396,10 @@ class D4(ImageSymmetry):
         f = torch.remainder(a[:, 1].round(), 2)
         k = torch.where(f == 1, torch.remainder(a[:, 0], 4), torch.remainder(-a[:, 0], 4))
         return torch.stack([k, f], dim=1)
+
+    def words(self, elements: Tensor) -> list[list[tuple[str, int]]]:
+        k, f = self._kf(elements)
+        return [[("flip", int(b)), ("rot90", a)] for a, b in zip(k.tolist(), f.tolist())]
 
     def _source_linear(self, elements: Tensor) -> Tensor:
         k, f = self._kf(elements)

@@ -185,3 +185,74 @@ def point_action(sym: Symmetry, out: Tensor, elements: Tensor, *, inverse: bool 
             raise _not_for(f, "3-D vector outputs (point clouds)")
         out = fn(out, el)
     return out.to(torch.float64)
+
+
+def _letter(gen: str, power: int, perms: dict[str, Tensor], label: str) -> tuple[str | None, int]:
+    """A word's letter -> (declared generator, power), or (None, 0) when it leaves the classes alone."""
+    if gen in perms:
+        return gen, power
+    if gen == "rot180" and "rot90" in perms:
+        return "rot90", 2 * power
+    if gen == "rot90" and "rot180" in perms:
+        if power % 2:
+            raise SymmetryError(
+                f"Expected a class permutation for the quarter turn of element {label}, got one for rot180 only, "
+                "do declare rot90=... as well (or audit with rot180)"
+            )
+        return "rot180", power // 2
+    return None, 0
+
+
+def label_map(sym: Symmetry, elements: Tensor, perms: dict[str, Tensor], *, inverse: bool = False) -> Tensor:
+    """(E, D) -> (E, K) int64: the class that class i becomes under each element (or its inverse), from
+    one permutation of the K classes per named generator (``perms[gen][i]`` = image of class i),
+    composed along each element's word (``Symmetry.words``, first letter first). A generator without a
+    declaration leaves the classes alone; ``rot180`` is read as ``rot90`` squared and back when only
+    one of them is declared. Bookkeeping over the E words of a finite group, not a per-sample loop."""
+    n_classes = len(next(iter(perms.values())))
+    ident = torch.arange(n_classes, dtype=torch.int64)
+    rows = []
+    for e, word in enumerate(sym.words(elements.detach().cpu())):
+        c = ident.clone()
+        for gen, power in word:
+            name, times = _letter(gen, power, perms, sym.labels[e] if e < len(sym.labels) else str(e))
+            for _ in range(times if name is not None else 0):
+                c = perms[name][c]
+        rows.append(c)
+    to = torch.stack(rows) if rows else ident.view(0, n_classes)
+    if inverse:
+        to = torch.argsort(to, dim=1)
+    return to.to(elements.device)
+
+
+def permute_classes(scores: Tensor, to: Tensor) -> Tensor:
+    """Move class scores (B, K) or (E, B, K) by the class maps ``to`` (E, K): out[e, b, to[e, i]] = scores[b, i]."""
+    e, k = to.shape
+    if scores.dim() == 2:
+        scores = scores.unsqueeze(0).expand(e, *scores.shape)
+    src = torch.argsort(to, dim=1)  # the class that lands on each slot
+    return torch.gather(scores, -1, src.view(e, 1, k).expand(e, scores.shape[1], k))
+
+
+def parity(sym: Symmetry, elements: Tensor) -> Tensor:
+    """(E, D) -> (E,) float64: det of the 3x3 map each element applies to 3-vectors (-1 for reflections),
+    read off the action on the unit vectors, so any symmetry with a vector action works."""
+    e = elements.shape[0]
+    basis = torch.eye(3, dtype=torch.float64, device=elements.device).expand(e, 3, 3)  # (E, B=3, 3)
+    return torch.linalg.det(point_action(sym, basis, elements))
+
+
+def row_action(sym: Symmetry, out: Tensor, elements: Tensor, *, inverse: bool = False) -> Tensor:
+    """Per-point outputs (E, B, P, ...) -> rows reordered like the input's points (``point_permutation``
+    of every factor that has one); rotations and shifts leave per-point scalars alone."""
+    for f, el in _steps(sym, elements, inverse):
+        fn = getattr(f, "point_permutation", None)
+        if fn is None:
+            raise _not_for(f, "per-point outputs (point clouds)")
+        perm = fn(el)
+        if perm is None:
+            continue
+        e, b, p = out.shape[:3]
+        idx = perm.to(out.device).view(e, 1, p, *([1] * (out.dim() - 3)))
+        out = torch.gather(out, 2, idx.expand(e, b, p, *out.shape[3:]))
+    return out

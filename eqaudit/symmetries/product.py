@@ -102,7 +102,7 @@ class ProductSymmetry(Symmetry):
         Symmetry.__init__(
             self,
             name="*".join(f.name for f in factors),
-            spec="*".join(f.spec for f in factors),
+            spec=getattr(self, "written", None) or "*".join(f.spec for f in factors),
             exact=all(f.exact for f in factors),
             domain=factors[0].domain,
             param_names=tuple(names),
@@ -174,6 +174,11 @@ class ProductSymmetry(Symmetry):
         self._need_commuting("inverse")
         return torch.cat([f.inverse(x) for f, x in zip(self.factors, self.split(a))], dim=1)
 
+    def words(self, elements: Tensor) -> list[list[tuple[str, int]]]:
+        """The factors' words, the last factor's first (it acts first)."""
+        per_factor = [f.words(el) for f, el in zip(self.factors, self.split(elements))]
+        return [[w for fw in reversed(ws) for w in fw] for ws in zip(*per_factor)]
+
     def tangents(self, x: Tensor) -> list[tuple[str, Tensor, str]]:
         """The generators of every continuous factor (names prefixed with the factor when they clash)."""
         out = []
@@ -200,4 +205,11 @@ def parse_product(spec: str, seed: int | None = None) -> ProductSymmetry:
         raise SymmetryError(
             f"Expected a symmetry spec on both sides of every '*' in {spec!r}, got an empty factor, do write e.g. d4*swap"
         )
-    return ProductSymmetry([parse_symmetry(p, seed=seed) for p in parts])
+    product = ProductSymmetry([parse_symmetry(p, seed=seed) for p in parts])
+    names = [f.name for f in product.factors]
+    if len(set(names)) < len(names):
+        # factors of one kind (flip:axis=h*flip:axis=v): the canonical spec would drop a default and read
+        # ambiguously ("flip*flip:axis=v"), so the result keeps the factors as the user wrote them
+        product.written = "*".join(parts)
+        product.spec = product.written
+    return product

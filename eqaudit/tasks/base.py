@@ -49,6 +49,10 @@ class Task(ABC):
         """Raw model output (B, ...) or (E, B, ...) -> the representation that is compared (float64)."""
         return out.double()
 
+    def lie_view(self, converted: Tensor) -> Tensor:
+        """The part of a converted output that Lie derivatives differentiate (all of it by default)."""
+        return converted
+
     @abstractmethod
     def compare(self, ref: Tensor, out: Tensor, sym: Symmetry, elements: Tensor, x: Tensor, y: Tensor | None,
                 ref_class: Tensor | None = None) -> dict[str, Tensor]:
@@ -60,6 +64,10 @@ class Task(ABC):
     def floor_keys(self) -> dict[str, str]:
         """Which compare() results to keep from the round trip, and the table key to store them under."""
         return {self.main_metric: "floor"}
+
+    def floor_pairs(self) -> list[tuple[str, str]]:
+        """(compare() key, table key) pairs the sweep keeps from the round trip; one key may feed several."""
+        return list(self.floor_keys().items())
 
     @abstractmethod
     def null(self, ref_a: Tensor, ref_b: Tensor) -> Tensor:
@@ -154,7 +162,7 @@ class ConsensusAccumulator:
         part, wpart = (canon * w).sum(0), w.sum(0)
         self.total = part if self.total is None else self.total + part
         self.weight = wpart if self.weight is None else self.weight + wpart
-        scores = self.task.class_scores(out)
+        scores = self.task.class_scores(canon)  # votes in the canonical frame (classes moved back for label-perm)
         if scores is not None:
             v = torch.nn.functional.one_hot(scores.argmax(-1), scores.shape[-1]).to(torch.float64).sum(0)
             self.votes = v if self.votes is None else self.votes + v

@@ -7,6 +7,11 @@ forces, centred coordinates), not as positions. Metrics per (element, sample), i
 ``equivariance_error`` (main) and ``max_abs_error``. ``--reference label`` compares with the data's
 true vectors (B, 3) or (B, P, 3), rotated (and permuted) by S_g like f(x).
 
+Declared output types (``--output``) pick a form: ``vector`` (B, 3), ``vector-per-point`` (B, P, 3),
+``pseudovector`` (B, 3) or (B, P, 3), multiplied by det(R) as well (angular momenta, torques, normals
+of oriented surfaces: a reflection flips them), and ``scalar-per-point`` (B, P) or (B, P, 1), whose
+rows are only reordered with the points (per-atom energies, charges).
+
 Shapes: E elements, B batch, P points.
 """
 
@@ -19,7 +24,7 @@ from torch import Tensor
 from ..errors import ModelRunError
 from ..metrics import equivariance_error, max_abs_error, summarize_orbit
 from ..symmetries import Symmetry
-from ..symmetries.outputs import point_action
+from ..symmetries.outputs import parity, point_action, row_action
 from .base import Task
 from .dense import expand, find_generator
 
@@ -31,25 +36,48 @@ class PointsTask(Task):
     main_metric = "equivariance_error"
     supports_targets = True
 
+    FORMS = {"any": "(B, 3) or (B, P, 3)", "vector": "(B, 3)", "vector-per-point": "(B, P, 3)",
+             "scalar-per-point": "(B, P) or (B, P, 1)"}
+
+    def __init__(self, form: str = "any", pseudo: bool = False) -> None:
+        self.form = form
+        self.pseudo = pseudo
+
     def check_output(self, out: Tensor, x: Tensor) -> None:
-        ok = out.shape[0] == x.shape[0] and out.shape[-1] == 3 and out.ndim in (2, 3)
-        if ok and out.ndim == 3 and x.ndim == 3 and out.shape[1] != x.shape[1]:
-            ok = False
-        if not ok:
+        per_point_ok = not (x.ndim == 3 and out.ndim >= 2 and out.shape[1] != x.shape[1])
+        if self.form == "scalar-per-point":
+            ok = out.ndim == 2 or (out.ndim == 3 and out.shape[-1] == 1)
+        else:
+            ok = out.shape[-1] == 3 and {"any": (2, 3), "vector": (2,), "vector-per-point": (3,)}[self.form].__contains__(out.ndim)
+            per_point_ok = per_point_ok or out.ndim == 2
+        if not (ok and per_point_ok and out.shape[0] == x.shape[0]):
             raise ModelRunError(
-                f"Expected point outputs of shape (B, 3) or (B, P, 3) (P = the input's points) for a batch of "
-                f"{tuple(x.shape)} with --task points, got {tuple(out.shape)}; pick another output with --output-name."
+                f"Expected point outputs of shape {self.FORMS[self.form]} (P = the input's points) for a batch of "
+                f"{tuple(x.shape)} ({self.form if self.form != 'any' else '--task points'}), got {tuple(out.shape)}; "
+                "pick another output with --output-name or declare its type with --output."
             )
 
     def setup(self, first: Tensor, output_kind: str) -> str:
-        return "per-point vectors" if first.ndim == 3 else "vectors"
+        if self.form == "scalar-per-point":
+            return "per-point scalars"
+        kind = "per-point vectors" if first.ndim == 3 else "vectors"
+        return kind.replace("vectors", "pseudovectors") if self.pseudo else kind
+
+    def _act(self, sym, out: Tensor, elements: Tensor, inverse: bool = False) -> Tensor:
+        """S_g (or S_g^-1) of outputs (E, B, ...) in float64."""
+        if self.form == "scalar-per-point":
+            return row_action(sym, out.to(torch.float64), elements, inverse=inverse)
+        moved = point_action(sym, out, elements, inverse=inverse)
+        if self.pseudo:  # det(R) is its own inverse
+            moved = moved * parity(sym, elements).view(-1, *([1] * (moved.dim() - 1))).to(moved)
+        return moved
 
     def compare(self, ref, out, sym, elements, x, y, ref_class=None):
-        target = point_action(sym, expand(ref, out.shape[0]), elements)
+        target = self._act(sym, expand(ref, out.shape[0]), elements)
         return {"equivariance_error": equivariance_error(out, target), "max_abs_error": max_abs_error(out, target)}
 
     def canonical(self, out, sym, elements, x):
-        return point_action(sym, out, elements, inverse=True), None
+        return self._act(sym, out, elements, inverse=True), None
 
     def null(self, ref_a: Tensor, ref_b: Tensor) -> Tensor:
         return equivariance_error(ref_a.unsqueeze(0), ref_b.unsqueeze(0))[0]
@@ -63,6 +91,8 @@ class PointsTask(Task):
     def output_tangent(self, sym: Symmetry, name: str, ref: Tensor) -> Tensor:
         """d/dt of the output action along generator ``name``: ref @ G^T for rotations, 0 for shifts."""
         f = find_generator(sym, name)
+        if self.form == "scalar-per-point":
+            f = None  # rotations leave per-point scalars alone
         gen = getattr(f, "generator_matrix", None) if f is not None else None
         g = gen(name.split(".")[-1]) if gen is not None else None
         if g is None:
