@@ -75,6 +75,12 @@ class Symmetry(ABC):
         ``identity_index`` and ``labels`` in step) and say so in ``notes``.
         """
         shape = tuple(int(s) for s in sample_shape)
+        if self.domain == "image" and len(shape) == 2:
+            raise SymmetryError(
+                f"Expected images of shape (C, H, W) for symmetry '{self.spec}', got one sample of shape {shape}, "
+                "do pass --layout NCL (or NLC) if these are 1-D signals (N, C, L), reshape flat inputs with --input-shape "
+                "CxHxW, or pick a symmetry for this kind of data (see `eqaudit symmetries`)"
+            )
         if self.domain == "image" and len(shape) != 3:
             raise SymmetryError(
                 f"Expected images of shape (C, H, W) for symmetry '{self.spec}', got one sample of shape {shape}, "
