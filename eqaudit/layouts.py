@@ -70,7 +70,10 @@ class Layout:
     @property
     def is_identity(self) -> bool:
         """True when the stored sample already is the canonical one (auto, NCHW, NPD)."""
-        return self.name == "auto" or _AXES[self.name][0] == _AXES[self.name][1] and "L" not in _AXES[self.name][0]
+        if self.name == "auto":
+            return True
+        stored, canonical = _AXES[self.name]
+        return stored == canonical and "L" not in stored  # signals gain a unit row even in NCL
 
     def check(self, sample_shape: tuple[int, ...]) -> None:
         """DataError when one stored sample of ``sample_shape`` does not have this layout's rank."""

@@ -794,7 +794,8 @@ class Rotate(_Resampled):
         """On non-square images, note that the quarter turns are resampled (masked), not permuted."""
         super().check_input(sample_shape)
         h, w = int(sample_shape[-2]), int(sample_shape[-1])
-        quarter = self._exact_rows(self.elements, 2, 2) & ~self._exact_rows(self.elements, 1, 2)
+        q = self.elements[:, 0] / 90.0
+        quarter = ((q - q.round()).abs() * 90.0 <= _ANGLE_TOL) & (torch.remainder(q.round(), 2) == 1)  # odd multiples of 90
         if h != w and bool(quarter.any()):
             self.notes.append(
                 f"{self.name} on {h}x{w} images: the quarter turns (±90°) change the shape; they are resampled "
