@@ -15,6 +15,7 @@ from .config import Settings, parse_input_shape, read_toml, resolve, sidecar_for
 from .data import Dataset, load_dataset
 from .errors import ConfigError, EqauditError, PathNotFoundError
 from .gates import Comparison, check_gates_matched, check_settings_gates, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
+from .layouts import LayoutInput
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor, varying_column
 from .models import ReshapedInput, load_model, resolve_device
 from .models.base import check_declared_shape
@@ -73,7 +74,7 @@ def run_scan(
     symmetries = [parse_symmetry(spec, seed=settings.seed) for spec in settings.symmetry]
     input_shape = parse_input_shape(settings.input_shape) if settings.input_shape else None
     dataset = load_dataset(settings.data, limit=settings.limit, seed=settings.seed, input_shape=input_shape,
-                           targets_key=settings.targets_key)
+                           targets_key=settings.targets_key, layout=settings.layout)
     for sym in symmetries:
         sym.check_input(dataset.sample_shape)
     task, out_names = task_for(settings.task, settings.output)
@@ -100,6 +101,7 @@ def run_scan(
             targets_key=dataset.targets_key if dataset.has_targets else None,
             sample_shape=list(dataset.sample_shape),
             classes=dataset.classes,
+            layout=dataset.layout.name,
         ),
         symmetries=[],
         timing={"seconds": 0.0, "model_seconds": 0.0, "model_evals": 0, "evals_per_second": 0.0},
@@ -122,7 +124,7 @@ def run_scan(
             outputs=out_names,
         )
         check_declared_shape(adapter.info, dataset.stored_shape)
-        model = ReshapedInput(adapter, dataset.stored_shape) if input_shape is not None else adapter
+        model = _as_called(adapter, dataset, input_shape is not None)
         try:
             named = None if progress is None else (lambda d, t, w, name=Path(path).name: progress(d, t, f"{name} {w}"))
             swept = sweep(model, dataset, symmetries, task, batch_size=settings.batch_size, output_kind=settings.output_kind,
@@ -194,6 +196,13 @@ def _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, tas
         write_outputs(result, orbits, out_dir)
 
 
+def _as_called(adapter, dataset: Dataset, reshape: bool):
+    """The adapter as the sweep calls it: canonical batches in, moved to the model's own layout
+    (--layout) and reshaped to its flat rows (--input-shape) before each call."""
+    model = ReshapedInput(adapter, dataset.stored_shape) if reshape else adapter
+    return model if dataset.layout.is_identity else LayoutInput(model, dataset.layout)
+
+
 def _model_info(adapter, dataset: Dataset, output_kind: str, outputs: list[str] | None = None) -> ModelInfo:
     return ModelInfo(
         path=adapter.info.path,
@@ -228,7 +237,7 @@ def _add_level_at_init(result, adapter, factory, dirs, dataset: Dataset, symmetr
         module = resolve_factory(factory, dirs)()
     info = AdapterInfo(adapter.info.path, "torch", "init", "", str(adapter.device))
     fresh = TorchAdapter(module.to(adapter.device).eval(), info, adapter.device)
-    model = ReshapedInput(fresh, dataset.stored_shape) if reshape else fresh
+    model = _as_called(fresh, dataset, reshape)
     init = sweep(model, dataset, symmetries, task_for(settings.task, settings.output)[0], batch_size=settings.batch_size, output_kind=settings.output_kind, seed=settings.seed)
     for s, sym, table in zip(result.symmetries[first:], symmetries, init.tables):
         floor = per_sample_floor(table, task.main_metric, sym.identity_index)
@@ -300,6 +309,7 @@ def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepO
                 task=task.name,
                 reference=settings.reference,
                 main_metric=task.main_metric,
+                notes=list(desc.get("notes", [])),
             )
         )
         for key, arr in table.items():

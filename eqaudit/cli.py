@@ -125,6 +125,8 @@ def print_summary(result) -> None:
         out.print(f"fingerprint {escape(Path(info.path).name)}: {escape(fingerprint(result, m))}", highlight=False)
     for line in extra_lines(result):
         out.print(line, markup=False, highlight=False)
+    for note in dict.fromkeys(n for s in result.symmetries for n in s.notes):  # each once, across models
+        out.print(f"note: {note}", style="dim", markup=False, highlight=False)
 
 
 def extra_lines(result) -> list[str]:
@@ -180,6 +182,7 @@ def scan(
     max_regression: Annotated[Optional[list[str]], typer.Option(help="allowed worsening against --baseline: 0.02, 5% or METRIC=VALUE, repeatable [default: 0.01]")] = None,
     junit_xml: Annotated[Optional[Path], typer.Option(help="write a JUnit XML file: one test case per gate and baseline metric")] = None,
     input_shape: Annotated[Optional[str], typer.Option(help="per-sample shape for flat inputs, e.g. 1x8x8")] = None,
+    layout: Annotated[Optional[str], typer.Option(help="axes of the model's input batch: auto, NCHW, NHWC (channels-last), NCL, NLC (1-D signals) or NPD (point sets) [default: auto]")] = None,
     output_name: Annotated[Optional[str], typer.Option(help="which output of a multi-output model to audit")] = None,
     output_kind: Annotated[Optional[str], typer.Option(help="auto, logits or probabilities [default: auto]")] = None,
     output: Annotated[Optional[list[str]], typer.Option("--output", "-o", help="declare how the group acts on an output, [NAME=]TYPE, repeatable: invariant, label-perm:GEN=i,j,..., binary, vector, pseudovector, vector-per-point, scalar-per-point, map, field, boxes (replaces --task)")] = None,
@@ -200,7 +203,7 @@ def scan(
     flags = {
         "data": data, "symmetry": symmetry or None, "task": task, "device": device, "batch_size": batch_size,
         "limit": limit, "seed": seed, "out": str(out_dir) if out_dir else None, "fail_over": fail_over or None,
-        "input_shape": input_shape, "output_name": output_name, "output_kind": output_kind, "output": output or None,
+        "input_shape": input_shape, "layout": layout, "output_name": output_name, "output_kind": output_kind, "output": output or None,
         "model_factory": model_factory, "trust": True if trust else None, "reference": reference,
         "targets_key": targets_key,
         "local": True if (local or layers) else None, "layers": True if layers else None, "extent_tolerance": extent_tolerance, "level_at_init": True if level_at_init else None,
@@ -416,13 +419,14 @@ def symmetries() -> None:
     from .symmetries import catalogue_entries
 
     table = Table(title="eqaudit symmetries", title_justify="left", show_lines=True)
-    for col in ["name", "acts on", "exact", "description", "parameters (default)"]:
+    for col in ["name", "acts on", "layouts", "exact", "description", "parameters (default)"]:
         table.add_column(col)
     for entry in catalogue_entries():
         params = "\n".join(
             f"{p.name}={p.default}" + (f" ({'|'.join(p.choices)})" if p.choices else "") + f": {p.help}" for p in entry.params
         )
-        table.add_row(escape(entry.name), entry.domain, "yes" if entry.exact else "no", escape(entry.description), escape(params) or "–")
+        table.add_row(escape(entry.name), entry.domain, " ".join(entry.layouts) or "–", "yes" if entry.exact else "no",
+                      escape(entry.description), escape(params) or "–")
     out.print(table)
 
 

@@ -129,6 +129,13 @@ def _to_gates(v: Any) -> dict[str, float]:
     return out
 
 
+def _to_layout(v: Any) -> str:
+    """An input layout name (see eqaudit.layouts), case-insensitive: ``nhwc`` -> ``NHWC``."""
+    from .layouts import normalise
+
+    return normalise(v)
+
+
 def _to_gate_list(v: Any) -> list[str]:
     """Gates (see eqaudit.gates): a gate string or a list of them, or a table keyed by symmetry
     (``[gates] rot90 = ["flip_rate <= 0.01"]``); stored as canonical strings ``rot90:flip_rate<=0.01``."""
@@ -175,6 +182,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("max_regression", {}, _to_tolerances, "allowed worsening against the baseline: 0.02, 5% or METRIC=VALUE (default 0.01)"),
         Setting("junit_xml", None, _to_str, "write a JUnit XML file (one test case per gate and baseline metric)", is_path=True),
         Setting("input_shape", None, _to_str, "per-sample shape for flat inputs, e.g. 1x8x8"),
+        Setting("layout", "auto", _to_layout, "axes of the model's input batch: auto, NCHW, NHWC, NCL, NLC or NPD"),
         Setting("output_name", None, _to_str, "which output of a multi-output model to audit"),
         Setting("output", [], _to_words, "declared output types [NAME=]TYPE (invariant, label-perm:GEN=i,j,..., binary, vector, pseudovector, ...); replaces --task"),
         Setting("output_kind", "auto", _to_str, "classifier outputs: auto, logits or probabilities"),

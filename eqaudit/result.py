@@ -51,6 +51,7 @@ class DataInfo:
     key: str | None = None
     has_targets: bool = False  # ground-truth outputs for --reference label (non-classifier tasks)
     targets_key: str | None = None  # the array they were read from
+    layout: str = "auto"  # --layout the data (and model) use; symmetries see the canonical form (see eqaudit.layouts)
 
 
 @dataclass
@@ -86,6 +87,7 @@ class SymmetryResult:
     main_metric: str = ""  # the metric behind floor, null, level and the worst samples (e.g. "energy.equivariance_error")
     gates: list[Gate] = field(default_factory=list)
     passed: bool = True
+    notes: list[str] = field(default_factory=list)  # what check_input said about binding to the data (e.g. a subgroup)
 
 
 @dataclass

@@ -474,13 +474,195 @@ def test_vector_matrix_matches_the_pixel_action():
 # ---- input checks ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", ["rot90", "d4", "rotate"])
-def test_non_square_images_are_refused(spec):
+@pytest.mark.parametrize(
+    "spec, kept, labels",
+    [("rot90", [[0.0], [2.0]], ["0°", "180°"]), ("d4", [[0, 0], [2, 0], [0, 1], [2, 1]], ["r0", "r2", "r0·f", "r2·f"])],
+)
+def test_non_square_images_bind_the_shape_keeping_subgroup(spec, kept, labels):
+    """rot90 and d4 on H != W run on the subgroup that keeps the shape, with a note; square images
+    get the whole group back (check_input rebinds from the constructed elements every time)."""
     sym = parse_symmetry(spec)
+    full = sym.elements.clone()
+    sym.check_input((3, 16, 20))
+    assert sym.spec == spec and sym.name == spec
+    assert sym.elements.tolist() == kept and sym.labels == labels
+    assert sym.identity_index == 0 and sym.describe()["identity_index"] == 0
+    assert len(sym.notes) == 1 and "16x20" in sym.notes[0] and "subgroup" in sym.notes[0]
+    assert sym.describe()["notes"] == sym.notes
     sym.check_input((3, 16, 16))
-    with pytest.raises(SymmetryError, match=r"Expected square images.*got H=16, W=20, do") as err:
-        sym.check_input((3, 16, 20))
+    assert torch.equal(sym.elements, full) and sym.notes == []
+
+
+RECT = (2, 3, 6, 10)  # (B, C, H, W), H != W
+
+
+def _laws_exact(sym: Symmetry, x: torch.Tensor) -> None:
+    """Identity, inverse and composition laws, bit-exact, for an exact symmetry bound to x's shape."""
+    g = sym.elements
+    e = sym.n_elements
+    ident = g[sym.identity_index].expand(e, -1)
+    exact0(sym.act(x, g)[sym.identity_index], x)
+    exact0(sym.compose(g, sym.inverse(g)), ident)
+    exact0(sym.round_trip(x, g), x.unsqueeze(0).expand(e, *x.shape))
+    for shift in range(e):  # every pair (g_i, g_{i+shift})
+        h = g.roll(shift, 0)
+        exact0(sym.apply(sym.act(x, h), g), sym.act(x, sym.compose(g, h)))
+
+
+@pytest.mark.parametrize("spec", ["rot180", "rot90", "d4"])
+def test_group_laws_on_rectangular_images(spec):
+    x = torch.randn(*RECT, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    sym = parse_symmetry(spec)
+    sym.check_input(RECT[1:])
+    _laws_exact(sym, x)
+    # the subgroup is closed: every product is one of its elements
+    rows = {tuple(r) for r in sym.elements.tolist()}
+    g = sym.elements
+    for shift in range(sym.n_elements):
+        assert {tuple(r) for r in sym.compose(g, g.roll(shift, 0)).tolist()} <= rows
+
+
+def test_rot180_matches_torch_on_any_shape_and_turns_vectors_by_minus_identity():
+    sym = parse_symmetry("rot180")
+    assert sym.labels == ["0°", "180°"] and sym.identity_index == 0 and sym.exact
+    for shape in [(2, 3, 6, 10), (1, 1, 7, 5), (2, 2, 8, 8)]:
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+        sym.check_input(shape[1:])
+        exact0(sym.act(x, sym.elements)[1], torch.rot90(x, 2, dims=(-2, -1)))
+        exact0(sym.act(x, sym.elements)[0], x)
+    assert sym.notes == []
+    exact0(sym.vector_matrix(sym.elements)[1], -torch.eye(2, dtype=torch.float64))
+    exact0(sym.compose(sym.elements[1:], sym.elements[1:]), sym.elements[:1])
+
+
+def test_rot90_and_d4_subgroups_are_bit_identical_to_torch_references():
+    x = torch.randn(*RECT, generator=torch.Generator().manual_seed(4))
+    rot = parse_symmetry("rot90")
+    rot.check_input(RECT[1:])
+    out = rot.act(x, rot.elements)
+    exact0(out[1], torch.rot90(x, 2, dims=(-2, -1)))
+    d4 = parse_symmetry("d4")
+    d4.check_input(RECT[1:])
+    out = d4.act(x, d4.elements)
+    refs = [x, torch.rot90(x, 2, dims=(-2, -1)), torch.flip(x, dims=(-1,)), torch.flip(x, dims=(-2,))]
+    for e, ref in enumerate(refs):
+        exact0(out[e], ref)
+    # the mirrors turn displacements like the full group's do
+    exact0(d4.vector_matrix(d4.elements)[3], torch.tensor([[1.0, 0.0], [0.0, -1.0]], dtype=torch.float64))
+
+
+def test_rotate_on_rectangular_images_resamples_the_quarter_turns_with_a_correct_mask():
+    """On H != W the ±90° rows are resampled (no exact permutation exists); their mask covers the
+    overlap of the turned frame, and the round trip is close to the input inside it."""
+    size = (1, 1, 12, 20)
+    sym = parse_symmetry("rotate:step=90")
+    sym.check_input(size[1:])
+    assert any("quarter turns" in n for n in sym.notes)
+    x = smooth_images(1, 1, 32)[..., 2:14, 6:26]  # smooth content, 12 x 20
+    angles = sym.elements[:, 0].tolist()
+    out = sym.act(x, sym.elements)
+    m = sym.mask(x, sym.elements)
+    i90, i180 = angles.index(90.0), angles.index(180.0)
+    exact0(out[i180], torch.rot90(x, 2, dims=(-2, -1)))  # the half turn stays exact
+    assert bool(m[i180].all()) and bool(m[sym.identity_index].all())
+    # the quarter turn keeps the rows of the centred 12 x 12 square (columns 4..15), masks the rest
+    mq = m[i90, 0]
+    assert bool(mq[:, :3].any()) is False and bool(mq[:, 17:].any()) is False
+    assert bool(mq[1:-1, 5:15].all())
+    # inside the mask it is the exact quarter turn of the central square (smooth content: close)
+    centre = x[..., :, 4:16]
+    ref = torch.rot90(centre, 1, dims=(-2, -1))
+    assert max_diff(out[i90][..., 4:16].unsqueeze(0), ref.unsqueeze(0), mq[:, 4:16].view(1, 1, 12, 12), erode_px=1) < RESAMPLED_TOL
+    # round trip (the floor's input) is close to x where it stayed valid
+    back = sym.round_trip(x, sym.elements)
+    mb = both(m, carry_mask(sym, m, sym.inverse(sym.elements)), sym.mask(x, sym.inverse(sym.elements)))
+    assert max_diff(back, x.unsqueeze(0).expand_as(back), mb, erode_px=1) < RESAMPLED_TOL
+    sym.check_input((1, 12, 12))
+    assert sym.notes == []
+
+
+SIGNAL = (2, 3, 1, 16)  # (B, C, 1, L): 1-D signals as one-row images
+
+
+@pytest.mark.parametrize("spec", ["flip", "translate:max=3", "translate:max=4,mode=zero", "translate:axis=x,max=2"])
+def test_group_laws_on_signals(spec):
+    x = torch.randn(*SIGNAL, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    sym = parse_symmetry(spec)
+    sym.check_input(SIGNAL[1:])
+    g = sym.elements
+    assert bool((g[:, 1] == 0).all()) if sym.name == "translate" else True  # shifts along the signal only
+    if sym.name == "translate" and sym.mode == "zero":
+        m = sym.mask(x, g)
+        back = sym.round_trip(x, g)
+        mb = both(m, carry_mask(sym, m, sym.inverse(g)), sym.mask(x, sym.inverse(g)))
+        assert max_diff(back, x.unsqueeze(0).expand_as(back), mb) == 0
+        for shift in range(sym.n_elements):
+            h = g.roll(shift, 0)
+            mm = both(sym.mask(x, g), carry_mask(sym, sym.mask(x, h), g), sym.mask(x, sym.compose(g, h)))
+            assert max_diff(sym.apply(sym.act(x, h), g), sym.act(x, sym.compose(g, h)), mm) == 0
+    else:
+        _laws_exact(sym, x)
+
+
+def test_signal_actions_match_torch_references():
+    x = torch.randn(*SIGNAL, generator=torch.Generator().manual_seed(6))
+    flip = parse_symmetry("flip")
+    flip.check_input(SIGNAL[1:])
+    exact0(flip.act(x, flip.elements)[1], torch.flip(x, dims=(-1,)))  # time reversal
+    tr = parse_symmetry("translate:max=3")
+    tr.check_input(SIGNAL[1:])
+    assert tr.layout == "line" and tr.labels[tr.identity_index] == "dx=0" and tr.n_elements == 7
+    for e, (dx, dy) in enumerate(tr.elements.tolist()):
+        assert dy == 0
+        exact0(tr.act(x, tr.elements)[e], torch.roll(x, int(dx), dims=-1))
+    assert [t[0] for t in tr.tangents(x.double())] == ["dx"]
+    tr.check_input((3, 8, 8))  # an image again: the 2-D grid comes back
+    assert tr.n_elements == 49 and tr.layout == "grid2d"
+
+
+def test_scale_on_signals_is_a_pure_time_stretch():
+    """H == 1: the sampling row stays on the signal, so a constant signal stays constant where valid
+    (nothing blended with padding above or below) and the round trip of a smooth signal is close."""
+    sym = parse_symmetry("scale:min=0.5,max=2,steps=5")
+    sym.check_input((1, 1, 64))
+    ones = torch.ones(1, 1, 1, 64, dtype=torch.float64)
+    out = sym.act(ones, sym.elements)
+    m = sym.mask(ones, sym.elements)
+    assert bool(m.any(dim=-1).all())
+    assert max_diff(out, torch.ones_like(out), m) < 1e-12
+    t = torch.linspace(0, 2 * math.pi, 64, dtype=torch.float64)
+    x = (torch.sin(t) + 0.5 * torch.cos(2 * t)).view(1, 1, 1, 64)
+    back = sym.round_trip(x, sym.elements)
+    mb = both(m, carry_mask(sym, m, sym.inverse(sym.elements)), sym.mask(x, sym.inverse(sym.elements)))
+    assert max_diff(back, x.unsqueeze(0).expand_as(back), mb, erode_px=1) < 0.05
+    # zoom 2 about the centre: out[j] = x at (j - c) / 2 + c, c = 31.5 (linear content: exact interpolation)
+    ramp = torch.arange(64, dtype=torch.float64).view(1, 1, 1, 64)
+    z2 = sym.act(ramp, torch.tensor([[1.0]], dtype=torch.float64))[0, 0, 0, 0]
+    j = torch.arange(20, 44, dtype=torch.float64)
+    assert_close(z2[20:44], (j - 31.5) / 2 + 31.5, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("spec", ["rot90", "rot180", "d4", "rotate", "flip:axis=v"])
+def test_two_dimensional_actions_refuse_signals(spec):
+    sym = parse_symmetry(spec)
+    with pytest.raises(SymmetryError, match=r"acts on 2-D images; on 1-D signals use translate, flip or scale") as err:
+        sym.check_input((3, 1, 16))
     assert err.value.exit_code == 2
+
+
+def test_translate_checks_max_against_the_axis_it_shifts():
+    parse_symmetry("translate:axis=x,max=20").check_input((1, 6, 24))
+    with pytest.raises(SymmetryError, match=r"along y \(height H=6\).*max=20.*6x24.*max <= 5"):
+        parse_symmetry("translate:axis=y,max=20").check_input((1, 6, 24))
+    with pytest.raises(SymmetryError, match=r"H=6"):
+        parse_symmetry("translate:max=20").check_input((1, 6, 24))
+    parse_symmetry("translate:axis=y,max=5").check_input((1, 6, 24))
+    with pytest.raises(SymmetryError, match=r"along x \(width W=6\)"):
+        parse_symmetry("translate:axis=x,max=6").check_input((1, 24, 6))
+    # a 1-D signal: the default axis shifts the signal; max is checked against L, not the single row
+    parse_symmetry("translate:max=60").check_input((1, 1, 512))
+    with pytest.raises(SymmetryError, match=r"1-D signal.*do use translate or translate:axis=x"):
+        parse_symmetry("translate:axis=y").check_input((1, 1, 512))
 
 
 def test_check_input_rank_and_shift_size():
@@ -617,6 +799,6 @@ def test_run_seed_reaches_sampled_symmetries_unless_the_spec_sets_one():
 
 
 def test_channels_last_images_get_a_transpose_hint():
-    with pytest.raises(SymmetryError, match="channels-last"):
+    with pytest.raises(SymmetryError, match="channels-last.*--layout NHWC"):
         parse_symmetry("rot90").check_input((32, 32, 3))
     parse_symmetry("rot90").check_input((3, 32, 32))  # (C, H, W) passes

@@ -5,7 +5,9 @@ may expect either range). ``x`` is (N, ...) (images (N, C, H, W), point clouds (
 integer labels; ``classes`` (K,) names; ``targets`` (N, ...) optional ground-truth outputs for
 ``--reference label`` with the non-classifier tasks (flows, boxes, maps, per-point vectors), read from
 the array named by ``targets_key`` (default ``targets``). ``.npy`` files are memory-mapped, so only
-the rows of a batch are read.
+the rows of a batch are read. Rows are stored in the model's layout (``--layout``, see
+eqaudit.layouts); ``take`` and ``batches`` hand them out in the canonical form symmetries act on
+(images (B, C, H, W), signals (B, C, 1, L), points (B, P, D)).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError, PathNotFoundError
+from ..layouts import Layout, get_layout
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -33,9 +36,11 @@ class Dataset:
     y: np.ndarray | None  # (N_total,) int64
     classes: list[str] | None
     indices: np.ndarray  # (N,) selected rows, ascending
-    sample_shape: tuple[int, ...]  # shape symmetries act on (after --input-shape)
+    sample_shape: tuple[int, ...]  # canonical shape symmetries act on (after --input-shape and --layout)
     targets: np.ndarray | None = None  # (N_total, ...) ground-truth outputs, numeric and finite
     targets_key: str = "targets"  # the array they were read from (or looked for)
+    layout: Layout = Layout("auto")  # the model's layout of one sample (--layout)
+    model_shape: tuple[int, ...] | None = None  # one sample in the model's layout (after --input-shape); None: sample_shape
 
     @property
     def stored_shape(self) -> tuple[int, ...]:
@@ -64,14 +69,16 @@ class Dataset:
         return torch.as_tensor(np.asarray(self.targets[rows], dtype=np.float64)).to(device)
 
     def take(self, positions: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
-        """Inputs at ``positions`` of the selection: (b, *sample_shape) float32 on ``device``."""
+        """Inputs at ``positions`` of the selection: (b, *sample_shape) float32 on ``device``, canonical."""
         rows = self.indices[np.asarray(positions)]
         raw = self.x[torch.as_tensor(rows)] if isinstance(self.x, Tensor) else self.x[rows]
         t = torch.as_tensor(np.asarray(raw) if not isinstance(raw, Tensor) else raw).to(device=device, dtype=torch.float32)
         if not torch.isfinite(t).all():
             bad = int(rows[int((~torch.isfinite(t.reshape(t.shape[0], -1))).any(1).nonzero()[0])])
             raise DataError(f"Sample {bad} of {self.path!r} contains NaN or infinite values; clean or drop it.")
-        return t.reshape(t.shape[0], *self.sample_shape)
+        if self.layout.is_identity:
+            return t.reshape(t.shape[0], *self.sample_shape)
+        return self.layout.to_canonical(t.reshape(t.shape[0], *(self.model_shape or self.sample_shape)))
 
     def labels(self, positions: np.ndarray) -> Tensor | None:
         if self.y is None:
@@ -103,8 +110,12 @@ def load_dataset(
     seed: int = 0,
     input_shape: tuple[int, ...] | None = None,
     targets_key: str | None = None,
+    layout: str | None = None,
 ) -> Dataset:
     """Open ``spec`` (PATH[:KEY]) and select ``limit`` rows at random with ``seed`` (all rows if None).
+
+    ``layout`` (``--layout``, default auto) names the axes of one row as the model takes it (after
+    ``input_shape``); DataError when the rows do not have that layout's rank.
 
     ``targets_key`` (default ``targets``) names the array of ground-truth outputs in .npz/.pt files;
     a file without it simply has no targets (``--reference label`` then says so)."""
@@ -147,7 +158,9 @@ def load_dataset(
                 f"got {'x'.join(map(str, input_shape))} = {math.prod(input_shape)} values."
             )
         sample_shape = tuple(input_shape)
-    return Dataset(str(path), key, x, y, classes, indices, sample_shape, targets, tkey)
+    lay = get_layout(layout or "auto")
+    canonical = lay.canonical_shape(sample_shape)
+    return Dataset(str(path), key, x, y, classes, indices, canonical, targets, tkey, lay, sample_shape)
 
 
 def _read_npz(path: Path, key: str | None):

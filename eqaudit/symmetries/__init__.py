@@ -15,7 +15,7 @@ from .catalogue import (
     symmetry_names,
 )
 from . import images  # noqa: E402,F401  (registers the image symmetries)
-from .images import D4, Flip, ImageSymmetry, Rot90, Rotate, Scale, Translate
+from .images import D4, Flip, ImageSymmetry, Rot90, Rot180, Rotate, Scale, Translate
 
 __all__ = [
     "CatalogueEntry",
@@ -24,6 +24,7 @@ __all__ = [
     "ImageSymmetry",
     "ParamSpec",
     "Rot90",
+    "Rot180",
     "Rotate",
     "Scale",
     "Symmetry",

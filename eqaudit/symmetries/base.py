@@ -45,6 +45,8 @@ class Symmetry(ABC):
       elements      (E, D) float64 tensor of sampled elements in sweep order
       identity_index  row of ``elements`` that is the identity
       labels        E short human-readable labels, e.g. ``"90°"``, ``"dx=1 dy=-2"``, ``"r1·flip"``
+      notes         human-readable remarks that ``check_input`` records when it binds the symmetry to
+                    the data, e.g. that rot90 on non-square images runs on its shape-keeping subgroup
     """
 
     name: str
@@ -57,6 +59,7 @@ class Symmetry(ABC):
     elements: Tensor
     identity_index: int
     labels: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_elements(self) -> int:
@@ -66,10 +69,18 @@ class Symmetry(ABC):
         """Raise SymmetryError when this symmetry cannot act on one sample of ``sample_shape`` (no batch axis).
 
         The default checks the domain's rank: (C, H, W) for ``"image"``, (P, 3) for ``"points"``; other
-        domains accept anything. Subclasses add their own conditions (square images, shifts smaller
-        than the image) and should call ``super().check_input(sample_shape)`` first.
+        domains accept anything. Subclasses add their own conditions (shifts smaller than the image, 2-D
+        images rather than 1-D signals) and should call ``super().check_input(sample_shape)`` first. A
+        subclass may also bind itself to the data here (draw or restrict its elements, keeping
+        ``identity_index`` and ``labels`` in step) and say so in ``notes``.
         """
         shape = tuple(int(s) for s in sample_shape)
+        if self.domain == "image" and len(shape) == 2:
+            raise SymmetryError(
+                f"Expected images of shape (C, H, W) for symmetry '{self.spec}', got one sample of shape {shape}, "
+                "do pass --layout NCL (or NLC) if these are 1-D signals (N, C, L), reshape flat inputs with --input-shape "
+                "CxHxW, or pick a symmetry for this kind of data (see `eqaudit symmetries`)"
+            )
         if self.domain == "image" and len(shape) != 3:
             raise SymmetryError(
                 f"Expected images of shape (C, H, W) for symmetry '{self.spec}', got one sample of shape {shape}, "
@@ -135,7 +146,7 @@ class Symmetry(ABC):
         return []
 
     def describe(self) -> dict:
-        """JSON-ready description used by the result: name, spec, exact, parameters, units, layout."""
+        """JSON-ready description used by the result: name, spec, exact, parameters, units, layout, notes."""
         return {
             "name": self.name,
             "spec": self.spec,
@@ -145,4 +156,5 @@ class Symmetry(ABC):
             "units": list(self.units),
             "layout": self.layout,
             "identity_index": self.identity_index,
+            "notes": list(self.notes),
         }

@@ -24,6 +24,10 @@ from .base import ParamSpec, Symmetry
 BUILTIN_MODULES: tuple[str, ...] = ("eqaudit.symmetries.images", "eqaudit.symmetries.frames", "eqaudit.symmetries.points")
 """Modules whose import registers the built-in symmetries (a new domain adds its module here)."""
 
+DEFAULT_LAYOUTS: dict[str, tuple[str, ...]] = {"image": ("NCHW", "NHWC", "NCL", "NLC"), "points": ("NPD",)}
+"""Input layouts (``--layout``, see eqaudit.layouts) a symmetry of each domain acts on, unless its class says
+otherwise with a ``LAYOUTS`` attribute (rot90, say, needs 2-D images: NCHW and NHWC only)."""
+
 
 @dataclass(frozen=True)
 class CatalogueEntry:
@@ -35,15 +39,17 @@ class CatalogueEntry:
     params: tuple[ParamSpec, ...]
     exact: bool
     domain: str
+    layouts: tuple[str, ...] = ()
 
     def defaults(self) -> dict[str, object]:
         return {p.name: p.default for p in self.params}
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for ``eqaudit symmetries``: name, domain, exact, description and parameters."""
+        """JSON-ready form for ``eqaudit symmetries``: name, domain, layouts, exact, description and parameters."""
         return {
             "name": self.name,
             "domain": self.domain,
+            "layouts": list(self.layouts),
             "exact": self.exact,
             "description": self.description,
             "params": [
@@ -72,25 +78,29 @@ def register(
     params: Sequence[ParamSpec] | None = None,
     exact: bool | None = None,
     domain: str | None = None,
+    layouts: Sequence[str] | None = None,
     replace: bool = False,
 ):
     """Add a symmetry to the catalogue.
 
     As a decorator, ``@register`` (or ``@register(...)`` with overrides) on a Symmetry subclass whose
-    class attributes ``NAME``, ``DESCRIPTION``, ``PARAMS``, ``EXACT`` and ``DOMAIN`` describe it; the
-    class is called with every parameter as a keyword argument. As a call,
+    class attributes ``NAME``, ``DESCRIPTION``, ``PARAMS``, ``EXACT``, ``DOMAIN`` and optionally
+    ``LAYOUTS`` describe it; the class is called with every parameter as a keyword argument. As a call,
     ``register(name=..., factory=..., description=..., params=..., exact=..., domain=...)`` registers
-    any factory. Registering a taken name raises ValueError unless ``replace=True``.
+    any factory. Without ``layouts`` the domain's ``DEFAULT_LAYOUTS`` apply. Registering a taken name raises ValueError unless ``replace=True``.
     """
 
     def add(target: type | None) -> Any:
+        dom = domain if domain is not None else getattr(target, "DOMAIN")
+        lay = layouts if layouts is not None else getattr(target, "LAYOUTS", None)
         entry = CatalogueEntry(
             name=(name if name is not None else getattr(target, "NAME")).strip().lower(),
             factory=factory if factory is not None else target,
             description=description if description is not None else getattr(target, "DESCRIPTION", ""),
             params=tuple(params if params is not None else getattr(target, "PARAMS", ())),
             exact=bool(exact if exact is not None else getattr(target, "EXACT")),
-            domain=domain if domain is not None else getattr(target, "DOMAIN"),
+            domain=dom,
+            layouts=tuple(lay if lay is not None else DEFAULT_LAYOUTS.get(dom, ())),
         )
         if entry.name in _REGISTRY and not replace and _REGISTRY[entry.name].factory is not entry.factory:
             raise ValueError(f"symmetry {entry.name!r} is already registered; pass replace=True to override it")

@@ -1,4 +1,4 @@
-"""Symmetries acting on images x (B, C, H, W): rot90, flip, d4, translate (exact) and rotate, scale (resampled).
+"""Symmetries acting on images x (B, C, H, W): rot90, rot180, flip, d4, translate (exact) and rotate, scale (resampled).
 
 Conventions every caller can rely on:
 
@@ -14,7 +14,15 @@ Conventions every caller can rely on:
   average (``avg_pool2d``): a box pre-filter that keeps downscaling from aliasing and never
   overshoots the input range (unlike bicubic). Padding is zero; ``mask`` marks output pixels all of
   whose sub-samples lie inside the hull of source pixel centres, so no padding is blended in.
-- Images must be square for rot90, d4 and rotate (``check_input`` says so before a sweep).
+- Any H x W. On non-square images the quarter turns change the shape, so ``check_input`` binds
+  rot90 to its shape-keeping subgroup {0°, 180°} (C2) and d4 to {r0, r2, r0·f, r2·f} (identity, half
+  turn and the two mirrors), keeping the name the user asked for and recording a note; rotate
+  resamples its ±90° rows (with the validity mask) instead of permuting them. ``rot180`` is the half
+  turn alone, exact on any H x W.
+- 1-D signals are images with one row, (B, C, 1, L) (see eqaudit.layouts): translate shifts along L
+  (its default axis=both becomes axis=x), ``flip:axis=h`` is time reversal and scale is a pure time
+  stretch (the sampling row stays on the signal); the 2-D actions (rot90, rot180, d4, rotate,
+  ``flip:axis=v``) refuse signals in ``check_input``.
 - ``vector_matrix(elements)`` -> (E, 2, 2): how a displacement (u right, v down) attached to the
   image turns under each element (for flow-field outputs).
 
@@ -94,8 +102,9 @@ def _fmt(v: float) -> str:
 class ImageSymmetry(Symmetry):
     """Base of the image symmetries: the cached permutation (gather) machinery and shape checks.
 
-    Subclasses set the class attributes the catalogue reads (NAME, DESCRIPTION, PARAMS, EXACT) and
-    implement ``_source_pixels`` for the elements they compute exactly.
+    Subclasses set the class attributes the catalogue reads (NAME, DESCRIPTION, PARAMS, EXACT,
+    LAYOUTS) and implement ``_source_pixels`` for the elements they compute exactly. ``PLANAR``
+    symmetries need 2-D images and refuse 1-D signals (H == 1).
     """
 
     NAME: ClassVar[str]
@@ -103,7 +112,8 @@ class ImageSymmetry(Symmetry):
     PARAMS: ClassVar[tuple[ParamSpec, ...]] = ()
     EXACT: ClassVar[bool] = True
     DOMAIN: ClassVar[str] = "image"
-    SQUARE: ClassVar[bool] = False  # needs H == W
+    PLANAR: ClassVar[bool] = False  # needs 2-D images: refused on 1-D signals (H == 1)
+    LAYOUTS: ClassVar[tuple[str, ...]] = ("NCHW", "NHWC", "NCL", "NLC")  # input layouts it acts on (--layout)
 
     def __init__(
         self,
@@ -137,6 +147,7 @@ class ImageSymmetry(Symmetry):
             labels=labels,
         )
         self.params = values
+        self._built = (elements, list(labels))  # the elements as constructed, before check_input binds them
         self._index_cache: OrderedDict[tuple, tuple[Tensor, Tensor | None]] = OrderedDict()
 
     @classmethod
@@ -153,16 +164,35 @@ class ImageSymmetry(Symmetry):
     # ---- input checks -------------------------------------------------------------------------------
 
     def check_input(self, sample_shape: tuple[int, ...]) -> None:
-        """Require (C, H, W) samples, and H == W for symmetries that turn the image by 90 degrees."""
+        """Require (C, H, W) samples (H > 1 for PLANAR symmetries); clears ``notes``, which subclasses
+        that bind themselves to the data (rot90, d4, rotate, translate) then fill."""
         super().check_input(sample_shape)
         c, h, w = (int(d) for d in sample_shape[-3:])
+        self.notes = []
         if w in (1, 3, 4) and c == h and c > 4:  # (H, W, C) rows: the channels came last
             raise SymmetryError(
                 f"Expected images as (N, C, H, W) for '{self.spec}', got samples of shape {tuple(sample_shape)}, which look "
-                f"channels-last (H, W, C); do transpose the data to (N, C, H, W), e.g. x.transpose(0, 3, 1, 2)"
+                f"channels-last (H, W, C); do pass --layout NHWC if the model takes channels-last input, or transpose "
+                f"the data to (N, C, H, W), e.g. x.transpose(0, 3, 1, 2)"
             )
-        if self.SQUARE and h != w:
-            raise SymmetryError(_square_message(self.spec, h, w))
+        if self.PLANAR and h == 1:
+            raise SymmetryError(
+                f"Expected 2-D images for '{self.spec}', got samples of shape {tuple(sample_shape)} (a 1-D signal: one row), "
+                f"do pick another symmetry: {self.name} acts on 2-D images; on 1-D signals use translate, flip or scale"
+            )
+
+    def _bind(self, keep: Tensor | None, note: str | None = None) -> None:
+        """Rebind to the rows of the constructed elements where ``keep`` (E0,) bool is True (all of
+        them when None), keeping ``labels`` and ``identity_index`` in step; record ``note`` if given."""
+        elements, labels = self._built
+        if keep is not None:
+            rows = keep.nonzero().squeeze(1)
+            elements, labels = elements[rows], [labels[i] for i in rows.tolist()]
+        identity = self.identity_element(elements.shape[1])
+        self.elements, self.labels = elements, labels
+        self.identity_index = int((elements == identity).all(dim=1).nonzero()[0, 0])
+        if note:
+            self.notes.append(note)
 
     @staticmethod
     def _check_x(x: Tensor, elements: Tensor) -> None:
@@ -244,11 +274,12 @@ class Rot90(ImageSymmetry):
     NAME = "rot90"
     DESCRIPTION = (
         "Rotations by multiples of 90 degrees (C4, 4 elements), counter-clockwise as displayed; "
-        "exact pixel permutation. Square images."
+        "exact pixel permutation. Non-square images: the shape-keeping subgroup {0°, 180°}, with a note."
     )
     PARAMS = ()
     EXACT = True
-    SQUARE = True
+    PLANAR = True
+    LAYOUTS = ("NCHW", "NHWC")
 
     def __init__(self) -> None:
         super().__init__(
@@ -263,6 +294,19 @@ class Rot90(ImageSymmetry):
     @staticmethod
     def _k(elements: Tensor) -> Tensor:
         return torch.remainder(elements[:, 0].round().to(torch.int64), 4)
+
+    def check_input(self, sample_shape: tuple[int, ...]) -> None:
+        """Also bind to the data's shape: all of C4 on square images, {0°, 180°} (C2) otherwise, with a note."""
+        super().check_input(sample_shape)
+        h, w = int(sample_shape[-2]), int(sample_shape[-1])
+        if h == w:
+            self._bind(None)
+        else:
+            self._bind(
+                self._k(self._built[0]) % 2 == 0,
+                f"{self.name} on {h}x{w} images: the quarter turns change the shape; measured on the shape-keeping "
+                "subgroup {0°, 180°}",
+            )
 
     def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
         k = self._k(elements)
@@ -290,12 +334,62 @@ class Rot90(ImageSymmetry):
 
 
 @register
+class Rot180(ImageSymmetry):
+    """C2: the half turn, on any H x W (torch.rot90 with k=2); elements hold the number of half turns (0 or 1)."""
+
+    NAME = "rot180"
+    DESCRIPTION = "The half turn (C2, 2 elements): rotation by 180 degrees; exact pixel permutation on any H x W."
+    PARAMS = ()
+    EXACT = True
+    PLANAR = True
+    LAYOUTS = ("NCHW", "NHWC")
+
+    def __init__(self) -> None:
+        super().__init__(
+            self._values({}),
+            param_names=("half_turns",),
+            units=("",),
+            layout="finite",
+            elements=torch.tensor([[0.0], [1.0]]),
+            labels=["0°", "180°"],
+        )
+
+    @staticmethod
+    def _k(elements: Tensor) -> Tensor:
+        """Half turns (E, D) -> quarter turns k (E,) in {0, 2}."""
+        return 2 * torch.remainder(elements[:, 0].round().to(torch.int64), 2)
+
+    def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        k = self._k(elements)
+        return _dihedral_source(k, torch.zeros_like(k, dtype=torch.bool), "h", h, w)
+
+    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
+        """x (E, B, C, H, W), elements (E, 1) holding 0 or 1 half turns -> (E, B, C, H, W), one gather."""
+        self._check_x(x, elements)
+        return self._permute(x, elements)
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.remainder(a + b, 2)
+
+    def inverse(self, a: Tensor) -> Tensor:
+        return a.clone()
+
+    def words(self, elements: Tensor) -> list[list[tuple[str, int]]]:
+        return [[("rot180", k // 2)] for k in self._k(elements).tolist()]
+
+    def _source_linear(self, elements: Tensor) -> Tensor:
+        k = self._k(elements)
+        return _dihedral_linear(k, torch.zeros_like(k, dtype=torch.bool), "h")
+
+
+@register
 class Flip(ImageSymmetry):
     """Z2: identity and one mirror (h: left-right, flips W; v: top-bottom, flips H)."""
 
     NAME = "flip"
     DESCRIPTION = (
-        "Mirror image (Z2, 2 elements): axis=h mirrors left-right (flips W), axis=v top-bottom (flips H); exact."
+        "Mirror image (Z2, 2 elements): axis=h mirrors left-right (flips W; time reversal on 1-D signals), "
+        "axis=v top-bottom (flips H); exact."
     )
     PARAMS = (
         ParamSpec(
@@ -319,6 +413,15 @@ class Flip(ImageSymmetry):
     @staticmethod
     def _f(elements: Tensor) -> Tensor:
         return torch.remainder(elements[:, 0].round().to(torch.int64), 2) == 1
+
+    def check_input(self, sample_shape: tuple[int, ...]) -> None:
+        """On 1-D signals (H == 1) axis=h is time reversal; axis=v (top-bottom) is refused."""
+        super().check_input(sample_shape)
+        if self.axis == "v" and int(sample_shape[-2]) == 1:
+            raise SymmetryError(
+                f"Expected 2-D images for '{self.spec}', got samples of shape {tuple(sample_shape)} (a 1-D signal: one row), "
+                "do use flip (axis=h, time reversal): flip:axis=v acts on 2-D images; on 1-D signals use translate, flip or scale"
+            )
 
     def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
         f = self._f(elements)
@@ -349,11 +452,13 @@ class D4(ImageSymmetry):
 
     NAME = "d4"
     DESCRIPTION = (
-        "Dihedral group of the square (8 elements): rot90^k after an optional left-right flip; exact. Square images."
+        "Dihedral group of the square (8 elements): rot90^k after an optional left-right flip; exact. Non-square "
+        "images: the shape-keeping subgroup {r0, r2, r0·f, r2·f} (half turn and both mirrors), with a note."
     )
     PARAMS = ()
     EXACT = True
-    SQUARE = True
+    PLANAR = True
+    LAYOUTS = ("NCHW", "NHWC")
 
     def __init__(self) -> None:
         k = torch.arange(8, dtype=torch.float64) % 4
@@ -372,6 +477,20 @@ class D4(ImageSymmetry):
         k = torch.remainder(elements[:, 0].round().to(torch.int64), 4)
         f = torch.remainder(elements[:, 1].round().to(torch.int64), 2) == 1
         return k, f
+
+    def check_input(self, sample_shape: tuple[int, ...]) -> None:
+        """Also bind to the data's shape: all of D4 on square images, otherwise the four elements that
+        keep the shape (identity, half turn, left-right and top-bottom mirrors), with a note."""
+        super().check_input(sample_shape)
+        h, w = int(sample_shape[-2]), int(sample_shape[-1])
+        if h == w:
+            self._bind(None)
+        else:
+            self._bind(
+                self._kf(self._built[0])[0] % 2 == 0,
+                f"{self.name} on {h}x{w} images: the quarter turns change the shape; measured on the shape-keeping "
+                "subgroup {r0, r2, r0·f, r2·f} (identity, half turn, left-right and top-bottom mirrors)",
+            )
 
     def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
         k, f = self._kf(elements)
@@ -408,12 +527,18 @@ class D4(ImageSymmetry):
 
 @register
 class Translate(ImageSymmetry):
-    """Integer shifts (dx right, dy down) on the grid {-max..max} x {-max..max} in steps of ``step``."""
+    """Integer shifts (dx right, dy down) on the grid {-max..max} x {-max..max} in steps of ``step``.
+
+    ``max`` is checked against the size of each axis it shifts (W for axis=x, H for axis=y, both for
+    axis=both). On 1-D signals (H == 1, stored as (C, 1, L)) the default axis=both shifts the one
+    spatial axis only: ``check_input`` binds the elements to (dx, 0) rows with a "line" layout, exactly
+    as axis=x; axis=y is refused there.
+    """
 
     NAME = "translate"
     DESCRIPTION = (
         "Integer pixel shifts on a 2-D grid (dx right, dy down); mode=circular wraps around (torch.roll), "
-        "mode=zero fills with zeros and masks them out; exact."
+        "mode=zero fills with zeros and masks them out; exact. On 1-D signals the default shifts the signal axis."
     )
     PARAMS = (
         ParamSpec("max", int, 2, "largest shift in pixels along each axis"),
@@ -439,34 +564,48 @@ class Translate(ImageSymmetry):
         side = (n * 2 + 1) ** (2 if self.axis == "both" else 1)
         if side > MAX_ELEMENTS:
             raise self._error(f"at most {MAX_ELEMENTS} shifts", str(side), "use a larger step or a smaller max")
+        elements, labels, layout = self._shift_grid(self.axis)
+        super().__init__(values, param_names=("dx", "dy"), units=("px", "px"), layout=layout, elements=elements, labels=labels)
+
+    def _shift_grid(self, axis: str) -> tuple[Tensor, list[str], str]:
+        """The shifts along ``axis`` (both, x or y): elements (E, 2) as (dx, dy) rows, labels, plot layout."""
+        n = self.max_shift // self.step
         vals = torch.arange(-n, n + 1, dtype=torch.float64) * self.step
-        if self.axis == "both":
+        if axis == "both":
             dy, dx = torch.meshgrid(vals, vals, indexing="ij")  # sweep order: dy outer, dx inner (row-major)
         else:  # one axis: elements stay (dx, dy) rows, the other coordinate 0; plots and extent use the varying one
             zeros = torch.zeros_like(vals)
-            dx, dy = (vals, zeros) if self.axis == "x" else (zeros, vals)
+            dx, dy = (vals, zeros) if axis == "x" else (zeros, vals)
         elements = torch.stack([dx.reshape(-1), dy.reshape(-1)], dim=1)
-        super().__init__(
-            values,
-            param_names=("dx", "dy"),
-            units=("px", "px"),
-            layout="grid2d" if self.axis == "both" else "line",
-            elements=elements,
-            labels=[
-                f"dx={int(a)} dy={int(b)}" if self.axis == "both" else (f"dx={int(a)}" if self.axis == "x" else f"dy={int(b)}")
-                for a, b in elements.tolist()
-            ],
-        )
+        labels = [
+            f"dx={int(a)} dy={int(b)}" if axis == "both" else (f"dx={int(a)}" if axis == "x" else f"dy={int(b)}")
+            for a, b in elements.tolist()
+        ]
+        return elements, labels, "grid2d" if axis == "both" else "line"
 
     def check_input(self, sample_shape: tuple[int, ...]) -> None:
-        """Also require the largest shift to be smaller than the image along both axes."""
+        """Bind the shifts to the data (on 1-D signals axis=both shifts the signal axis only) and require
+        the largest shift to be smaller than every axis it shifts: W for x, H for y."""
         super().check_input(sample_shape)
         h, w = int(sample_shape[-2]), int(sample_shape[-1])
-        if self.max_shift >= min(h, w):
+        signal = h == 1
+        if signal and self.axis == "y":
             raise SymmetryError(
-                f"Expected translate max below the image size for '{self.spec}', got max={self.max_shift} for "
-                f"{h}x{w} images, do pass max <= {min(h, w) - 1} (e.g. translate:max={max(1, min(h, w) // 8)})"
+                f"Expected a shift along the signal for '{self.spec}', got samples of shape {tuple(sample_shape)} "
+                "(a 1-D signal: one row, nothing to shift along y), do use translate or translate:axis=x"
             )
+        axis = "x" if signal else self.axis
+        elements, labels, layout = self._shift_grid(axis)
+        self._built = (elements, labels)
+        self.layout = layout
+        self._bind(None)
+        for name, size, shifted in (("W", w, axis in ("both", "x")), ("H", h, axis in ("both", "y"))):
+            if shifted and self.max_shift >= size:
+                raise SymmetryError(
+                    f"Expected translate max below the image size along {'x (width' if name == 'W' else 'y (height'} "
+                    f"{name}={size}) for '{self.spec}', got max={self.max_shift} for {h}x{w} images, do pass max <= {size - 1} "
+                    f"(e.g. translate:max={max(1, size // 8)})"
+                )
 
     def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
         d = elements.round().to(torch.int64)
@@ -501,8 +640,10 @@ class Translate(ImageSymmetry):
 
     def tangents(self, x: Tensor) -> list[tuple[str, Tensor, str]]:
         """Shifts right (dx) and down (dy) by one pixel per unit t, as band-limited (Fourier)
-        derivatives of the image with circular boundary: v = -d x / d column, -d x / d row."""
-        return [("dx", -spectral_derivative(x, -1), "px"), ("dy", -spectral_derivative(x, -2), "px")]
+        derivatives of the image with circular boundary: v = -d x / d column, -d x / d row (dx
+        only on 1-D signals, H == 1)."""
+        dx = ("dx", -spectral_derivative(x, -1), "px")
+        return [dx] if int(x.shape[-2]) == 1 else [dx, ("dy", -spectral_derivative(x, -2), "px")]
 
 
 def spectral_derivative(x: Tensor, dim: int) -> Tensor:
@@ -529,8 +670,8 @@ class _Resampled(ImageSymmetry):
     EXACT = False
     supersample: int = 2
 
-    def _exact_rows(self, elements: Tensor) -> Tensor:
-        """(E, D) -> (E,) bool: rows computed exactly by permutation."""
+    def _exact_rows(self, elements: Tensor, h: int, w: int) -> Tensor:
+        """(E, D) -> (E,) bool: rows computed exactly by permutation on H x W images."""
         raise NotImplementedError
 
     def _theta(self, elements: Tensor, h: int, w: int) -> Tensor:
@@ -538,10 +679,16 @@ class _Resampled(ImageSymmetry):
         raise NotImplementedError
 
     def _grid(self, elements: Tensor, h: int, w: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-        """(E, sH, sW, 2) source positions of the s x s sub-samples of every output pixel."""
+        """(E, sH, sW, 2) source positions of the s x s sub-samples of every output pixel.
+
+        On a 1-D signal (H == 1) every sub-sample reads the signal's own row (y = 0), so nothing is
+        blended with the zero padding above and below it: scale is then a pure time stretch."""
         s = self.supersample
         theta = self._theta(elements.to(device=device, dtype=torch.float64), h, w).to(dtype)
-        return F.affine_grid(theta, [theta.shape[0], 1, s * h, s * w], align_corners=False)
+        grid = F.affine_grid(theta, [theta.shape[0], 1, s * h, s * w], align_corners=False)
+        if h == 1:
+            grid = torch.stack([grid[..., 0], torch.zeros_like(grid[..., 1])], dim=-1)
+        return grid
 
     def resample(self, x: Tensor, elements: Tensor) -> Tensor:
         """x (E, B, C, H, W) -> (E, B, C, H, W) by one grid_sample over all elements (B x C folded into
@@ -560,7 +707,7 @@ class _Resampled(ImageSymmetry):
         """x (E, B, C, H, W), elements (E, D) -> (E, B, C, H, W): one gather for the exact rows (the
         identity included, so it returns x unchanged), one grid_sample for the rest."""
         self._check_x(x, elements)
-        exact = self._exact_rows(elements)
+        exact = self._exact_rows(elements, int(x.shape[-2]), int(x.shape[-1]))
         if bool(exact.all()):
             return self._permute(x, elements)
         if not bool(exact.any()):
@@ -597,25 +744,35 @@ class _Resampled(ImageSymmetry):
         eps = 1e-9
         inside = (grid[..., 0].abs() <= 1 - 1 / w + eps) & (grid[..., 1].abs() <= 1 - 1 / h + eps)
         inside = F.avg_pool2d(inside.to(torch.float64).unsqueeze(1), self.supersample) > 1 - 1e-6
-        exact = self._exact_rows(elements).to(x.device).view(-1, 1, 1, 1)
+        exact = self._exact_rows(elements, h, w).to(x.device).view(-1, 1, 1, 1)
         return inside | exact
 
 
 @register
 class Rotate(_Resampled):
-    """SO(2) sampled on a grid of angles (degrees, counter-clockwise as displayed) about the image centre."""
+    """SO(2) sampled on a grid of angles (degrees, counter-clockwise as displayed) about the image centre.
+
+    Works on any H x W: the resampling map is a rotation in pixel units (``_theta`` carries the H/W
+    aspect factors) and the mask keeps the pixels whose sub-samples all come from inside the
+    rectangular frame. Multiples of 180 degrees are always exact permutations; ±90 degrees are exact
+    only on square images. On non-square images a quarter turn cannot keep the shape, so those rows
+    are resampled like any other angle (the overlap of the turned frame, masked), and ``check_input``
+    records a note saying so. The elements stay the same on every shape.
+    """
 
     NAME = "rotate"
     DESCRIPTION = (
         "Rotation by arbitrary angles (deg, counter-clockwise as displayed): multiples of step in [min, max] "
-        "plus 0/90/180/-90; multiples of 90 exact, others resampled (2x supersampled bilinear, masked). Square images."
+        "plus 0/90/180/-90; multiples of 90 exact (180 only, on non-square images), others resampled "
+        "(2x supersampled bilinear, masked)."
     )
     PARAMS = (
         ParamSpec("step", float, 15.0, "angle spacing in degrees (angles are multiples of step)"),
         ParamSpec("min", float, -180.0, "smallest angle in degrees"),
         ParamSpec("max", float, 180.0, "largest angle in degrees"),
     )
-    SQUARE = True
+    PLANAR = True
+    LAYOUTS = ("NCHW", "NHWC")
     supersample = 2
     tangent_unit = "rad"
     tangent_scale = math.pi / 180.0  # elements are degrees, the derivative is reported per radian
@@ -646,9 +803,23 @@ class Rotate(_Resampled):
             labels=[f"{_fmt(v)}°" for v in a.tolist()],
         )
 
-    def _exact_rows(self, elements: Tensor) -> Tensor:
-        q = elements[:, 0].to(torch.float64) / 90.0
-        return (q - q.round()).abs() * 90.0 <= _ANGLE_TOL
+    def check_input(self, sample_shape: tuple[int, ...]) -> None:
+        """On non-square images, note that the quarter turns are resampled (masked), not permuted."""
+        super().check_input(sample_shape)
+        h, w = int(sample_shape[-2]), int(sample_shape[-1])
+        q = self.elements[:, 0] / 90.0
+        quarter = ((q - q.round()).abs() * 90.0 <= _ANGLE_TOL) & (torch.remainder(q.round(), 2) == 1)  # odd multiples of 90
+        if h != w and bool(quarter.any()):
+            self.notes.append(
+                f"{self.name} on {h}x{w} images: the quarter turns (±90°) change the shape; they are resampled "
+                "inside the overlap of the turned frame (masked) instead of permuted exactly"
+            )
+
+    def _exact_rows(self, elements: Tensor, h: int, w: int) -> Tensor:
+        """Multiples of 90 degrees on square images, of 180 degrees otherwise."""
+        period = 90.0 if h == w else 180.0
+        q = elements[:, 0].to(torch.float64) / period
+        return (q - q.round()).abs() * period <= _ANGLE_TOL
 
     def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
         k = torch.remainder((elements[:, 0] / 90.0).round().to(torch.int64), 4)
@@ -684,7 +855,7 @@ class Scale(_Resampled):
     NAME = "scale"
     DESCRIPTION = (
         "Zoom about the image centre by log-spaced factors in [min, max] plus 1 (>1 enlarges); resampled "
-        "(supersampled bilinear with area averaging against aliasing), masked."
+        "(supersampled bilinear with area averaging against aliasing), masked. On 1-D signals a time stretch."
     )
     PARAMS = (
         ParamSpec("min", float, 0.5, "smallest zoom factor (> 0; < 1 shrinks the content)"),
@@ -716,7 +887,7 @@ class Scale(_Resampled):
             labels=[f"×{2.0 ** v:.3g}" for v in logs.tolist()],
         )
 
-    def _exact_rows(self, elements: Tensor) -> Tensor:
+    def _exact_rows(self, elements: Tensor, h: int, w: int) -> Tensor:
         return elements[:, 0].abs() <= _LOG_TOL
 
     def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:

@@ -126,6 +126,7 @@ class ProductSymmetry(Symmetry):
         for f in self.factors:
             f.check_input(sample_shape)
         self._build()  # cheap; keeps the grid in step with factors that drew their elements for the data
+        self.notes = [note for f in self.factors for note in f.notes]
 
     # ---- action ----------------------------------------------------------------------------------------
 

@@ -1,0 +1,149 @@
+"""Input layouts (``--layout``): how one sample stored in the model's own axis order maps to the canonical form symmetries act on.
+
+Symmetries always act on one canonical form per kind of data: images (B, C, H, W), 1-D signals as
+images with one row (B, C, 1, L), point sets (B, P, D). The data file holds samples in the model's
+layout; a :class:`Layout` converts a batch to the canonical form (``to_canonical``) where batches
+are made, and back (``from_canonical``) right before every model call, so a model is always called
+with its own layout and reports and thumbnails see canonical images.
+
+=========  ======================  ======================
+layout     one stored sample       canonical sample
+=========  ======================  ======================
+``NCHW``   (C, H, W)               (C, H, W)
+``NHWC``   (H, W, C)               (C, H, W)
+``NCL``    (C, L)                  (C, 1, L)
+``NLC``    (L, C)                  (C, 1, L)
+``NPD``    (P, D)                  (P, D)
+``auto``   anything                unchanged (rank-4 data is NCHW, (N, P, 3) is NPD)
+=========  ======================  ======================
+
+Pure functions of tensor shapes and axis permutations: no torch import, no copies of the data
+beyond the one ``contiguous`` each conversion makes. Shapes: B batch, C channels, H, W pixels,
+L signal length, P points, D coordinates.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError, DataError
+
+# name -> (axes of one stored sample, in order; axes of the canonical sample, in order)
+_AXES: dict[str, tuple[str, str]] = {
+    "NCHW": ("CHW", "CHW"),
+    "NHWC": ("HWC", "CHW"),
+    "NCL": ("CL", "CL"),
+    "NLC": ("LC", "CL"),
+    "NPD": ("PD", "PD"),
+}
+LAYOUT_NAMES: tuple[str, ...] = ("auto", *_AXES)
+"""Every value ``--layout`` accepts (``auto`` keeps today's behaviour: the data is taken as it is)."""
+
+
+def normalise(name: Any) -> str:
+    """``"nhwc"`` -> ``"NHWC"``, ``"Auto"`` -> ``"auto"``; ConfigError with a suggestion for an unknown name."""
+    text = str(name).strip()
+    out = "auto" if text.lower() == "auto" else text.upper()
+    if out not in LAYOUT_NAMES:
+        close = difflib.get_close_matches(out, list(LAYOUT_NAMES[1:]), n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"Expected --layout one of {', '.join(LAYOUT_NAMES)}, got {text!r}, do name the axes of one input batch "
+            f"(e.g. --layout NHWC for channels-last images, NCL for 1-D signals).{hint}"
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One named layout: the axis order of a stored sample and how it maps to the canonical sample."""
+
+    name: str
+
+    @property
+    def stored_axes(self) -> str | None:
+        """Axis letters of one stored sample, e.g. ``"HWC"``; None for ``auto`` (any rank)."""
+        return _AXES[self.name][0] if self.name in _AXES else None
+
+    @property
+    def is_identity(self) -> bool:
+        """True when the stored sample already is the canonical one (auto, NCHW, NPD)."""
+        if self.name == "auto":
+            return True
+        stored, canonical = _AXES[self.name]
+        return stored == canonical and "L" not in stored  # signals gain a unit row even in NCL
+
+    def check(self, sample_shape: tuple[int, ...]) -> None:
+        """DataError when one stored sample of ``sample_shape`` does not have this layout's rank."""
+        axes = self.stored_axes
+        if axes is None or len(sample_shape) == len(axes):
+            return
+        raise DataError(
+            f"Expected samples of rank {len(axes)} ({', '.join(axes)}) for --layout {self.name}, got one sample of shape "
+            f"{tuple(int(d) for d in sample_shape)} (rank {len(sample_shape)}), do pass the layout the model takes "
+            f"({', '.join(LAYOUT_NAMES)}) or reshape the data (--input-shape for flat rows)"
+        )
+
+    def _order(self) -> tuple[int, ...]:
+        """Permutation of the batched stored axes (B, ...) that puts them in canonical order."""
+        stored, canonical = _AXES[self.name]
+        return (0, *(1 + stored.index(a) for a in canonical))
+
+    def canonical_shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """One stored sample's shape -> the canonical sample's shape: (H, W, C) -> (C, H, W) for NHWC,
+        (C, L) -> (C, 1, L) for NCL, (L, C) -> (C, 1, L) for NLC; unchanged for auto, NCHW and NPD."""
+        shape = tuple(int(d) for d in sample_shape)
+        self.check(shape)
+        if self.name == "auto":
+            return shape
+        order = self._order()
+        out = tuple(shape[i - 1] for i in order[1:])
+        return (out[0], 1, out[1]) if "L" in _AXES[self.name][0] else out
+
+    def to_canonical(self, x: Any) -> Any:
+        """A batch (B, *stored sample) -> (B, *canonical sample), as one permute (+ a unit row for signals)."""
+        if self.is_identity:
+            return x
+        self.check(tuple(x.shape[1:]))
+        y = x.permute(*self._order())
+        if "L" in _AXES[self.name][0]:
+            y = y.unsqueeze(2)  # (B, C, L) -> (B, C, 1, L)
+        return y.contiguous()
+
+    def from_canonical(self, x: Any) -> Any:
+        """A batch (B, *canonical sample) -> (B, *stored sample): the inverse of ``to_canonical``."""
+        if self.is_identity:
+            return x
+        if "L" in _AXES[self.name][0]:
+            if x.dim() != 4 or x.shape[2] != 1:
+                raise DataError(
+                    f"Expected canonical signals (B, C, 1, L) for --layout {self.name}, got {tuple(x.shape)}, "
+                    "do report this: symmetries must keep the signal's single row"
+                )
+            x = x.squeeze(2)
+        order = self._order()
+        inverse = tuple(sorted(range(len(order)), key=lambda i: order[i]))
+        return x.permute(*inverse).contiguous()
+
+
+def get_layout(name: Any) -> Layout:
+    """The Layout called ``name`` (case-insensitive); ConfigError (exit 2) with a suggestion if unknown."""
+    return Layout(normalise(name))
+
+
+class LayoutInput:
+    """Wraps a model adapter whose model takes batches in ``layout`` while symmetries (and the sweep)
+    hand out canonical batches: (B, *canonical) -> (B, *stored) before each call (like ReshapedInput
+    for ``--input-shape``)."""
+
+    def __init__(self, inner: Any, layout: Layout):
+        self.inner = inner
+        self.layout = layout
+        self.info = inner.info
+        self.device = inner.device
+        self.supports_autograd = inner.supports_autograd
+
+    def __call__(self, batch: Any) -> Any:
+        return self.inner(self.layout.from_canonical(batch))
