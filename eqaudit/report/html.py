@@ -246,9 +246,9 @@ class _Builder:
             "exact": s.exact,
             "anchor": f"sym-{gi}",
             "summary": s.summary,
-            "gates": [g for g in s.gates if g.element is None or g.element not in listed.values()],
+            "gates": s.gates,
             "passed": s.passed,
-            "all_gates": s.gates,
+            "own_gates": [g for g in s.gates if g.element is None or g.element not in listed.values()],  # beside its elements
             "elements": [
                 {"label": label, "summary": s.per_element[e], "level_note": "", "extent": "",
                  "gates": [g for g in s.gates if g.element == label]}
