@@ -180,8 +180,9 @@ def element_index(element: str, labels: list[str], where: str) -> int:
     for e, label in enumerate(labels):
         if _norm_label(label) == want:
             return e
-    close = difflib.get_close_matches(element, list(labels), n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    norms = {_norm_label(label): str(label) for label in labels}
+    close = difflib.get_close_matches(want, list(norms), n=1, cutoff=0.5)
+    hint = f"did you mean {norms[close[0]]!r}? " if close else ""
     raise ConfigError(f"Expected an element of the orbit in {where}, got {element!r}; {hint}"
                       f"valid labels: {', '.join(map(str, labels))}.")
 
