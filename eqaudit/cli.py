@@ -160,7 +160,7 @@ def scan(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: reports/<model-stem>/]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML config file (instead of the model's sidecar)")] = None,
     fail_over: Annotated[Optional[list[str]], typer.Option(help="gate METRIC=VALUE on every symmetry, repeatable, e.g. flip_rate=0.05")] = None,
-    gate: Annotated[Optional[list[str]], typer.Option("--gate", "-g", help="gate [SYMMETRY:]METRIC<=VALUE or >=VALUE, repeatable, e.g. 'rot90:flip_rate<=0.01', 'level_ci_low>=0.9'")] = None,
+    gate: Annotated[Optional[list[str]], typer.Option("--gate", "-g", help="gate [SYMMETRY[ELEMENT]:]METRIC<=VALUE or >=VALUE, repeatable, e.g. 'rot90:flip_rate<=0.01', 'rot90[180]:flip_rate<=0.01', 'level_ci_low>=0.9'")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="a previous result.json: fail when a metric got worse than there")] = None,
     max_regression: Annotated[Optional[list[str]], typer.Option(help="allowed worsening against --baseline: 0.02, 5% or METRIC=VALUE, repeatable [default: 0.01]")] = None,
     junit_xml: Annotated[Optional[Path], typer.Option(help="write a JUnit XML file: one test case per gate and baseline metric")] = None,
