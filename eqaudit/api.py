@@ -179,7 +179,7 @@ def _load_baseline(settings: Settings):
 
 def _apply_gates(results: list[SymmetryResult], symmetries: list[Symmetry], settings) -> None:
     for s, sym in zip(results, symmetries):
-        s.gates = gates_for(s.summary, sym, settings)
+        s.gates = gates_for(s.summary, sym, settings, s.per_element)
         s.passed = all(g.passed for g in s.gates)
 
 

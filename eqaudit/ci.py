@@ -58,7 +58,7 @@ def annotations(result: AuditResult | None, comparison: Comparison | None = None
         for s, g in _gates(result):
             if not g.passed:
                 lines.append(error_command(failure_line(_model(result, s), s.spec, g, s.summary),
-                                           title=f"eqaudit gate failed: {s.spec} {g.metric}"))
+                                           title=f"eqaudit gate failed: {s.spec} {g.name}"))
     if comparison is not None:
         for r in comparison.regressions:
             lines.append(error_command(r.describe(), title=f"eqaudit regression: {r.symmetry} {r.metric}"))
@@ -95,7 +95,8 @@ def _finish(suite: ET.Element) -> tuple[int, int]:
 
 def junit_xml(result: AuditResult | None = None, comparison: Comparison | None = None, error: BaseException | None = None) -> str:
     """A JUnit XML document: ``<testsuites>`` holding one ``<testsuite>`` per model (one test case per
-    gate, named ``SYMMETRY: METRIC OP BOUND``) and, with a comparison, a ``baseline`` suite (one test
+    gate, named ``SYMMETRY: METRIC OP BOUND``, or ``SYMMETRY: METRIC at ELEMENT OP BOUND`` for a gate on
+    one element) and, with a comparison, a ``baseline`` suite (one test
     case per compared metric, plus one per baseline symmetry missing from the new result). With
     ``error`` (a scan that stopped before a verdict, exit 2 or 3), one ``eqaudit run`` suite whose
     single test case carries the ``<error>``, so CI dashboards show a broken run, not an empty one."""
@@ -120,7 +121,7 @@ def junit_xml(result: AuditResult | None = None, comparison: Comparison | None =
                     continue
                 for g in s.gates:
                     failure = None if g.passed else failure_line(model, s.spec, g, s.summary)
-                    _case(suite, f"eqaudit.{Path(model).stem}", f"{s.spec}: {g.metric} {g.op} {_num(g.threshold)}", failure)
+                    _case(suite, f"eqaudit.{Path(model).stem}", f"{s.spec}: {g.name} {g.op} {_num(g.threshold)}", failure)
             _finish(suite)
     if comparison is not None:
         suite = ET.SubElement(root, "testsuite", name="eqaudit baseline", time="0.000")

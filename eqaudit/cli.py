@@ -101,7 +101,8 @@ def fingerprint(result, model: int) -> str:
 
 
 def print_summary(result) -> None:
-    """One row per (model, symmetry), then each model's symmetry fingerprint."""
+    """One row per (model, symmetry), a dim sub-row per element of a small finite group (with that
+    element's gates), then each model's symmetry fingerprint."""
     multi = len(result.models) > 1
     table = Table(title=f"eqaudit: {result.data.n_samples} samples from {Path(result.data.path).name}", title_justify="left")
     # narrow terminals: names and the level wrap onto a second line instead of being cut off
@@ -116,10 +117,20 @@ def print_summary(result) -> None:
         table.add_column(header, justify="left" if header == "gates" else "right", overflow="fold")
     for s in result.symmetries:
         sm = s.summary
+        elements = {str(s.per_element[e].get("label", e)) for e in s.listed_elements()}  # their gates go on their sub-row
         floor = _fmt(sm.get("floor")) + ("" if s.exact else f" ({sm.get('unresolved_elements', 0)} unres.)")
-        gates = ", ".join(("[green]pass[/]" if g.passed else "[red]FAIL[/]") + f" {escape(g.metric)}" for g in s.gates) or "–"
+        gates = ", ".join(("[green]pass[/]" if g.passed else "[red]FAIL[/]") + f" {escape(g.name)}" for g in s.gates
+                          if g.element is None or g.element not in elements) or "–"
         row = [escape(s.spec), "yes" if s.exact else "no", *(_fmt(_cell(sm, k), pct) for _, k, pct in shown), floor, _level_text(sm), gates]
         table.add_row(*([escape(Path(result.models[s.model].path).name)] if multi else []), *row)
+        for e in s.listed_elements():  # one dim sub-row per element of a small finite group
+            pe = s.per_element[e]
+            label = str(pe.get("label", e))
+            own = ", ".join(("[green]pass[/]" if g.passed else "[red]FAIL[/]") + f" {escape(g.metric)}"
+                            for g in s.gates if g.element == label)
+            cells = ["  └ " + escape(label), "", *("" if _cell(pe, k) is None else _fmt(_cell(pe, k), pct) for _, k, pct in shown),
+                     "" if pe.get("floor") is None else _fmt(pe["floor"]), "" if pe.get("level") is None else f"{pe['level']:.3f}", own]
+            table.add_row(*([""] if multi else []), *cells, style="dim")
     out.print(table)
     for m, info in enumerate(result.models):
         out.print(f"fingerprint {escape(Path(info.path).name)}: {escape(fingerprint(result, m))}", highlight=False)
@@ -177,7 +188,7 @@ def scan(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: reports/<model-stem>/]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML config file (instead of the model's sidecar)")] = None,
     fail_over: Annotated[Optional[list[str]], typer.Option(help="gate METRIC=VALUE on every symmetry, repeatable, e.g. flip_rate=0.05")] = None,
-    gate: Annotated[Optional[list[str]], typer.Option("--gate", "-g", help="gate [SYMMETRY:]METRIC<=VALUE or >=VALUE, repeatable, e.g. 'rot90:flip_rate<=0.01', 'level_ci_low>=0.9'")] = None,
+    gate: Annotated[Optional[list[str]], typer.Option("--gate", "-g", help="gate [SYMMETRY[ELEMENT]:]METRIC<=VALUE or >=VALUE, repeatable, e.g. 'rot90:flip_rate<=0.01', 'rot90[180]:flip_rate<=0.01', 'level_ci_low>=0.9'")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="a previous result.json: fail when a metric got worse than there")] = None,
     max_regression: Annotated[Optional[list[str]], typer.Option(help="allowed worsening against --baseline: 0.02, 5% or METRIC=VALUE, repeatable [default: 0.01]")] = None,
     junit_xml: Annotated[Optional[Path], typer.Option(help="write a JUnit XML file: one test case per gate and baseline metric")] = None,

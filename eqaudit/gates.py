@@ -8,6 +8,13 @@ Gate syntax (``--gate``, ``gates = [...]`` in a config file)::
     rot90:flip_rate<=1%               symmetries named rot90 (any parameters)
     rotate:step=15:prob_tv <= 0.05    exactly the symmetry rotate:step=15
     level_ci_low >= 0.9               lower bound on the lower end of the level's confidence interval
+    rot90[180]:flip_rate>=0.8         one element of the orbit: its per-element row, not the summary
+    translate:max=1[dx=1 dy=0]:prob_tv<=0.1
+
+An element is named in brackets right after the symmetry, by its label as elements.csv shows it
+(``180°``, ``flip-h``, ``r1·f``, ``dx=1 dy=0``); matching ignores case, whitespace and a trailing
+``°``. The gate then compares that element's per-element value (the metrics elements.csv has, e.g.
+flip_rate, prob_tv, accuracy, level), and its record carries the element's label.
 
 ``--fail-over METRIC=VALUE`` is the short form for every symmetry, in the metric's natural direction
 (an upper bound where lower is better, a lower bound for accuracy, level, ...).
@@ -63,9 +70,10 @@ class GateSpec:
     threshold: float
     symmetry: str | None = None  # a symmetry name ("rot90") or full spec ("rotate:step=15"); None = every one
     origin: str = "gate"  # "gate" (--gate / gates) or "fail_over"
+    element: str | None = None  # one orbit element's label as the user wrote it ("180"); None = the summary
 
     def text(self) -> str:
-        head = f"{self.symmetry}:" if self.symmetry else ""
+        head = f"{self.symmetry}[{self.element}]:" if self.element is not None else (f"{self.symmetry}:" if self.symmetry else "")
         return f"{head}{self.metric}{self.op}{self.threshold!r}"
 
     def applies_to(self, name: str, spec: str) -> bool:
@@ -106,7 +114,9 @@ def parse_gate(text: str, symmetry: str | None = None) -> GateSpec:
     if not isinstance(text, str):
         raise ConfigError(f"Expected a gate string like 'rot90:flip_rate<=0.01', got {text!r}.")
     raw = text.strip()
-    i = min((p for p in (raw.find("<"), raw.find(">")) if p >= 0), default=-1)
+    # an element label may hold anything but ']': look for the operator after the closing bracket
+    after = raw.find("]", raw.find("[")) + 1 if "[" in raw else 0
+    i = min((p for p in (raw.find("<", after), raw.find(">", after)) if p >= 0), default=-1)
     if i < 0:
         hint = " (--fail-over takes METRIC=VALUE)" if "=" in raw else ""
         raise ConfigError(f"Expected a gate like 'rot90:flip_rate<=0.01' or 'level_ci_low>=0.9', got {raw!r}; "
@@ -116,17 +126,74 @@ def parse_gate(text: str, symmetry: str | None = None) -> GateSpec:
         raise ConfigError(f"Gate {raw!r}: expected the operator <= or >=, got {raw[i:i + 2].strip() or raw[i]!r}; "
                           "strict bounds are not supported (use <= or >=).")
     left, right = raw[:i].strip(), raw[i + 2 :].strip()
-    selector, _, metric = left.rpartition(":")
-    selector, metric = selector.strip(), metric.strip().lower()  # metric names are lower case
+    if "[" in left:
+        lb, rb = left.find("["), left.find("]", left.find("["))
+        rest = left[rb + 1 :].strip() if rb > lb else ""
+        if not rest.startswith(":"):
+            raise ConfigError(f"Gate {raw!r}: expected SYMMETRY[ELEMENT]:METRIC OP VALUE with the element in brackets "
+                              f"right after the symmetry, got {left!r}; write e.g. 'rot90[180]:flip_rate<=0.01'.")
+        selector, element, metric = left[:lb].strip(), left[lb + 1 : rb].strip(), rest[1:].strip().lower()
+        if ":" in metric:
+            raise ConfigError(f"Gate {raw!r}: expected the element in brackets right after the whole symmetry spec, got "
+                              f"{left!r}; write e.g. 'translate:max=1[dx=1 dy=0]:prob_tv<=0.1'.")
+    else:
+        selector, _, metric = left.rpartition(":")
+        selector, element, metric = selector.strip(), None, metric.strip().lower()  # metric names are lower case
     if not all(part.isidentifier() for part in metric.split(".")):  # "forces.equivariance_error": one declared output
         raise ConfigError(f"Gate {raw!r}: expected a metric name such as flip_rate before {op}, got {metric!r}.")
+    if symmetry and "[" in symmetry:  # a config table keyed by "rot90[180]"
+        symmetry, inherited = _split_element(symmetry, raw)
+        if element is not None:
+            raise ConfigError(f"Gate {raw!r} under {symmetry}[{inherited}] names an element again; write just '{metric}{op}{right}'.")
+        element = inherited
     if selector and symmetry:
         raise ConfigError(f"Gate {raw!r} under symmetry {symmetry!r} names a symmetry again; write just '{metric}{op}{right}'.")
     selector = selector or symmetry
     if selector in ("*", ""):
         selector = None
+    if element is not None and (selector is None or not element):
+        what = "an element label between the brackets" if not element else "a symmetry before the element"
+        raise ConfigError(f"Gate {raw!r}: expected {what}, got {left!r}; write e.g. 'rot90[180]:flip_rate<=0.01'.")
     threshold = _number(right, f"the bound of gate {raw!r}")
-    return GateSpec(metric, op, threshold, selector)
+    return GateSpec(metric, op, threshold, selector, element=element)
+
+
+def _split_element(key: str, raw: str) -> tuple[str, str]:
+    """``"rot90[180]"`` -> ``("rot90", "180")`` (a config table key that names one element)."""
+    lb, rb = key.find("["), key.rfind("]")
+    sym, element = key[:lb].strip(), key[lb + 1 : rb].strip()
+    if rb != len(key.rstrip()) - 1 or not sym or not element:
+        raise ConfigError(f"Expected a gate table key like 'rot90' or 'rot90[180]', got {key!r} (for gate {raw!r}).")
+    return sym, element
+
+
+def _norm_label(text: str) -> str:
+    """What element matching compares: no whitespace or case, no trailing degree sign, x for ×, · for *."""
+    t = "".join(str(text).split()).lower().replace("×", "x").replace("*", "·")
+    return t[:-1] if t.endswith("°") else t
+
+
+def element_index(element: str, labels: list[str], where: str) -> int:
+    """The index of the orbit element ``element`` names among ``labels`` (see the module docstring for
+    the matching rules); ConfigError (exit 2) listing the valid labels, with the closest, otherwise."""
+    want = _norm_label(element)
+    for e, label in enumerate(labels):
+        if _norm_label(label) == want:
+            return e
+    norms = {_norm_label(label): str(label) for label in labels}
+    close = difflib.get_close_matches(want, list(norms), n=1, cutoff=0.5)
+    hint = f"did you mean {norms[close[0]]!r}? " if close else ""
+    raise ConfigError(f"Expected an element of the orbit in {where}, got {element!r}; {hint}"
+                      f"valid labels: {', '.join(map(str, labels))}.")
+
+
+PER_ELEMENT_NOT_METRICS = ("element", "label", "resolved")
+
+
+def per_element_metrics(per_element: list[dict]) -> list[str]:
+    """The numeric keys of the per-element rows (what an element gate can compare)."""
+    keys = [k for row in per_element for k, v in row.items() if k not in PER_ELEMENT_NOT_METRICS and (_is_number(v) or v is None)]
+    return list(dict.fromkeys(keys))
 
 
 def gate_specs(raw: Any) -> list[GateSpec]:
@@ -201,10 +268,14 @@ def check_gates(
                     f"Gate {g.text()!r} names symmetry {g.symmetry!r}, which this scan does not audit; {hint} "
                     "(or add it with --symmetry)."
                 )
+        if g.element is not None and symmetries is not None:
+            for s in symmetries:
+                if g.applies_to(s.name, s.spec) and getattr(s, "labels", None) is not None:
+                    element_index(g.element, list(s.labels), f"gate {g.text()!r} (symmetry {s.spec})")
 
 
 def evaluate_gates(summary: dict, fail_over: Mapping[str, float] | None, specs: Iterable[GateSpec] = (), *,
-                   symmetry: Any = None) -> list[Gate]:
+                   symmetry: Any = None, per_element: list[dict] | None = None) -> list[Gate]:
     """The gates of one symmetry's summary.
 
     ``fail_over`` (METRIC -> VALUE) gates every symmetry in the metric's natural direction; ``specs``
@@ -212,13 +283,17 @@ def evaluate_gates(summary: dict, fail_over: Mapping[str, float] | None, specs: 
     only gates without a selector). A gate whose value is missing or None (e.g. an undetermined level)
     fails. A gate without a selector skips a symmetry whose summary lacks a known metric (e.g. the
     floor flip rate of an exact symmetry). A metric that is neither known nor in the summary raises
-    ConfigError (exit 2) with the closest name.
+    ConfigError (exit 2) with the closest name. A gate naming an element compares that element's row
+    of ``per_element`` (rows with a ``label``, as the result stores them) instead of the summary.
     """
     name = getattr(symmetry, "name", None)
     spec = getattr(symmetry, "spec", None)
     gates = []
     for g in [*fail_over_specs(fail_over or {}), *specs]:
         if g.symmetry is not None and (symmetry is None or not g.applies_to(name, spec)):
+            continue
+        if g.element is not None:
+            gates.append(_element_gate(g, per_element or [], spec))
             continue
         if g.metric not in summary:
             if g.metric not in known_metrics():
@@ -227,16 +302,32 @@ def evaluate_gates(summary: dict, fail_over: Mapping[str, float] | None, specs: 
                 raise _unknown_metric(g.metric, where, [*numeric, *known_metrics()])
             if g.symmetry is None:
                 continue
-        value = summary.get(g.metric)
-        if value is not None and not _is_number(value):
-            raise ConfigError(f"Gate metric {g.metric!r} holds {type(value).__name__}, not a number; gate a numeric summary key.")
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            gates.append(Gate(g.metric, g.op, float(g.threshold), None, False))
-            continue
-        value = float(value)
-        passed = value >= g.threshold if g.op == ">=" else value <= g.threshold
-        gates.append(Gate(g.metric, g.op, float(g.threshold), value, bool(passed)))
+        gates.append(_compare(g, summary.get(g.metric)))
     return gates
+
+
+def _compare(g: GateSpec, value: Any, element: str | None = None) -> Gate:
+    if value is not None and not _is_number(value):
+        raise ConfigError(f"Gate metric {g.metric!r} holds {type(value).__name__}, not a number; gate a numeric summary key.")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return Gate(g.metric, g.op, float(g.threshold), None, False, element)
+    value = float(value)
+    passed = value >= g.threshold if g.op == ">=" else value <= g.threshold
+    return Gate(g.metric, g.op, float(g.threshold), value, bool(passed), element)
+
+
+def _element_gate(g: GateSpec, per_element: list[dict], spec: str | None) -> Gate:
+    """A gate on one element's row: the element by its label, the metric among the row's metrics."""
+    where = f"gate {g.text()!r} (symmetry {spec})"
+    labels = [str(row.get("label", e)) for e, row in enumerate(per_element)]
+    row = per_element[element_index(g.element, labels, where)]
+    if g.metric not in row:
+        metrics = per_element_metrics(per_element)
+        close = difflib.get_close_matches(g.metric, metrics, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"Expected a per-element metric in {where}, got {g.metric!r}, which the per-element rows do not "
+                          f"carry; {hint}per-element metrics: {', '.join(metrics)} (gate summary metrics without [ELEMENT]).")
+    return _compare(g, row[g.metric], str(row.get("label", g.element)))
 
 
 def check_gates_matched(summaries: list[dict], settings: Any) -> None:
@@ -257,10 +348,12 @@ def check_gates_matched(summaries: list[dict], settings: Any) -> None:
             )
 
 
-def gates_for(summary: dict, symmetry: Any, settings: Any) -> list[Gate]:
-    """The gates ``settings`` (``fail_over`` and ``gates``) put on one symmetry's final summary."""
+def gates_for(summary: dict, symmetry: Any, settings: Any, per_element: list[dict] | None = None) -> list[Gate]:
+    """The gates ``settings`` (``fail_over`` and ``gates``) put on one symmetry's final summary (and,
+    for gates naming an element, on its ``per_element`` rows)."""
     values = getattr(settings, "values", settings)
-    return evaluate_gates(summary, values.get("fail_over") or {}, gate_specs(values.get("gates")), symmetry=symmetry)
+    return evaluate_gates(summary, values.get("fail_over") or {}, gate_specs(values.get("gates")), symmetry=symmetry,
+                          per_element=per_element)
 
 
 def check_settings_gates(settings: Any, symmetries: list, has_labels: bool, label_metrics: frozenset[str] = frozenset()) -> None:
@@ -281,8 +374,8 @@ def failure_line(model: str, spec: str, gate: Gate, summary: Mapping[str, Any] |
         why = "was not measured"
         if summary is not None and gate.metric.startswith("level") and summary.get("level_status") == "undetermined":
             why = f"is undetermined ({summary.get('level_reason') or 'null and floor too close to tell'})"
-        return f"{model}, symmetry {spec}: {gate.metric} {why}, so it cannot satisfy {bound}"
-    return f"{model}, symmetry {spec}: {gate.metric} = {gate.value!r}, bound {bound}"
+        return f"{model}, symmetry {spec}: {gate.name} {why}, so it cannot satisfy {bound}"
+    return f"{model}, symmetry {spec}: {gate.name} = {gate.value!r}, bound {bound}"
 
 
 # ---------------------------------------------------------------------------------------------------

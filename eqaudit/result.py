@@ -16,6 +16,8 @@ from .errors import ResultError
 #   1  first release: models, data, symmetries[] (summary, per_element, gates), passed, timing.
 FORMAT_VERSION = 1
 
+MAX_LISTED_ELEMENTS = 8  # finite groups this small get one summary row per element (terminal, report)
+
 ORBITS_FILE = "orbits.npz"
 """Per-sample orbit table written beside result.json.
 
@@ -61,10 +63,16 @@ class Gate:
     threshold: float
     value: float | None
     passed: bool
+    element: str | None = None  # the orbit element's label for a per-element gate (rot90[180]:...), else None
+
+    @property
+    def name(self) -> str:
+        """The metric, with the element it was read at: ``flip_rate`` or ``flip_rate at 180°``."""
+        return self.metric if self.element is None else f"{self.metric} at {self.element}"
 
     def describe(self) -> str:
         shown = "n/a" if self.value is None else f"{self.value:.6g}"
-        return f"{self.metric} = {shown} (must be {self.op} {self.threshold:g})"
+        return f"{self.name} = {shown} (must be {self.op} {self.threshold:g})"
 
 
 @dataclass
@@ -88,6 +96,13 @@ class SymmetryResult:
     gates: list[Gate] = field(default_factory=list)
     passed: bool = True
     notes: list[str] = field(default_factory=list)  # what check_input said about binding to the data (e.g. a subgroup)
+
+    def listed_elements(self) -> list[int]:
+        """Indices of the non-identity elements that summaries list one row each: every one of a finite
+        group of at most MAX_LISTED_ELEMENTS elements (rot90, flip, d4), none otherwise."""
+        if self.layout != "finite" or not 1 < len(self.per_element) <= MAX_LISTED_ELEMENTS:
+            return []
+        return [e for e in range(len(self.per_element)) if e != self.identity_index]
 
 
 @dataclass

@@ -62,6 +62,17 @@ class FlipAveraged(_OrbitAveraged):
         return [x, torch.flip(x, dims=(-1,))]
 
 
+class HalfTurnAveraged(nn.Module):
+    """A CNN on x + rot180(x): invariant to the half turn by construction, not to quarter turns."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = SmallCNN()
+
+    def forward(self, x):
+        return self.net(x + torch.rot90(x, 2, dims=(-2, -1)))
+
+
 class D4Averaged(_OrbitAveraged):
     def views(self, x):
         r = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]

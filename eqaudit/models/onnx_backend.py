@@ -83,6 +83,19 @@ def providers_for(device: torch.device) -> list:
     return ["CPUExecutionProvider"]
 
 
+def _not_float_message(path: Path, bad: list, outputs: list) -> str:
+    """Why outputs that are not float tensors cannot be audited, and what to do; a sequence of maps is
+    the ZipMap that skl2onnx adds to classifiers by default (probabilities as {class: p} dictionaries)."""
+    shown = ", ".join(f"{o.name!r} ({o.type})" for o in bad)
+    floats = [o.name for o in outputs if o.type in ORT_DTYPES]
+    do = f"pick a float output with --output-name ({', '.join(floats)})" if floats else "re-export it with a float tensor output"
+    if any(str(o.type).startswith("seq(map(") or str(o.type).startswith("map(") for o in bad):
+        do = ("re-export the scikit-learn model without ZipMap, "
+              "to_onnx(clf, X, options={id(clf): {'zipmap': False}}) (zipmap=False gives a float tensor of probabilities)"
+              + (f", or pick a float output with --output-name ({', '.join(floats)})" if floats else ""))
+    return f"Expected a float tensor output from {str(path)!r}, got {shown}; {do}."
+
+
 def load_onnx(path: Path, device: torch.device, *, output_name: str | None = None) -> OnnxAdapter:
     import onnxruntime as ort
 
@@ -120,11 +133,14 @@ def load_onnx(path: Path, device: torch.device, *, output_name: str | None = Non
     if output_name is not None:
         if output_name not in info.output_names:
             raise ConfigError(f"--output-name {output_name!r} is not an output of {str(path)!r}; its outputs are {info.output_names}.")
+        chosen = next(o for o in outputs if o.name == output_name)
+        if chosen.type not in ORT_DTYPES:
+            raise ModelLoadError(_not_float_message(path, [chosen], outputs))
         info.output_name = output_name
     else:
         floats = [o.name for o in outputs if o.type in ORT_DTYPES]
         if not floats:
-            raise ModelLoadError(f"{str(path)!r} has no float output (outputs: {info.output_names}).")
+            raise ModelLoadError(_not_float_message(path, outputs, outputs))
         info.output_name = floats[0]
         if len(outputs) > 1:
             info.notes.append(f"using output {floats[0]!r} of {info.output_names}; pick another with --output-name")

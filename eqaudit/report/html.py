@@ -248,6 +248,8 @@ class _Builder:
     def _summary_row(self, j: int, s: SymmetryResult, groups) -> dict[str, Any]:
         gi = next(i for i, g in enumerate(groups) if any(jj == j for jj, _ in g))
         m = self.models[s.model] if s.model < len(self.models) else {"name": f"model {s.model}", "color": "#333", "index": s.model}
+        # small finite groups: one sub-row per non-identity element, carrying that element's gates
+        listed = {e: str(s.per_element[e].get("label", e)) for e in s.listed_elements()}
         return {
             "j": j,
             "model": m,
@@ -257,6 +259,12 @@ class _Builder:
             "summary": s.summary,
             "gates": s.gates,
             "passed": s.passed,
+            "own_gates": [g for g in s.gates if g.element is None or g.element not in listed.values()],  # beside its elements
+            "elements": [
+                {"label": label, "summary": s.per_element[e], "level_note": "", "extent": "",
+                 "gates": [g for g in s.gates if g.element == label]}
+                for e, label in listed.items()
+            ],
             "floor_flip_rate": s.summary.get("floor_flip_rate"),
             "extent": _extent_text(s.summary.get("extent")),
             "level_note": _level_note(s.summary),
