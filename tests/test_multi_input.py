@@ -91,9 +91,10 @@ def test_invariant_multi_input_point_model_reads_float_noise(files, tmp_path, mo
 
 
 def test_breaking_the_feature_permutation_reads_a_clear_error_under_permute_only(files, tmp_path):
-    res = {s.name: s.summary for s in run(files, tmp_path, "BrokenPointSetNet", "points.npz", SYMS).symmetries}
+    res = {s.name: s.summary for s in run(files, tmp_path, "BrokenPointSetNet", "points.npz", SYMS, level_at_init=True).symmetries}
     assert res["so3"]["prob_tv"] < 1e-6
     assert res["permute"]["prob_tv"] > 1e-3
+    assert res["so3"]["level_at_init"] == pytest.approx(1.0)  # fresh weights of the same architecture, fed the same inputs
 
 
 def bound(spec: str):
