@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import __version__
-from .config import Settings, parse_input_shape, read_toml, resolve, sidecar_for
+from .config import Settings, parse_input_map, parse_input_shape, read_toml, resolve, sidecar_for
 from .data import Dataset, load_dataset
 from .errors import ConfigError, EqauditError, PathNotFoundError
 from .gates import Comparison, check_gates_matched, check_settings_gates, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
@@ -73,17 +73,27 @@ def run_scan(
     device = resolve_device(settings.device)
     symmetries = [parse_symmetry(spec, seed=settings.seed) for spec in settings.symmetry]
     input_shape = parse_input_shape(settings.input_shape) if settings.input_shape else None
-    dataset = load_dataset(settings.data, limit=settings.limit, seed=settings.seed, input_shape=input_shape,
-                           targets_key=settings.targets_key, layout=settings.layout)
-    for sym in symmetries:
-        sym.check_input(dataset.sample_shape)
+    factory_dirs = [settings.bases["model_factory"]] if "model_factory" in settings.bases else []
+    input_map = parse_input_map(settings.input)
     task, out_names = task_for(settings.task, settings.output)
     if out_names is not None and len(out_names) > 1 and (settings.local or settings.layers):
         raise ConfigError("Expected one output for --local/--layers, got several --output declarations, do audit one output at a time.")
+    # the first model's input names say whether it takes one tensor or several, fed from arrays by name
+    first = _load(models[0], settings, device, factory_dirs, out_names)
+    dataset = load_dataset(settings.data, limit=settings.limit, seed=settings.seed, input_shape=input_shape,
+                           targets_key=settings.targets_key, layout=settings.layout, model_inputs=first[0].info.input_names, input_map=input_map,
+                           act_on=settings.act_on)
+    binding = dataset.binding
+    if binding is not None and (settings.local or settings.layers):
+        raise ConfigError(f"Expected --local/--layers only for models with one input, got a model with inputs "
+                          f"{', '.join(binding.names)}, do drop --local and --layers for this model.")
+    for sym in symmetries:
+        for name in (binding.act_on[1:] if binding is not None else []):  # x last: permute binds to its points
+            sym.check_input(dataset.input_shape(name))
+        sym.check_input(dataset.sample_shape)
     task.check_reference(settings.reference, dataset.has_labels, dataset.has_targets, dataset.targets_key)
     check_settings_gates(settings, symmetries, dataset.has_labels, task.label_metrics)
     out_dir = Path(settings.out) if settings.out else default_out(models)
-    factory_dirs = [settings.bases["model_factory"]] if "model_factory" in settings.bases else []
 
     result = AuditResult(
         eqaudit_version=__version__,
@@ -102,6 +112,8 @@ def run_scan(
             sample_shape=list(dataset.sample_shape),
             classes=dataset.classes,
             layout=dataset.layout.name,
+            inputs=dict(binding.keys) if binding is not None else None,
+            act_on=list(binding.act_on) if binding is not None else None,
         ),
         symmetries=[],
         timing={"seconds": 0.0, "model_seconds": 0.0, "model_evals": 0, "evals_per_second": 0.0},
@@ -113,17 +125,8 @@ def run_scan(
         orbits["labels"] = dataset.y[dataset.indices]
 
     for m, path in enumerate(models):
-        factory, dirs = _factory_for(path, settings, factory_dirs)
-        adapter = load_model(
-            path,
-            device,
-            factory=factory,
-            search_dirs=dirs,
-            trust=settings.trust,
-            output_name=settings.output_name or (out_names[0] if out_names and len(out_names) == 1 else None),
-            outputs=out_names,
-        )
-        check_declared_shape(adapter.info, dataset.stored_shape)
+        adapter, factory, dirs = first if m == 0 else _load(path, settings, device, factory_dirs, out_names)
+        _check_inputs(adapter, dataset)
         model = _as_called(adapter, dataset, input_shape is not None)
         try:
             named = None if progress is None else (lambda d, t, w, name=Path(path).name: progress(d, t, f"{name} {w}"))
@@ -165,6 +168,31 @@ def run_scan(
         if write:
             result.save(out_dir / "result.json")
     return result, out_dir, comparison
+
+
+def _load(path: Path, settings: Settings, device, factory_dirs: list[Path], out_names: list[str | None] | None = None):
+    """(adapter, factory, search dirs) for one model file; ``out_names``: the declared outputs (--output)."""
+    factory, dirs = _factory_for(path, settings, factory_dirs)
+    single = out_names[0] if out_names and len(out_names) == 1 else None
+    adapter = load_model(path, device, factory=factory, search_dirs=dirs, trust=settings.trust,
+                         output_name=settings.output_name or single, outputs=out_names)
+    return adapter, factory, dirs
+
+
+def _check_inputs(adapter, dataset: Dataset) -> None:
+    """The model takes the inputs the data was bound to, each in the shape the model file declares."""
+    binding = dataset.binding
+    if binding is None:
+        if len(adapter.info.input_names) > 1:
+            raise ConfigError(f"Expected the models of one scan to take the same inputs, got {adapter.info.path!r} with inputs "
+                              f"{', '.join(adapter.info.input_names)} after a model with one, do scan it separately.")
+        check_declared_shape(adapter.info, dataset.stored_shape)
+        return
+    if adapter.info.input_names != binding.names:
+        raise ConfigError(f"Expected the models of one scan to take the same inputs ({', '.join(binding.names)}), got "
+                          f"{adapter.info.path!r} with inputs {', '.join(adapter.info.input_names) or 'one unnamed'}, do scan it separately.")
+    for name in binding.names:
+        check_declared_shape(adapter.info, dataset.input_shape(name), name)
 
 
 def _load_baseline(settings: Settings):
@@ -235,7 +263,7 @@ def _add_level_at_init(result, adapter, factory, dirs, dataset: Dataset, symmetr
     with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's global RNG
         torch.manual_seed(settings.seed)
         module = resolve_factory(factory, dirs)()
-    info = AdapterInfo(adapter.info.path, "torch", "init", "", str(adapter.device))
+    info = AdapterInfo(adapter.info.path, "torch", "init", "", str(adapter.device), input_names=list(adapter.info.input_names))
     fresh = TorchAdapter(module.to(adapter.device).eval(), info, adapter.device)
     model = _as_called(fresh, dataset, reshape)
     init = sweep(model, dataset, symmetries, task_for(settings.task, settings.output)[0], batch_size=settings.batch_size, output_kind=settings.output_kind, seed=settings.seed)

@@ -194,6 +194,8 @@ def scan(
     junit_xml: Annotated[Optional[Path], typer.Option(help="write a JUnit XML file: one test case per gate and baseline metric")] = None,
     input_shape: Annotated[Optional[str], typer.Option(help="per-sample shape for flat inputs, e.g. 1x8x8")] = None,
     layout: Annotated[Optional[str], typer.Option(help="axes of the model's input batch: auto, NCHW, NHWC (channels-last), NCL, NLC (1-D signals) or NPD (point sets) [default: auto]")] = None,
+    input_: Annotated[Optional[list[str]], typer.Option("--input", help="NAME=KEY: feed model input NAME from data array KEY, repeatable (models with several inputs)")] = None,
+    act_on: Annotated[Optional[str], typer.Option(help="model inputs the symmetry moves, e.g. pos,vel [default: the first input]")] = None,
     output_name: Annotated[Optional[str], typer.Option(help="which output of a multi-output model to audit")] = None,
     output_kind: Annotated[Optional[str], typer.Option(help="auto, logits or probabilities [default: auto]")] = None,
     output: Annotated[Optional[list[str]], typer.Option("--output", "-o", help="declare how the group acts on an output, [NAME=]TYPE, repeatable: invariant, label-perm:GEN=i,j,..., binary, vector, pseudovector, vector-per-point, scalar-per-point, map, field, boxes (replaces --task)")] = None,
@@ -214,7 +216,7 @@ def scan(
     flags = {
         "data": data, "symmetry": symmetry or None, "task": task, "device": device, "batch_size": batch_size,
         "limit": limit, "seed": seed, "out": str(out_dir) if out_dir else None, "fail_over": fail_over or None,
-        "input_shape": input_shape, "layout": layout, "output_name": output_name, "output_kind": output_kind, "output": output or None,
+        "input_shape": input_shape, "layout": layout, "input": input_ or None, "act_on": act_on, "output_name": output_name, "output_kind": output_kind, "output": output or None,
         "model_factory": model_factory, "trust": True if trust else None, "reference": reference,
         "targets_key": targets_key,
         "local": True if (local or layers) else None, "layers": True if layers else None, "extent_tolerance": extent_tolerance, "level_at_init": True if level_at_init else None,

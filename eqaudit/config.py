@@ -80,6 +80,30 @@ def _split_specs(s: str) -> list[str]:
     return [p for chunk in s.split(";") for p in chunk.split()]
 
 
+def _to_names(v: Any) -> list[str]:
+    """Names separated by commas, ';' or whitespace (``pos,vel``), or a list of them."""
+    return [n.strip() for p in _to_list(v) for n in p.split(",") if n.strip()]
+
+
+def _to_input_pairs(v: Any) -> list[str]:
+    """``NAME=KEY`` pairs (a model input and the data array that feeds it), as a list of strings."""
+    pairs = _to_list(v)
+    parse_input_map(pairs)
+    return pairs
+
+
+def parse_input_map(pairs: list[str] | None) -> dict[str, str]:
+    """``["pos=positions", "h=features"]`` -> {"pos": "positions", "h": "features"}."""
+    out: dict[str, str] = {}
+    for item in pairs or []:
+        name, sep, key = item.partition("=")
+        if not sep or not name.strip() or not key.strip():
+            raise ConfigError(f"Expected --input NAME=KEY (a model input and the data array that feeds it), got {item!r}, "
+                              "do write e.g. --input pos=positions.")
+        out[name.strip()] = key.strip()
+    return out
+
+
 def _to_seed(v: Any) -> int:
     out = _to_int(v)
     if out < 0:
@@ -183,6 +207,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("junit_xml", None, _to_str, "write a JUnit XML file (one test case per gate and baseline metric)", is_path=True),
         Setting("input_shape", None, _to_str, "per-sample shape for flat inputs, e.g. 1x8x8"),
         Setting("layout", "auto", _to_layout, "axes of the model's input batch: auto, NCHW, NHWC, NCL, NLC or NPD"),
+        Setting("input", [], _to_input_pairs, "NAME=KEY: feed the model input NAME from the data array KEY (several inputs)"),
+        Setting("act_on", [], _to_names, "the model inputs the symmetry moves, e.g. pos,vel (default: the first input)"),
         Setting("output_name", None, _to_str, "which output of a multi-output model to audit"),
         Setting("output", [], _to_words, "declared output types [NAME=]TYPE (invariant, label-perm:GEN=i,j,..., binary, vector, pseudovector, ...); replaces --task"),
         Setting("output_kind", "auto", _to_str, "classifier outputs: auto, logits or probabilities"),

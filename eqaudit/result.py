@@ -54,6 +54,8 @@ class DataInfo:
     has_targets: bool = False  # ground-truth outputs for --reference label (non-classifier tasks)
     targets_key: str | None = None  # the array they were read from
     layout: str = "auto"  # --layout the data (and model) use; symmetries see the canonical form (see eqaudit.layouts)
+    inputs: dict[str, str] | None = None  # several model inputs: input name -> the data array that fed it
+    act_on: list[str] | None = None  # several model inputs: the ones the symmetries moved (the first is x)
 
 
 @dataclass

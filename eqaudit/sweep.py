@@ -14,7 +14,8 @@ read once per batch with ``Dataset.targets_at`` and moved by S_g like f(x)); ``c
 chunks of elements: the first maps every output back to the canonical frame and sums it (and counts
 class votes) in a running total, the second compares (outputs are kept between the passes when they
 fit in KEEP_BYTES, else evaluated again), so results do not depend on batch or chunk size. The floor
-is always measured against f(x).
+is always measured against f(x). A model with several inputs is fed dicts of them (``Dataset.feed``);
+eqaudit.inputs builds their orbits.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from torch import Tensor
 
 from .data import Dataset
 from .errors import DataError, EqauditError, ModelRunError
+from .inputs import describe, flatten, lead_shape, orbit
+from .models.batching import n_rows, take_rows
 from .symmetries import Symmetry
 from .tasks import Task
 from .tasks.base import ConsensusAccumulator
@@ -59,12 +62,13 @@ class ModelCaller:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def __call__(self, x: Tensor) -> Tensor:
-        rows = int(x.shape[0])
+    def __call__(self, x) -> Tensor:
+        """x (R, ...), or a dict of inputs (R, ...) sliced by the same rows -> outputs (R, ...)."""
+        rows = n_rows(x)
         step = min(rows, self.max_rows or rows)
         outs, i = [], 0
         while i < rows:
-            part = x[i : i + step]
+            part = take_rows(x, i, i + step)
             self._sync()
             t0 = time.perf_counter()
             try:
@@ -77,13 +81,13 @@ class ModelCaller:
                 if isinstance(exc, EqauditError):  # already says what went wrong (e.g. an ONNX adapter's error)
                     raise
                 raise ModelRunError(
-                    f"The model failed on a batch of shape {tuple(part.shape)}: {type(exc).__name__}: "
+                    f"The model failed on a batch of shape {describe(part)}: {type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}; check that --data (and --input-shape) match the model's input."
                 ) from exc
             self.seconds += time.perf_counter() - t0
-            self.evals += int(part.shape[0])
+            self.evals += n_rows(part)
             outs.append(out)
-            i += int(part.shape[0])
+            i += n_rows(part)
         if len(outs) == 1:
             return outs[0]
         if isinstance(outs[0], Tensor):
@@ -171,7 +175,8 @@ def sweep(
                 e_chunk = min(e_total, max(1, batch_size // per_batch))
                 table: dict[str, np.ndarray] = {}
                 for pos, x, y in dataset.batches(per_batch, device):
-                    raw = caller(x)
+                    feed = dataset.feed(pos, x, device)
+                    raw = caller(feed)
                     if kind is None:
                         task.check_output(raw, x)
                         _check_finite(raw)
@@ -185,7 +190,8 @@ def sweep(
                         hit = torch.from_numpy(rows >= 0)
                         kept_refs[torch.from_numpy(rows[rows >= 0])] = ref[hit.to(ref.device)].cpu()
                     targets = dataset.targets_at(pos, device) if use_targets else None
-                    _sweep_batch(caller, task, sym, elements, table, n, pos, x, y, ref, e_chunk, reference, targets)
+                    _sweep_batch(caller, task, sym, elements, table, n, pos, x, y, ref, e_chunk, reference, targets,
+                                 feed=feed, act_on=dataset.binding.act_on if dataset.binding is not None else None)
                     done += len(pos)
                     if progress is not None:
                         progress(done, total, sym.spec)
@@ -203,12 +209,15 @@ def sweep(
 
 
 def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dict[str, np.ndarray], n: int, pos: np.ndarray,
-                 x: Tensor, y: Tensor | None, ref_out: Tensor, e_chunk: int, reference: str, targets: Tensor | None = None) -> None:
+                 x: Tensor, y: Tensor | None, ref_out: Tensor, e_chunk: int, reference: str, targets: Tensor | None = None,
+                 feed=None, act_on: list[str] | None = None) -> None:
     """All elements of ``sym`` on one batch x (B, ...): fills table[key][pos, :] for every metric.
 
     elements (E, D) on the device; ref_out (B, ...) the converted f(x); targets (B, ...) the ground truth
-    for the label reference, or None. Chunks of ``e_chunk`` elements go through the model in one call
-    each; with the consensus reference a first pass over the chunks builds the reference."""
+    for the label reference, or None; ``feed`` the model's inputs for x (x itself, or a dict of several
+    inputs whose ``act_on`` ones the symmetry moves). Chunks of ``e_chunk`` elements go through the model
+    in one call each; with the consensus reference a first pass over the chunks builds the reference."""
+    feed = x if feed is None else feed
     identity = elements[sym.identity_index : sym.identity_index + 1]
     e_total = sym.n_elements
     chunks = [slice(s, min(s + e_chunk, e_total)) for s in range(0, e_total, e_chunk)]
@@ -220,17 +229,17 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
         keep = e_total * ref_out.numel() * 8 <= KEEP_BYTES
         kept = [] if keep else None
         for sl in chunks:
-            out = _evaluate(caller, task, sym.act(x, elements[sl]))
+            out = _evaluate(caller, task, orbit(sym, feed, elements[sl], act_on))
             acc.add(out, sym, elements[sl], x)
             if keep:
                 kept.append(out)
         ref, ref_class = acc.result(ref_out)
     for ci, sl in enumerate(chunks):
         el = elements[sl]
-        out = kept[ci] if kept is not None else _evaluate(caller, task, sym.act(x, el))
+        out = kept[ci] if kept is not None else _evaluate(caller, task, orbit(sym, feed, el, act_on))
         values = task.compare(ref, out, sym, el, x, y, ref_class=ref_class)
         if not sym.exact:
-            back = _evaluate(caller, task, sym.round_trip(x, el))
+            back = _evaluate(caller, task, orbit(sym, feed, el, act_on, round_trip=True))
             floor = task.compare(ref_out, back, sym, identity.expand(back.shape[0], -1), x, None)
             for key, target in task.floor_pairs():
                 if key in floor:
@@ -254,10 +263,10 @@ def _store(table: dict[str, np.ndarray], key: str, n: int, e_total: int, pos: np
     arr[pos, sl] = v.transpose(0, 1).cpu().numpy()
 
 
-def _evaluate(caller: ModelCaller, task: Task, xg: Tensor) -> Tensor:
-    """xg (E, B, ...) -> converted outputs (E, B, ...) with one model call."""
-    e, b = xg.shape[:2]
-    out = caller(xg.reshape(e * b, *xg.shape[2:]))
+def _evaluate(caller: ModelCaller, task: Task, xg) -> Tensor:
+    """xg (E, B, ...) (or a dict of several inputs (E, B, ...)) -> converted outputs (E, B, ...) with one model call."""
+    e, b = lead_shape(xg)
+    out = caller(flatten(xg))
     if isinstance(out, Tensor):
         return task.convert(out.reshape(e, b, *out.shape[1:]))
     return task.convert(tuple(o.reshape(e, b, *o.shape[1:]) for o in out))

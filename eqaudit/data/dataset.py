@@ -7,7 +7,8 @@ integer labels; ``classes`` (K,) names; ``targets`` (N, ...) optional ground-tru
 the array named by ``targets_key`` (default ``targets``). ``.npy`` files are memory-mapped, so only
 the rows of a batch are read. Rows are stored in the model's layout (``--layout``, see
 eqaudit.layouts); ``take`` and ``batches`` hand them out in the canonical form symmetries act on
-(images (B, C, H, W), signals (B, C, 1, L), points (B, P, D)).
+(images (B, C, H, W), signals (B, C, 1, L), points (B, P, D)). A model with several inputs is fed from an .npz or .pt dict by name
+(``binding``, see eqaudit.inputs): ``x`` is then the first input the symmetry acts on.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError, PathNotFoundError
 from ..layouts import Layout, get_layout
+from ..inputs import InputBinding, check_names, resolve_act_on
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -41,6 +43,7 @@ class Dataset:
     targets_key: str = "targets"  # the array they were read from (or looked for)
     layout: Layout = Layout("auto")  # the model's layout of one sample (--layout)
     model_shape: tuple[int, ...] | None = None  # one sample in the model's layout (after --input-shape); None: sample_shape
+    binding: InputBinding | None = None  # several model inputs: which array feeds which (None: x is the only input)
 
     @property
     def stored_shape(self) -> tuple[int, ...]:
@@ -80,6 +83,19 @@ class Dataset:
             return t.reshape(t.shape[0], *self.sample_shape)
         return self.layout.to_canonical(t.reshape(t.shape[0], *(self.model_shape or self.sample_shape)))
 
+    def feed(self, positions: np.ndarray, x: Tensor, device: torch.device | str = "cpu"):
+        """What the model is called with for the rows at ``positions``: ``x`` itself, or for several
+        inputs a dict {input name: (b, ...)} with ``x`` as the first acted-on input."""
+        if self.binding is None:
+            return x
+        return self.binding.feed(x, self.indices[np.asarray(positions)], device)
+
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        """Per-sample shape of one named model input."""
+        if self.binding is None or name == self.binding.main:
+            return self.sample_shape
+        return tuple(int(d) for d in self.binding.arrays[name].shape[1:])
+
     def labels(self, positions: np.ndarray) -> Tensor | None:
         if self.y is None:
             return None
@@ -111,6 +127,9 @@ def load_dataset(
     input_shape: tuple[int, ...] | None = None,
     targets_key: str | None = None,
     layout: str | None = None,
+    model_inputs: list[str] | None = None,
+    input_map: dict[str, str] | None = None,
+    act_on: list[str] | None = None,
 ) -> Dataset:
     """Open ``spec`` (PATH[:KEY]) and select ``limit`` rows at random with ``seed`` (all rows if None).
 
@@ -118,15 +137,33 @@ def load_dataset(
     ``input_shape``); DataError when the rows do not have that layout's rank.
 
     ``targets_key`` (default ``targets``) names the array of ground-truth outputs in .npz/.pt files;
-    a file without it simply has no targets (``--reference label`` then says so)."""
+    a file without it simply has no targets (``--reference label`` then says so). ``model_inputs``
+    (the model's input names, in calling order), ``input_map`` (input name -> array key, ``--input``)
+    and ``act_on`` (``--act-on``) bind a model with several inputs to arrays of the file by name."""
     tkey = targets_key or "targets"
     targets = None
     path, key = split_key(spec)
     if not path.exists():
         raise PathNotFoundError(f"Data file {str(path)!r} does not exist; check --data.")
-    if path.is_dir():
+    names, input_map = list(model_inputs or []), dict(input_map or {})
+    if (input_map or act_on) and not names:
+        raise ConfigError("Expected a model whose input names eqaudit can read for --input or --act-on, got one without "
+                          "(TorchScript?), do drop --input/--act-on and name the array with --data PATH:KEY.")
+    check_names(list(input_map), names, "--input")
+    acted = resolve_act_on(names, act_on) if names else []
+    binding = None
+    if len(names) > 1:
+        if input_shape is not None:
+            raise ConfigError("Expected --input-shape only for models with one input, got a model with inputs "
+                              f"{', '.join(names)}, do store each array in the shape its input takes.")
+        x, y, classes, binding = _read_inputs(path, key, names, input_map, acted)
+        targets = _read_npz_targets(path, tkey) if path.suffix.lower() == ".npz" else _read_pt_targets(path, tkey)
+        key = binding.keys[binding.main]
+    elif names and names[0] in input_map:
+        key = input_map[names[0]]
+    if binding is None and path.is_dir():
         x, y, classes = _read_image_folder(path)
-    else:
+    elif binding is None:
         suffix = path.suffix.lower()
         if suffix == ".npz":
             x, y, classes = _read_npz(path, key)
@@ -160,7 +197,64 @@ def load_dataset(
         sample_shape = tuple(input_shape)
     lay = get_layout(layout or "auto")
     canonical = lay.canonical_shape(sample_shape)
-    return Dataset(str(path), key, x, y, classes, indices, canonical, targets, tkey, lay, sample_shape)
+    return Dataset(str(path), key, x, y, classes, indices, canonical, targets, tkey, lay, sample_shape, binding)
+
+
+def _read_inputs(path: Path, key: str | None, names: list[str], input_map: dict[str, str], acted: list[str]):
+    """Arrays for every model input by name (``input_map`` renames; ``key`` from PATH:KEY names the
+    first acted-on input's array): (x, y, classes, binding), all arrays checked for one row per sample."""
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix not in {".npz", ".pt", ".pth"}:
+        raise DataError(
+            f"Expected an .npz or .pt file of named arrays for a model with inputs {', '.join(names)}, got {str(path)!r}, "
+            "do save one array per input (np.savez(PATH, NAME=array, ...))."
+        )
+    if suffix == ".npz":
+        try:
+            z = np.load(path, allow_pickle=False)
+            files, get = sorted(z.files), (lambda k: z[k])
+            y = z["y"] if "y" in z.files else None
+            classes = [str(c) for c in z["classes"].tolist()] if "classes" in z.files else None
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DataError(f"{str(path)!r} is not a readable .npz archive ({exc}).") from exc
+        except ValueError as exc:
+            raise DataError(f"{str(path)!r} stores Python objects (pickled arrays), which eqaudit does not load; save plain numeric/string arrays.") from exc
+    else:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(obj, dict):
+            raise DataError(f"Expected a dict of named tensors in {str(path)!r} for a model with inputs {', '.join(names)}, "
+                            f"got {type(obj).__name__}, do save {{NAME: tensor, ...}} with torch.save.")
+        to_np = lambda v: v.numpy() if isinstance(v, Tensor) else np.asarray(v)  # noqa: E731
+        files, get = sorted(map(str, obj)), (lambda k: to_np(obj[k]))
+        y = to_np(obj["y"]) if "y" in obj else None
+        classes = [str(c) for c in obj["classes"]] if "classes" in obj else None
+    keys = {name: input_map.get(name, key if (name == acted[0] and key) else name) for name in names}
+    arrays = {}
+    for name in names:
+        k = keys[name]
+        if k not in files:
+            raise DataError(
+                f"Expected an array {k!r} in {str(path)!r} for the model input {name!r}, got arrays {', '.join(files)}, "
+                f"do name the array {name!r} or pass --input {name}=KEY."
+            )
+        try:
+            arr = get(k)
+        except ValueError as exc:
+            raise DataError(f"Array {k!r} in {str(path)!r} stores Python objects, which eqaudit does not load; save a numeric array.") from exc
+        if arr.dtype.kind not in "fiub" or arr.ndim < 1:
+            raise DataError(f"Expected a numeric or boolean array (N, ...) for the model input {name!r}, got {k!r} of "
+                            f"dtype {arr.dtype} and shape {tuple(arr.shape)} in {str(path)!r}, do store one row per sample.")
+        if name != acted[0] and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = int(np.nonzero(~np.isfinite(arr.reshape(arr.shape[0], -1)).all(1))[0][0])
+            raise DataError(f"Sample {bad} of {k!r} in {str(path)!r} contains NaN or infinite values; clean or drop it.")
+        arrays[name] = arr
+    rows = {name: int(a.shape[0]) for name, a in arrays.items()}
+    if len(set(rows.values())) > 1:
+        shown = ", ".join(f"{keys[n]} {r}" for n, r in rows.items())
+        raise DataError(f"Expected every input array in {str(path)!r} to have the same number of samples N (first axis), "
+                        f"got {shown}, do store one row per sample in each array.")
+    x = arrays.pop(acted[0])
+    return x, y, classes, InputBinding(list(names), keys, list(acted), arrays)
 
 
 def _read_npz(path: Path, key: str | None):

@@ -25,28 +25,33 @@ class AdapterInfo:
     outputs: list[str] = field(default_factory=list)  # several declared outputs, returned as a tuple in this order
     notes: list[str] = field(default_factory=list)
     declared_shape: list[int | None] | None = None  # per-sample input shape the file declares (None: unknown dim)
+    input_names: list[str] = field(default_factory=list)  # the model's inputs in calling order ([] : unknown, one input)
+    input_shapes: dict[str, list[int | None] | None] = field(default_factory=dict)  # per-sample shape declared per input
 
 
-def check_declared_shape(info: AdapterInfo, rows: tuple[int, ...]) -> None:
+def check_declared_shape(info: AdapterInfo, rows: tuple[int, ...], name: str | None = None) -> None:
     """Raise ModelRunError when the model file declares a per-sample input shape that the data rows
-    ``rows`` do not have (instead of a backend error deep inside the sweep)."""
+    ``rows`` do not have (instead of a backend error deep inside the sweep); ``name`` checks one of
+    several named inputs instead of the only one."""
     from ..errors import ModelRunError
 
-    want = info.declared_shape
+    want = info.declared_shape if name is None else info.input_shapes.get(name)
     if want is None:
         return
     fits = len(want) == len(rows) and all(w is None or w == r for w, r in zip(want, rows))
     if not fits:
         shown = "(" + ", ".join("?" if w is None else str(w) for w in want) + ")"
+        what = "inputs" if name is None else f"input {name!r}"
         raise ModelRunError(
-            f"{info.path!r} expects inputs of shape {shown} per sample, but the data rows are {tuple(rows)}; "
+            f"{info.path!r} expects {what} of shape {shown} per sample, but the data rows are {tuple(rows)}; "
             "resize or reshape the data (or pass --input-shape for flat rows)."
         )
 
 
 @runtime_checkable
 class ModelAdapter(Protocol):
-    """A model behind one calling convention: a float32 batch (B, ...) on ``device`` in, outputs out.
+    """A model behind one calling convention: a float32 batch (B, ...) on ``device`` in, outputs out;
+    a model with several inputs takes a dict {input name: (B, ...)} (names in ``info.input_names``).
 
     ``__call__`` runs without gradients and returns a torch tensor on ``device``; only adapters
     convert between numpy and torch.

@@ -14,20 +14,29 @@ from .batching import call_fixed_batch
 from .sniff import check_not_foreign
 
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+# the inputs of a multi-input model may also be integer (atom types, a sample rate) or boolean (masks)
+ORT_INPUT_DTYPES = {
+    **ORT_DTYPES,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
 
 
 class OnnxAdapter:
-    """Feeds float batches to one ONNX input and returns one named output as a torch tensor."""
+    """Feeds float batches to one ONNX input (or a dict of batches to several inputs, by name, each
+    cast to the dtype the session declares) and returns one named output as a torch tensor."""
 
     supports_autograd = False
 
-    def __init__(self, session, info: AdapterInfo, device: torch.device, input_name: str, input_dtype, fixed_batch):
+    def __init__(self, session, info: AdapterInfo, device: torch.device, input_name: str, input_dtype, fixed_batch,
+                 input_dtypes: dict | None = None):
         self.session = session
         self.info = info
         self.device = device
         self.input_name = input_name
         self.input_dtype = input_dtype
         self.fixed_batch = fixed_batch
+        self.input_dtypes = input_dtypes or {input_name: input_dtype}
 
     run_names: list[str] | None = None  # several declared outputs, returned as a tuple (select())
 
@@ -47,24 +56,31 @@ class OnnxAdapter:
         self.run_names = chosen
         self.info.outputs = chosen
 
-    def _run(self, batch: Tensor) -> Tensor | tuple[Tensor, ...]:
-        arr = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy().astype(self.input_dtype, copy=False))
+    def _feed(self, batch) -> dict[str, np.ndarray]:
+        if isinstance(batch, dict):
+            return {name: np.ascontiguousarray(t.detach().to("cpu").numpy().astype(self.input_dtypes[name], copy=False))
+                    for name, t in batch.items()}
+        return {self.input_name: np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy().astype(self.input_dtype, copy=False))}
+
+    def _run(self, batch) -> Tensor:
+        feed = self._feed(batch)
         if self.run_names is not None:
             try:
-                outs = self.session.run(self.run_names, {self.input_name: arr})
+                outs = self.session.run(self.run_names, feed)
             except Exception as exc:
-                raise ModelRunError(f"onnxruntime failed on a batch of shape {tuple(arr.shape)}: {str(exc).splitlines()[0]}") from exc
+                raise ModelRunError(f"onnxruntime failed on a batch: {str(exc).splitlines()[0]}") from exc
             return tuple(torch.from_numpy(np.asarray(o)).to(self.device) for o in outs)
         try:
-            (out,) = self.session.run([self.info.output_name], {self.input_name: arr})
+            (out,) = self.session.run([self.info.output_name], feed)
         except Exception as exc:
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feed.items())
             raise ModelRunError(
-                f"onnxruntime failed on a batch of shape {tuple(arr.shape)}: {str(exc).splitlines()[0]}; "
-                "check --input-shape and that the data matches the model's input."
+                f"onnxruntime failed on a batch of shape {shapes if len(feed) > 1 else tuple(next(iter(feed.values())).shape)}: "
+                f"{str(exc).splitlines()[0]}; check --input-shape and that the data matches the model's input."
             ) from exc
         return torch.from_numpy(np.asarray(out)).to(self.device)
 
-    def __call__(self, batch: Tensor) -> Tensor:
+    def __call__(self, batch) -> Tensor:
         return call_fixed_batch(self._run, batch, self.fixed_batch)
 
 
@@ -121,13 +137,20 @@ def load_onnx(path: Path, device: torch.device, *, output_name: str | None = Non
     info.notes.append(f"onnxruntime providers: {', '.join(active)}")
 
     inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise ModelLoadError(
-            f"{str(path)!r} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); eqaudit feeds exactly one tensor."
-        )
+    if not inputs:
+        raise ModelLoadError(f"{str(path)!r} has no inputs; expected a model that takes at least one tensor.")
     inp = inputs[0]
-    if inp.type not in ORT_DTYPES:
+    if len(inputs) == 1 and inp.type not in ORT_DTYPES:
         raise ModelLoadError(f"{str(path)!r} input {inp.name!r} has type {inp.type}; expected a float tensor.")
+    for i in inputs:
+        if i.type not in ORT_INPUT_DTYPES:
+            raise ModelLoadError(
+                f"Expected numeric or boolean tensor inputs, got {i.type} for input {i.name!r} of {str(path)!r}, "
+                f"do export the model with inputs of types {', '.join(ORT_INPUT_DTYPES)}."
+            )
+    info.input_names = [i.name for i in inputs]
+    info.input_shapes = {i.name: [d if isinstance(d, int) and d > 0 else None for d in i.shape[1:]] if i.shape else None
+                         for i in inputs}
     outputs = session.get_outputs()
     info.output_names = [o.name for o in outputs]
     if output_name is not None:
@@ -149,4 +172,5 @@ def load_onnx(path: Path, device: torch.device, *, output_name: str | None = Non
     fixed = inp.shape[0] if inp.shape and isinstance(inp.shape[0], int) and inp.shape[0] > 0 else None
     if fixed is not None:
         info.notes.append(f"input {inp.name!r} has a fixed batch size of {fixed}; called in slices of {fixed}")
-    return OnnxAdapter(session, info, device, inp.name, ORT_DTYPES[inp.type], fixed)
+    dtypes = {i.name: ORT_INPUT_DTYPES[i.type] for i in inputs}
+    return OnnxAdapter(session, info, device, inp.name, dtypes[inp.name], fixed, dtypes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ class TorchAdapter:
     """Runs an ``nn.Module`` (or an exported program's module) in inference mode on one device."""
 
     supports_autograd = True
+    input_dtypes: dict = {}  # input name -> the dtype a .pt2 program declares (several inputs are cast to it)
 
     def __init__(self, module: Any, info: AdapterInfo, device: torch.device, fixed_batch: int | None = None):
         self.module = module
@@ -30,13 +32,23 @@ class TorchAdapter:
         self.device = device
         self.fixed_batch = fixed_batch
 
-    def forward(self, batch: Tensor) -> Tensor:
-        """Differentiable call (no inference mode), for Lie derivatives and per-layer attribution."""
+    def forward(self, batch) -> Tensor:
+        """Differentiable call (no inference mode), for Lie derivatives and per-layer attribution; a dict
+        {input name: (B, ...)} is passed positionally in the order of ``info.input_names``."""
+        if isinstance(batch, dict):
+            args = [batch[name] for name in self.info.input_names]
+            if self.input_dtypes:
+                args = [a.to(self.input_dtypes.get(name, a.dtype)) for name, a in zip(self.info.input_names, args)]
+            return self._pick(self.module(*args))
         return self._pick(self.module(batch))
 
-    def __call__(self, batch: Tensor) -> Tensor:
+    def __call__(self, batch) -> Tensor:
         with torch.inference_mode():
-            return call_fixed_batch(self.forward, batch.to(self.device), self.fixed_batch)
+            if isinstance(batch, dict):
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+            else:
+                batch = batch.to(self.device)
+            return call_fixed_batch(self.forward, batch, self.fixed_batch)
 
     wanted: list[str | None] | None = None  # several declared outputs, returned as a tuple (select())
 
@@ -123,7 +135,7 @@ def load_torch(
             module = torch.jit.load(str(path), map_location=device)
         except Exception as exc:
             raise ModelLoadError(f"Loading TorchScript {str(path)!r} failed: {exc}") from exc
-        info = AdapterInfo(str(path), "torch", "torchscript", sha, str(device), output_name)
+        info = AdapterInfo(str(path), "torch", "torchscript", sha, str(device), output_name, input_names=forward_inputs(module))
         return TorchAdapter(module.eval(), info, device)
 
     try:
@@ -165,8 +177,20 @@ def load_torch(
         if not isinstance(module, nn.Module):
             raise ModelLoadError(f"Model factory {factory!r} returned {type(module).__name__}, expected a torch.nn.Module.")
         _load_state(module, state, path, factory)
-    info = AdapterInfo(str(path), "torch", fmt, sha, str(device), output_name)
+    info = AdapterInfo(str(path), "torch", fmt, sha, str(device), output_name, input_names=forward_inputs(module))
     return TorchAdapter(module.to(device).eval(), info, device)
+
+
+def forward_inputs(module: Any) -> list[str]:
+    """The names of the tensors ``module.forward`` takes: its positional parameters without defaults
+    (all its named positional parameters when none lacks a default); [] when it has no signature."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError, AttributeError):
+        return []
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [p.name for p in positional if p.default is p.empty]
+    return required or [p.name for p in positional]
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
@@ -215,21 +239,36 @@ def _load_export(path: Path, device: torch.device, sha: str, output_name: str | 
     except Exception as exc:
         raise ModelLoadError(f"{str(path)!r} could not be loaded with torch.export.load: {exc}") from exc
     fixed, declared = None, None
-    user_inputs = list(ep.graph_signature.user_inputs)
-    if len(user_inputs) != 1:
-        raise ModelLoadError(f"{str(path)!r} takes {len(user_inputs)} inputs {user_inputs}; eqaudit feeds exactly one tensor.")
+    user_inputs = [str(u) for u in ep.graph_signature.user_inputs]
+    if not user_inputs:
+        raise ModelLoadError(f"{str(path)!r} takes no tensor inputs; expected a program exported with at least one input.")
+    shapes: dict[str, list[int | None] | None] = {}
+    dtypes: dict[str, torch.dtype] = {}
     for node in ep.graph.nodes:
-        if node.op == "placeholder" and node.name == user_inputs[0]:
+        if node.op == "placeholder" and node.name in user_inputs:
             val = node.meta.get("val")
-            if val is not None and isinstance(val.shape[0], int):
-                fixed = int(val.shape[0])
-            if val is not None:
-                declared = [int(d) if isinstance(d, int) else None for d in val.shape[1:]]
+            if val is None:
+                continue
+            shape = getattr(val, "shape", None)
+            if shape is None:
+                raise ModelLoadError(
+                    f"Expected tensor inputs in {str(path)!r}, got input {node.name!r} that is not a tensor, "
+                    "do export the program with tensor arguments only."
+                )
+            if node.name == user_inputs[0]:
+                if len(shape) and isinstance(shape[0], int):
+                    fixed = int(shape[0])
+                declared = [int(d) if isinstance(d, int) else None for d in shape[1:]]
+            shapes[node.name] = [int(d) if isinstance(d, int) else None for d in shape[1:]]
+            dtypes[node.name] = val.dtype
     if device.type != "cpu":
         from torch.export.passes import move_to_device_pass
 
         ep = move_to_device_pass(ep, device)
-    info = AdapterInfo(str(path), "torch", "export", sha, str(device), output_name, declared_shape=declared)
+    info = AdapterInfo(str(path), "torch", "export", sha, str(device), output_name, declared_shape=declared,
+                       input_names=user_inputs, input_shapes=shapes)
     if fixed is not None:
         info.notes.append(f"exported with a fixed batch size of {fixed}; called in slices of {fixed}")
-    return TorchAdapter(ep.module(), info, device, fixed_batch=fixed)
+    adapter = TorchAdapter(ep.module(), info, device, fixed_batch=fixed)
+    adapter.input_dtypes = dtypes if len(user_inputs) > 1 else {}
+    return adapter

@@ -1,0 +1,131 @@
+"""Several named model inputs: which data array feeds which input, and how one symmetry moves them all.
+
+A model with several inputs is fed a dict {input name: tensor (R, ...)} in the model's declared
+order. The symmetry acts on the inputs named by ``--act-on`` (the first of them is the sweep's x:
+what symmetries check, what thumbnails show); every other input is repeated for each element in the
+same element-major (E, B) row order, except that a point permutation (``permute``, or a product that
+contains it) also permutes every other input with the same point axis (axis 1 of length P).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import ConfigError
+
+Batch = Union[Tensor, dict]  # one tensor (B, ...) or {input name: tensor (B, ...)}
+
+
+@dataclass
+class InputBinding:
+    """How the data feeds a multi-input model: ``names`` in the model's order, ``keys`` the array
+    that feeds each input, ``act_on`` the inputs the symmetry moves (``act_on[0]`` is the sweep's x)
+    and ``arrays`` every input other than ``act_on[0]``: name -> (N_total, ...)."""
+
+    names: list[str]
+    keys: dict[str, str]
+    act_on: list[str]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def main(self) -> str:
+        return self.act_on[0]
+
+    def feed(self, x: Tensor, rows: np.ndarray, device) -> dict[str, Tensor]:
+        """{name: (b, ...)} for the data rows ``rows``, with ``x`` (b, ...) as the main input; float arrays
+        become float32, integer and bool arrays keep their dtype."""
+        out = {}
+        for name in self.names:
+            out[name] = x if name == self.main else to_tensor(self.arrays[name][rows], device)
+        return out
+
+
+def to_tensor(raw, device) -> Tensor:
+    """A numpy slice as a torch tensor on ``device``: floats as float32, integers and bools as they are
+    (unsigned integers that torch lacks as int64)."""
+    arr = np.asarray(raw)
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float32, copy=False)
+    elif arr.dtype.kind == "u" and arr.dtype != np.uint8:
+        arr = arr.astype(np.int64)
+    return torch.as_tensor(np.ascontiguousarray(arr)).to(device)
+
+
+def check_names(given: list[str], names: list[str], option: str) -> None:
+    """Raise ConfigError for a name in ``given`` that is not one of the model's inputs ``names``."""
+    for name in given:
+        if name not in names:
+            raise ConfigError(f"Expected {option} to name an input of the model ({', '.join(names)}), got {name!r}, do use one of those names.")
+
+
+def resolve_act_on(names: list[str], act_on: list[str] | None) -> list[str]:
+    """The inputs the symmetry moves: ``act_on`` checked against the model's ``names`` (default: the first)."""
+    if not act_on:
+        return names[:1]
+    check_names(act_on, names, "--act-on")
+    return list(dict.fromkeys(act_on))
+
+
+def point_permutation(sym, elements: Tensor) -> Tensor | None:
+    """(E, D) -> (E, P) int64 source point of each output point of ``sym``'s action (out[i] = x[perm[i]]),
+    or None when it keeps the order. A product composes its factors' permutations (the last factor acts first)."""
+    split = getattr(sym, "split", None)
+    if split is not None and hasattr(sym, "factors"):
+        total = None
+        for f, el in zip(reversed(sym.factors), reversed(split(elements))):
+            perm = point_permutation(f, el)
+            if perm is None:
+                continue
+            total = perm if total is None else torch.gather(total, 1, perm.to(total.device))
+        return total
+    fn = getattr(sym, "point_permutation", None)
+    return fn(elements) if fn is not None else None
+
+
+def _repeat(t: Tensor, e: int, perm: Tensor | None) -> Tensor:
+    """t (B, ...) -> (E, B, ...), permuted along the point axis when ``perm`` (E, P) fits axis 1."""
+    out = t.unsqueeze(0).expand(e, *t.shape)
+    if perm is None or t.dim() < 2 or t.shape[1] != perm.shape[1]:
+        return out
+    b, p, rest = t.shape[0], t.shape[1], t.shape[2:]
+    index = perm.to(t.device).view(e, 1, p, *([1] * len(rest))).expand(e, b, p, *rest)
+    return torch.gather(out, 2, index)
+
+
+def orbit(sym, batch: Batch, elements: Tensor, act_on: list[str] | None = None, *, round_trip: bool = False) -> Batch:
+    """g.x for every element: a tensor (B, ...) -> (E, B, ...), or a dict of them -> a dict of (E, B, ...).
+
+    In a dict, the inputs in ``act_on`` are moved by ``sym`` (``round_trip``: there and back, for the
+    floor); the others are repeated per element, permuted with the points when the action permutes them
+    (not on a round trip, which permutes nothing)."""
+    move = sym.round_trip if round_trip else sym.act
+    if not isinstance(batch, dict):
+        return move(batch, elements)
+    e = int(elements.shape[0])
+    perm = None if round_trip else point_permutation(sym, elements)
+    return {name: move(t, elements) if name in act_on else _repeat(t, e, perm) for name, t in batch.items()}
+
+
+def flatten(xg: Batch) -> Batch:
+    """(E, B, ...) -> (E*B, ...), for a tensor or every tensor of a dict."""
+    if isinstance(xg, dict):
+        return {k: v.reshape(-1, *v.shape[2:]) for k, v in xg.items()}
+    return xg.reshape(-1, *xg.shape[2:])
+
+
+def lead_shape(xg: Batch) -> tuple[int, int]:
+    """(E, B) of an orbit batch."""
+    t = next(iter(xg.values())) if isinstance(xg, dict) else xg
+    return int(t.shape[0]), int(t.shape[1])
+
+
+def describe(batch: Batch) -> str:
+    """The shape(s) of a batch, for error messages."""
+    if isinstance(batch, dict):
+        return "{" + ", ".join(f"{k}: {tuple(v.shape)}" for k, v in batch.items()) + "}"
+    return str(tuple(batch.shape))
