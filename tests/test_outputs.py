@@ -37,7 +37,9 @@ def files(tmp_path_factory):
     imgs = smooth_images(16, seed=3, size=10)
     np.savez(folder / "images.npz", x=imgs, y=(np.arange(16) % 2).astype(np.int64))
     out = {"points": folder / "points.npz", "images": folder / "images.npz"}
-    for name in ("TorqueNet", "PhysicsNet", "MirrorSwapNet", "HalfTurnLogit"):
+    np.savez(folder / "crops.npz", x=smooth_images(10, seed=4, size=24)[:, :, 9:15, :])  # 6 x 24 crops
+    out["crops"] = folder / "crops.npz"
+    for name in ("TorqueNet", "PhysicsNet", "MirrorSwapNet", "HalfTurnLogit", "HalfTurnSwapNet"):
         module = getattr(toy_outputs, name)()
         torch.save(module.state_dict(), folder / f"{name}.pt")
         out[name] = folder / f"{name}.pt"
@@ -52,7 +54,7 @@ def files(tmp_path_factory):
 
 
 def run(files, tmp_path, model, data, symmetries, **kw):
-    res = scan(files[model], data=str(files[data]), symmetry=symmetries, model_factory=fac(model) if model.endswith("Net") or model == "HalfTurnLogit" else None,
+    res = scan(files[model], data=str(files[data]), symmetry=symmetries, model_factory=fac(model) if not model.endswith(".onnx") else None,
                out=str(tmp_path / "out"), device="cpu", **kw)
     return {s.spec: s.summary for s in res.symmetries}, res
 
@@ -162,3 +164,13 @@ def test_several_outputs_gate_on_a_named_output(files, tmp_path):
                                  "--output", "energy=invariant", "--output", "bogus=vector-per-point",
                                  "--out", str(tmp_path / "cli2"), "--device", "cpu", "-q"])
     assert r.exit_code == 2 and "bogus" in r.output
+
+
+def test_half_turn_exchanging_classes_on_rectangular_crops(files, tmp_path):
+    """The text-direction case: 6 x 24 crops, a half turn swaps 'upright' and 'upside down'."""
+    out, res = run(files, tmp_path, "HalfTurnSwapNet", "crops", ["rot180", "rot90"], output=["label-perm:rot180=1,0"])
+    for spec in ("rot180", "rot90"):  # rot90 on a non-square crop runs on its half-turn subgroup
+        assert out[spec]["prob_tv"] < NOISE and out[spec]["flip_rate"] == 0 and out[spec]["logit_error"] < NOISE
+    assert res.symmetries[1].notes and "180" in res.symmetries[1].notes[0]
+    plain, _ = run(files, tmp_path, "HalfTurnSwapNet", "crops", ["rot180"], task="classify")
+    assert plain["rot180"]["prob_tv"] > 0.05

@@ -75,3 +75,10 @@ class HalfTurnLogit(nn.Module):
 
     def forward(self, x):
         return 3 * (self._g(x) + self._g(torch.rot90(x, 2, dims=(-2, -1)))) / 2
+
+
+class HalfTurnSwapNet(MirrorSwapNet):
+    """(B, C, H, W) -> (B, 2) logits (g(x), g(rot180 x)) on any H x W: the half turn exchanges the two classes."""
+
+    def forward(self, x):
+        return 4 * torch.cat([self._g(x), self._g(torch.rot90(x, 2, dims=(-2, -1)))], 1)
