@@ -218,7 +218,8 @@ def test_two_dimensional_symmetries_refuse_signals(files, tmp_path):
 
 def test_translate_bound_uses_the_axis_it_shifts(files, tmp_path):
     with pytest.raises(SymmetryError, match=r"H=6.*max=20.*6x24"):
-        scan(files["RectCNN"], data=str(files["wide"]), symmetry=["translate:axis=y,max=20"], out=str(tmp_path / "o"))
+        scan(files["RectCNN"], data=str(files["wide"]), symmetry=["translate:axis=y,max=20"], model_factory=lfactory("RectCNN"),
+             out=str(tmp_path / "o"))
     # axis=x on the same data passes the check (the scan then fails only because RectCNN wants 6x10 images)
     with pytest.raises(Exception) as err:
         scan(files["RectCNN"], data=str(files["wide"]), symmetry=["translate:axis=x,max=20"], model_factory=lfactory("RectCNN"),
