@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError
+from .symmetries.outputs import point_permutation
 
 Batch = Union[Tensor, dict]  # one tensor (B, ...) or {input name: tensor (B, ...)}
 
@@ -69,22 +70,6 @@ def resolve_act_on(names: list[str], act_on: list[str] | None) -> list[str]:
         return names[:1]
     check_names(act_on, names, "--act-on")
     return list(dict.fromkeys(act_on))
-
-
-def point_permutation(sym, elements: Tensor) -> Tensor | None:
-    """(E, D) -> (E, P) int64 source point of each output point of ``sym``'s action (out[i] = x[perm[i]]),
-    or None when it keeps the order. A product composes its factors' permutations (the last factor acts first)."""
-    split = getattr(sym, "split", None)
-    if split is not None and hasattr(sym, "factors"):
-        total = None
-        for f, el in zip(reversed(sym.factors), reversed(split(elements))):
-            perm = point_permutation(f, el)
-            if perm is None:
-                continue
-            total = perm if total is None else torch.gather(total, 1, perm.to(total.device))
-        return total
-    fn = getattr(sym, "point_permutation", None)
-    return fn(elements) if fn is not None else None
 
 
 def _repeat(t: Tensor, e: int, perm: Tensor | None) -> Tensor:

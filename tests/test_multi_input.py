@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from eqaudit.api import scan
 from eqaudit.cli import app
-from eqaudit.inputs import orbit, point_permutation
+from eqaudit.inputs import orbit
+from eqaudit.symmetries.outputs import point_permutation
 from eqaudit.symmetries import parse_symmetry
 
 sys.path.insert(0, str(Path(__file__).parent))

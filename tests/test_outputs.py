@@ -39,7 +39,7 @@ def files(tmp_path_factory):
     out = {"points": folder / "points.npz", "images": folder / "images.npz"}
     np.savez(folder / "crops.npz", x=smooth_images(10, seed=4, size=24)[:, :, 9:15, :])  # 6 x 24 crops
     out["crops"] = folder / "crops.npz"
-    for name in ("TorqueNet", "PhysicsNet", "MirrorSwapNet", "HalfTurnLogit", "HalfTurnSwapNet"):
+    for name in ("TorqueNet", "PhysicsNet", "MirrorSwapNet", "HalfTurnLogit", "HalfTurnSwapNet", "PerPointEnergyNet"):
         module = getattr(toy_outputs, name)()
         torch.save(module.state_dict(), folder / f"{name}.pt")
         out[name] = folder / f"{name}.pt"
@@ -174,3 +174,12 @@ def test_half_turn_exchanging_classes_on_rectangular_crops(files, tmp_path):
     assert res.symmetries[1].notes and "180" in res.symmetries[1].notes[0]
     plain, _ = run(files, tmp_path, "HalfTurnSwapNet", "crops", ["rot180"], task="classify")
     assert plain["rot180"]["prob_tv"] > 0.05
+
+
+def test_per_point_scalars_follow_the_points(files, tmp_path):
+    out, _ = run(files, tmp_path, "PerPointEnergyNet", "points", ["so3:n=8", "permute:n=8", "so3:n=4*permute:n=4"],
+                 output=["scalar-per-point"])
+    for spec, s in out.items():
+        assert s["equivariance_error"] < NOISE, (spec, s["equivariance_error"])
+    invariant, _ = run(files, tmp_path, "PerPointEnergyNet", "points", ["permute:n=8"], output=["invariant"])
+    assert invariant["permute:n=8"]["equivariance_error"] > 0.1  # rows that do not follow the points read an error

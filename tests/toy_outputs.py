@@ -82,3 +82,14 @@ class HalfTurnSwapNet(MirrorSwapNet):
 
     def forward(self, x):
         return 4 * torch.cat([self._g(x), self._g(torch.rot90(x, 2, dims=(-2, -1)))], 1)
+
+
+class PerPointEnergyNet(nn.Module):
+    """(B, P, 3) -> (B, P) per-point |x_p|^4: O(3)-invariant, rows follow the points."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.ones(()))
+
+    def forward(self, x):
+        return ((x * x).sum(-1) ** 2) * self.scale

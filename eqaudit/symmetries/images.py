@@ -238,6 +238,12 @@ class ImageSymmetry(Symmetry):
             out = out.masked_fill(~valid.view(e, 1, 1, h * w), 0)
         return out.reshape(e, b, c, h, w)
 
+    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
+        """x (E, B, C, H, W), elements (E, D) -> (E, B, C, H, W): the exact actions are one gather by the
+        cached source index (zeros where the source is outside the frame); resampled ones override this."""
+        self._check_x(x, elements)
+        return self._permute(x, elements)
+
     def _permutation_mask(self, x: Tensor, elements: Tensor) -> Tensor | None:
         h, w = int(x.shape[-2]), int(x.shape[-1])
         _, valid = self._gather_index(elements, h, w, x.device)
@@ -267,8 +273,27 @@ def _dihedral_linear(k: Tensor, f: Tensor, flip_axis: str) -> Tensor:
 # exact symmetries
 
 
+class _Turns(ImageSymmetry):
+    """Rotations by multiples of 90 degrees: subclasses say which quarter turns k (``_k``) their elements are."""
+
+    @staticmethod
+    def _k(elements: Tensor) -> Tensor:
+        """(E, D) -> quarter turns k (E,) int64 in 0..3."""
+        raise NotImplementedError
+
+    def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        k = self._k(elements)
+        if h != w and bool((k % 2 == 1).any()):
+            raise SymmetryError(_square_message(self.spec, h, w))
+        return _dihedral_source(k, torch.zeros_like(k, dtype=torch.bool), "h", h, w)
+
+    def _source_linear(self, elements: Tensor) -> Tensor:
+        k = self._k(elements)
+        return _dihedral_linear(k, torch.zeros_like(k, dtype=torch.bool), "h")
+
+
 @register
-class Rot90(ImageSymmetry):
+class Rot90(_Turns):
     """C4: rotations by k * 90 degrees counter-clockwise as displayed (torch.rot90, dims=(-2, -1))."""
 
     NAME = "rot90"
@@ -308,16 +333,6 @@ class Rot90(ImageSymmetry):
                 "subgroup {0°, 180°}",
             )
 
-    def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
-        k = self._k(elements)
-        if h != w and bool((k % 2 == 1).any()):
-            raise SymmetryError(_square_message(self.spec, h, w))
-        return _dihedral_source(k, torch.zeros_like(k, dtype=torch.bool), "h", h, w)
-
-    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
-        """x (E, B, C, H, W), elements (E, 1) holding k -> (E, B, C, H, W), one gather."""
-        self._check_x(x, elements)
-        return self._permute(x, elements)
 
     def compose(self, a: Tensor, b: Tensor) -> Tensor:
         return torch.remainder(a + b, 4)
@@ -328,13 +343,10 @@ class Rot90(ImageSymmetry):
     def words(self, elements: Tensor) -> list[list[tuple[str, int]]]:
         return [[("rot90", k)] for k in self._k(elements).tolist()]
 
-    def _source_linear(self, elements: Tensor) -> Tensor:
-        k = self._k(elements)
-        return _dihedral_linear(k, torch.zeros_like(k, dtype=torch.bool), "h")
 
 
 @register
-class Rot180(ImageSymmetry):
+class Rot180(_Turns):
     """C2: the half turn, on any H x W (torch.rot90 with k=2); elements hold the number of half turns (0 or 1)."""
 
     NAME = "rot180"
@@ -359,14 +371,6 @@ class Rot180(ImageSymmetry):
         """Half turns (E, D) -> quarter turns k (E,) in {0, 2}."""
         return 2 * torch.remainder(elements[:, 0].round().to(torch.int64), 2)
 
-    def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
-        k = self._k(elements)
-        return _dihedral_source(k, torch.zeros_like(k, dtype=torch.bool), "h", h, w)
-
-    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
-        """x (E, B, C, H, W), elements (E, 1) holding 0 or 1 half turns -> (E, B, C, H, W), one gather."""
-        self._check_x(x, elements)
-        return self._permute(x, elements)
 
     def compose(self, a: Tensor, b: Tensor) -> Tensor:
         return torch.remainder(a + b, 2)
@@ -377,9 +381,6 @@ class Rot180(ImageSymmetry):
     def words(self, elements: Tensor) -> list[list[tuple[str, int]]]:
         return [[("rot180", k // 2)] for k in self._k(elements).tolist()]
 
-    def _source_linear(self, elements: Tensor) -> Tensor:
-        k = self._k(elements)
-        return _dihedral_linear(k, torch.zeros_like(k, dtype=torch.bool), "h")
 
 
 @register
@@ -426,11 +427,6 @@ class Flip(ImageSymmetry):
     def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
         f = self._f(elements)
         return _dihedral_source(torch.zeros_like(f, dtype=torch.int64), f, self.axis, h, w)
-
-    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
-        """x (E, B, C, H, W), elements (E, 1) holding f in {0, 1} -> (E, B, C, H, W), one gather."""
-        self._check_x(x, elements)
-        return self._permute(x, elements)
 
     def compose(self, a: Tensor, b: Tensor) -> Tensor:
         return torch.remainder(a + b, 2)
@@ -497,11 +493,6 @@ class D4(ImageSymmetry):
         if h != w and bool((k % 2 == 1).any()):
             raise SymmetryError(_square_message(self.spec, h, w))
         return _dihedral_source(k, f, "h", h, w)
-
-    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
-        """x (E, B, C, H, W), elements (E, 2) holding (k, f) -> (E, B, C, H, W), one gather."""
-        self._check_x(x, elements)
-        return self._permute(x, elements)
 
     def compose(self, a: Tensor, b: Tensor) -> Tensor:
         """(k1, f1)(k2, f2) = (k1 + (-1)^f1 k2 mod 4, f1 xor f2)."""
@@ -616,12 +607,6 @@ class Translate(ImageSymmetry):
         if self.mode == "circular":
             rows, cols = torch.remainder(rows, h), torch.remainder(cols, w)
         return rows, cols
-
-    def apply(self, x: Tensor, elements: Tensor) -> Tensor:
-        """x (E, B, C, H, W), elements (E, 2) holding (dx, dy) -> (E, B, C, H, W), one gather (zeros
-        where the source is outside the frame in mode=zero)."""
-        self._check_x(x, elements)
-        return self._permute(x, elements)
 
     def mask(self, x: Tensor, elements: Tensor) -> Tensor | None:
         """(E, 1, H, W) bool, True where the shifted image holds real content (mode=zero); None for circular."""

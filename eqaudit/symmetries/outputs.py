@@ -242,17 +242,26 @@ def parity(sym: Symmetry, elements: Tensor) -> Tensor:
     return torch.linalg.det(point_action(sym, basis, elements))
 
 
-def row_action(sym: Symmetry, out: Tensor, elements: Tensor, *, inverse: bool = False) -> Tensor:
-    """Per-point outputs (E, B, P, ...) -> rows reordered like the input's points (``point_permutation``
-    of every factor that has one); rotations and shifts leave per-point scalars alone."""
-    for f, el in _steps(sym, elements, inverse):
+def point_permutation(sym: Symmetry, elements: Tensor) -> Tensor | None:
+    """(E, D) -> (E, P) int64 source point of each output point of ``sym``'s action (out[i] = x[perm[i]]),
+    composed over a product's factors in the order they act; None when no factor reorders points."""
+    total: Tensor | None = None
+    for f, el in _steps(sym, elements, False):
         fn = getattr(f, "point_permutation", None)
-        if fn is None:
-            raise _not_for(f, "per-point outputs (point clouds)")
-        perm = fn(el)
-        if perm is None:
-            continue
-        e, b, p = out.shape[:3]
-        idx = perm.to(out.device).view(e, 1, p, *([1] * (out.dim() - 3)))
-        out = torch.gather(out, 2, idx.expand(e, b, p, *out.shape[3:]))
-    return out
+        perm = fn(el) if fn is not None else None
+        if perm is not None:
+            total = perm if total is None else torch.gather(total, 1, perm.to(total.device))
+    return total
+
+
+def row_action(sym: Symmetry, out: Tensor, elements: Tensor, *, inverse: bool = False) -> Tensor:
+    """Per-point outputs (E, B, P, ...) -> rows reordered like the input's points (``point_permutation``);
+    rotations and shifts leave per-point scalars alone. The inverse is the inverse permutation."""
+    perm = point_permutation(sym, elements)
+    if perm is None:
+        return out
+    if inverse:
+        perm = torch.argsort(perm, dim=1)
+    e, b, p = out.shape[:3]
+    idx = perm.to(out.device).view(e, 1, p, *([1] * (out.dim() - 3)))
+    return torch.gather(out, 2, idx.expand(e, b, p, *out.shape[3:]))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ModelRunError, SymmetryError
+from ..errors import ModelRunError
 from ..metrics import (
     centred_logits,
     classify_per_sample,
@@ -48,14 +48,13 @@ class ClassifyTask(Task):
     label_metrics = frozenset({"accuracy", "clean_accuracy", "worst_case_accuracy", "true_class_prob"})
     supports_labels = True
 
-    def __init__(self, perms: dict[str, list[int]] | None = None, scalars_ok: bool = False, output_type: str = "") -> None:
+    def __init__(self, perms: dict[str, list[int]] | None = None, scalars_ok: bool = False) -> None:
         self.kind = "logits"
         self.perms = {g: torch.tensor(p, dtype=torch.int64) for g, p in (perms or {}).items()}
         self.scalars_ok = scalars_ok
         self.raw_only = False
         self.reference = "identity"
-        if output_type:
-            self.name = output_type
+        self._maps: dict[tuple, Tensor] = {}  # (symmetry, elements, inverse) -> class maps, built once per chunk shape
 
     # ---- set-up ----------------------------------------------------------------------------------------
 
@@ -110,7 +109,15 @@ class ClassifyTask(Task):
         return t[..., :k], t[..., k:]
 
     def _class_map(self, sym, elements: Tensor, inverse: bool = False) -> Tensor | None:
-        return label_map(sym, elements, self.perms, inverse=inverse) if self.perms else None
+        """(E, K) class maps of ``elements``; composed from the words once per distinct chunk, then cached
+        (the sweep asks again for every batch)."""
+        if not self.perms:
+            return None
+        key = (id(sym), sym.spec, inverse, str(elements.device), elements.detach().cpu().numpy().tobytes())
+        hit = self._maps.get(key)
+        if hit is None:
+            hit = self._maps[key] = label_map(sym, elements, self.perms, inverse=inverse)
+        return hit
 
     def _move(self, t: Tensor, to: Tensor | None, e: int) -> Tensor:
         """Class tensors (B, K) / (E, B, K), or packed (..., 2K), moved by the class maps ``to`` (E, K);
