@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .gates import Comparison, failure_line
-from .result import AuditResult, Gate, SymmetryResult
+from .result import AuditResult, Gate, SymmetryResult, raw_logit_key
 
 MAX_SUMMARY_BYTES = 64 * 1024  # GitHub accepts 1 MiB per step; a compact table stays far below
 MAX_SUMMARY_ROWS = 200
@@ -201,8 +201,7 @@ def step_summary(result: AuditResult | None, comparison: Comparison | None = Non
     if result is not None:
         parts.append(f"{result.data.n_samples} samples from {_cell(Path(result.data.path).name)}, seed {result.seed}, "
                      f"device {_cell(result.device)}")
-        raw = ("equivariance_error", "max_abs_error")  # raw logits of classifier outputs: in the JSON, not the summary table
-        present = [m for m in SUMMARY_METRICS if any(isinstance(s.summary.get(m), (int, float)) and not (m in raw and "prob_tv" in s.summary)
+        present = [m for m in SUMMARY_METRICS if any(isinstance(s.summary.get(m), (int, float)) and not raw_logit_key(m, s.summary)
                                                      for s in result.symmetries)][:4]
         has_level = any("level" in s.summary for s in result.symmetries)
         cols = ["model", "symmetry", *present, *(["level [CI]"] if has_level else []), "gates"]

@@ -63,12 +63,11 @@ METRIC_COLUMNS = [
 ]
 
 
-RAW_KEYS = ("equivariance_error", "max_abs_error")  # for classifier outputs these raw-logit values stay in the JSON/report
-
-
 def _cell(sm: dict, key: str):
     """The terminal's value of a summary key (None: an empty cell)."""
-    if key in RAW_KEYS and "prob_tv" in sm:
+    from .result import raw_logit_key
+
+    if raw_logit_key(key, sm):
         return None
     return sm.get(key)
 

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
 from .metrics import DIRECTION
-from .result import AuditResult, Gate
+from .result import AuditResult, Gate, raw_logit_key
 
 OPS = ("<=", ">=")
 DEFAULT_TOLERANCE = 0.01
@@ -470,7 +470,6 @@ class Regression:
 
 
 MEASUREMENT_METRICS = frozenset({"floor", "floor_flip_rate"})
-CLASSIFIER_RAW = frozenset({"equivariance_error", "max_abs_error", "logit_error"})
 
 
 @dataclass
@@ -531,7 +530,7 @@ def compare_results(base: AuditResult, new: AuditResult, tolerance: Any = DEFAUL
             b, n = s.summary.get(metric), other.summary.get(metric)
             if not (_is_number(b) and _is_number(n)):
                 continue
-            if metric in CLASSIFIER_RAW and "prob_tv" in s.summary and metric not in tols:
+            if raw_logit_key(metric, s.summary) and metric not in tols:
                 continue  # raw logits of a classifier are unbounded: compared only when given their own tolerance
             tol = tols.get(metric, default)
             limit = tol.allowed(b)

@@ -29,6 +29,16 @@ classifiers: ``prob_tv``, ``flipped``, ``correct``, ``true_class_prob``, ``pred`
 """
 
 
+RAW_LOGIT_KEYS = frozenset({"equivariance_error", "max_abs_error"})
+"""Summary keys that, for classifier outputs (a summary with ``prob_tv``), measure raw logits: unbounded
+and model-scaled, so they stay in result.json and elements.csv but out of tables, plots and baselines."""
+
+
+def raw_logit_key(key: str, values: dict) -> bool:
+    """Is ``key`` of a summary or per-element row a raw-logit value of a classifier output?"""
+    return key in RAW_LOGIT_KEYS and "prob_tv" in values
+
+
 @dataclass
 class ModelInfo:
     path: str

@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from ..errors import ResultError
-from ..result import AuditResult, SymmetryResult
+from ..result import AuditResult, SymmetryResult, raw_logit_key
 from . import plots
 from .io import write_bytes_atomic, write_text_atomic
 
@@ -55,14 +55,10 @@ SUMMARY_COLUMNS = [
     ("unresolved_elements", "unres.", "unresolved elements: elements whose metric is not clearly above the floor"),
     ("floor_flip_rate", "floor flips", "flip rate of the resampling round trip alone"),
 ]
-# raw-logit values of classifier outputs: kept in result.json and elements.csv, not drawn or tabled
-# (prob. shift, flips and the level say the same thing in the classifier's own terms)
-CLASSIFIER_RAW = frozenset({"equivariance_error", "max_abs_error", "logit_error"})
-
-
 def _shown(key: str, values: dict) -> bool:
-    """Does the report draw or table ``key`` of a summary or per-element row?"""
-    return key in values and not (key in CLASSIFIER_RAW and "prob_tv" in values)
+    """Does the report draw or table ``key`` of a summary or per-element row? Not a classifier's raw-logit
+    values, nor its logit_error (in the JSON and the terminal; one figure fewer per classifier symmetry)."""
+    return key in values and not raw_logit_key(key, values) and not (key == "logit_error" and "prob_tv" in values)
 
 
 _OWN_PLOT = re.compile(r"^[gs]\d+-.*\.(png|svg)$")
