@@ -183,3 +183,29 @@ def test_per_point_scalars_follow_the_points(files, tmp_path):
         assert s["equivariance_error"] < NOISE, (spec, s["equivariance_error"])
     invariant, _ = run(files, tmp_path, "PerPointEnergyNet", "points", ["permute:n=8"], output=["invariant"])
     assert invariant["permute:n=8"]["equivariance_error"] > 0.1  # rows that do not follow the points read an error
+
+
+def test_same_kind_product_keeps_its_factors_as_written():
+    sym = parse_symmetry("flip:axis=h*flip:axis=v")
+    assert sym.spec == "flip:axis=h*flip:axis=v"
+    sym.check_input((1, 6, 8))  # binding to the data rebuilds the grid; the spec stays as written
+    assert sym.spec == "flip:axis=h*flip:axis=v"
+    assert parse_symmetry("d4*swap").spec == "d4*swap"
+
+
+def test_consensus_reference_moves_votes_back_through_the_class_permutation(files, tmp_path):
+    out, _ = run(files, tmp_path, "MirrorSwapNet", "images", ["flip"], output=["label-perm:flip=1,0"], reference="consensus")
+    assert out["flip"]["flip_rate"] == 0 and out["flip"]["prob_tv"] < NOISE
+
+
+def test_consensus_votes_are_counted_in_the_canonical_frame():
+    from eqaudit.tasks.base import ConsensusAccumulator
+    from eqaudit.tasks.classify import ClassifyTask
+
+    task = ClassifyTask(perms={"flip": [1, 0]})
+    sym = parse_symmetry("flip")
+    logits = torch.tensor([[[3.0, 0.0]], [[0.0, 3.0]]])  # (E=2, B=1, K=2): the mirror swapped the classes, as declared
+    task.setup(logits[0], "auto")
+    acc = ConsensusAccumulator(task)
+    acc.add(task.convert(logits), sym, sym.elements, torch.zeros(1, 1, 4, 4))
+    assert acc.votes.tolist() == [[2.0, 0.0]]  # both elements vote for class 0 once moved back

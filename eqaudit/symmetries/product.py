@@ -61,7 +61,10 @@ def commute(a: Symmetry, b: Symmetry) -> bool:
 class ProductSymmetry(Symmetry):
     """The orbit of ``factors[0] * factors[1] * ...`` on the product grid (see the module docstring)."""
 
-    def __init__(self, factors: list[Symmetry]) -> None:
+    def __init__(self, factors: list[Symmetry], written: list[str] | None = None) -> None:
+        """``written``: each factor's spec as the user typed it; the product's spec keeps them when two
+        factors are of one kind (``flip:axis=h*flip:axis=v``), where the canonical specs, which drop
+        defaults, would read ambiguously (``flip*flip:axis=v``)."""
         if len(factors) < 2:
             raise SymmetryError("Expected at least two factors in a product spec, got one, do write e.g. d4*swap")
         domains = {f.domain for f in factors}
@@ -71,6 +74,8 @@ class ProductSymmetry(Symmetry):
                 f"Expected factors acting on the same kind of input in a product, got {listing}, do combine symmetries of one domain"
             )
         self.factors = list(factors)
+        names = [f.name for f in factors]
+        self.written = "*".join(written) if written and len(set(names)) < len(names) else None
         self.commuting = all(commute(a, b) for i, a in enumerate(factors) for b in factors[i + 1 :])
         self._build()
 
@@ -102,7 +107,7 @@ class ProductSymmetry(Symmetry):
         Symmetry.__init__(
             self,
             name="*".join(f.name for f in factors),
-            spec=getattr(self, "written", None) or "*".join(f.spec for f in factors),
+            spec=self.written or "*".join(f.spec for f in factors),
             exact=all(f.exact for f in factors),
             domain=factors[0].domain,
             param_names=tuple(names),
@@ -206,11 +211,4 @@ def parse_product(spec: str, seed: int | None = None) -> ProductSymmetry:
         raise SymmetryError(
             f"Expected a symmetry spec on both sides of every '*' in {spec!r}, got an empty factor, do write e.g. d4*swap"
         )
-    product = ProductSymmetry([parse_symmetry(p, seed=seed) for p in parts])
-    names = [f.name for f in product.factors]
-    if len(set(names)) < len(names):
-        # factors of one kind (flip:axis=h*flip:axis=v): the canonical spec would drop a default and read
-        # ambiguously ("flip*flip:axis=v"), so the result keeps the factors as the user wrote them
-        product.written = "*".join(parts)
-        product.spec = product.written
-    return product
+    return ProductSymmetry([parse_symmetry(p, seed=seed) for p in parts], written=parts)
