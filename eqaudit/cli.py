@@ -197,7 +197,7 @@ def scan(
     act_on: Annotated[Optional[str], typer.Option(help="model inputs the symmetry moves, e.g. pos,vel [default: the first input]")] = None,
     output_name: Annotated[Optional[str], typer.Option(help="which output of a multi-output model to audit")] = None,
     output_kind: Annotated[Optional[str], typer.Option(help="auto, logits or probabilities [default: auto]")] = None,
-    output: Annotated[Optional[list[str]], typer.Option("--output", "-o", help="declare how the group acts on an output, [NAME=]TYPE, repeatable: invariant, label-perm:GEN=i,j,..., binary, vector, pseudovector, vector-per-point, scalar-per-point, map, field, boxes (replaces --task)")] = None,
+    output: Annotated[Optional[list[str]], typer.Option("--output", help="declare how the group acts on an output, [NAME=]TYPE, repeatable: invariant, label-perm:GEN=i,j,..., binary, vector, pseudovector, vector-per-point, scalar-per-point, map, field, boxes (replaces --task)")] = None,
     model_factory: Annotated[Optional[str], typer.Option(help="module:callable building the architecture for a state dict")] = None,
     local: Annotated[bool, typer.Option("--local", help="also measure the Lie derivative (local error) at the identity")] = False,
     layers: Annotated[bool, typer.Option("--layers", help="attribute the local error to layers (torch models; implies --local)")] = False,
