@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -48,6 +49,10 @@ class Symmetry(ABC):
       notes         human-readable remarks that ``check_input`` records when it binds the symmetry to
                     the data, e.g. that rot90 on non-square images runs on its shape-keeping subgroup
     """
+
+    ASPECTS: ClassVar[frozenset[str]] = frozenset()
+    """What part of the input the action changes (eqaudit.symmetries.product reads it to know which
+    factors commute): ``space``, ``frames``, ``rotation``, ``position``, ``order``, ... Empty: only itself."""
 
     name: str
     spec: str

@@ -33,6 +33,7 @@ class Swap(Symmetry):
     PARAMS: ClassVar[tuple[ParamSpec, ...]] = ()
     EXACT: ClassVar[bool] = True
     DOMAIN: ClassVar[str] = "image"
+    ASPECTS: ClassVar[frozenset[str]] = frozenset({"frames"})
 
     def __init__(self) -> None:
         super().__init__(
@@ -98,3 +99,8 @@ class Swap(Symmetry):
     def map_action(self, maps: Tensor, elements: Tensor, input_hw: tuple[int, int]) -> Tensor:
         """Dense output maps (E, B, C, H', W') are unchanged by time reversal."""
         return maps
+
+    def box_affine(self, elements: Tensor) -> tuple[Tensor, Tensor]:
+        """Boxes do not move under time reversal: A = I, t = 0."""
+        e = elements.shape[0]
+        return torch.eye(2, dtype=torch.float64).expand(e, 2, 2), torch.zeros(e, 2, dtype=torch.float64)

@@ -112,6 +112,7 @@ class ImageSymmetry(Symmetry):
     PARAMS: ClassVar[tuple[ParamSpec, ...]] = ()
     EXACT: ClassVar[bool] = True
     DOMAIN: ClassVar[str] = "image"
+    ASPECTS: ClassVar[frozenset[str]] = frozenset({"space"})
     PLANAR: ClassVar[bool] = False  # needs 2-D images: refused on 1-D signals (H == 1)
     LAYOUTS: ClassVar[tuple[str, ...]] = ("NCHW", "NHWC", "NCL", "NLC")  # input layouts it acts on (--layout)
 
@@ -257,6 +258,27 @@ class ImageSymmetry(Symmetry):
     def _source_linear(self, elements: Tensor) -> Tensor:
         """(E, D) -> (E, 2, 2): linear part of the output -> source coordinate map on (u, v)."""
         return torch.eye(2, dtype=torch.float64, device=elements.device).expand(elements.shape[0], 2, 2).clone()
+
+    # ---- how the action carries over to outputs (read by eqaudit.symmetries.outputs) -------------------------
+
+    def map_action(self, maps: Tensor, elements: Tensor, input_hw: tuple[int, int]) -> Tensor:
+        """Dense output maps (E, B, C, H', W') moved like the input: the same action at the output's
+        resolution (every image action here works in normalised coordinates; shifts are rescaled)."""
+        return self.apply(maps, self._at_resolution(elements, input_hw, (int(maps.shape[-2]), int(maps.shape[-1]))))
+
+    def map_mask(self, elements: Tensor, out_hw: tuple[int, int], input_hw: tuple[int, int], device) -> Tensor | None:
+        """(E, 1, H', W') bool validity of ``map_action``'s output (False where content left the frame), or None."""
+        probe = torch.zeros(1, 1, *out_hw, dtype=torch.float64, device=device)
+        m = self.mask(probe, self._at_resolution(elements, input_hw, out_hw))
+        return None if m is None else m.to(device)
+
+    def _at_resolution(self, elements: Tensor, input_hw: tuple[int, int], out_hw: tuple[int, int]) -> Tensor:
+        """The elements as they act on maps of ``out_hw`` pixels: unchanged unless they carry pixel lengths."""
+        return elements
+
+    def box_affine(self, elements: Tensor) -> tuple[Tensor, Tensor]:
+        """(E, D) -> A (E, 2, 2), t (E, 2): image point p (centred pixel coordinates) -> A p + t."""
+        return self.vector_matrix(elements).to(torch.float64), torch.zeros(elements.shape[0], 2, dtype=torch.float64)
 
 
 def _dihedral_linear(k: Tensor, f: Tensor, flip_axis: str) -> Tensor:
@@ -622,6 +644,28 @@ class Translate(ImageSymmetry):
 
     def inverse(self, a: Tensor) -> Tensor:
         return -a
+
+    def _at_resolution(self, elements: Tensor, input_hw: tuple[int, int], out_hw: tuple[int, int]) -> Tensor:
+        """Shifts (E, 2) in input pixels -> the same shifts in output pixels (W'/W, H'/H); whole pixels only."""
+        (h, w), (ho, wo) = input_hw, out_hw
+        if (h, w) == (ho, wo):
+            return elements
+        scale = torch.tensor([wo / w, ho / h], dtype=torch.float64, device=elements.device)
+        scaled = elements.to(torch.float64) * scale
+        off = ((scaled - scaled.round()).abs() > 1e-9).any(1)
+        if bool(off.any()):
+            bad = elements[off][0].tolist()
+            raise SymmetryError(
+                f"Expected shifts that are whole pixels at the output resolution for '{self.spec}' ({h}x{w} input, {ho}x{wo} "
+                f"output), got a shift of dx={bad[0]:g}, dy={bad[1]:g} input pixels = {bad[0] * wo / w:g}, {bad[1] * ho / h:g} "
+                f"output pixels, do use translate:step={math.ceil(max(w / wo, h / ho))} (a multiple of the output stride)"
+            )
+        return scaled.round()
+
+    def box_affine(self, elements: Tensor) -> tuple[Tensor, Tensor]:
+        """Shifts move every point by (dx, dy): A = I, t = (dx, dy)."""
+        e = elements.shape[0]
+        return torch.eye(2, dtype=torch.float64).expand(e, 2, 2), elements[:, :2].to(torch.float64)
 
     def tangents(self, x: Tensor) -> list[tuple[str, Tensor, str]]:
         """Shifts right (dx) and down (dy) by one pixel per unit t, as band-limited (Fourier)

@@ -30,14 +30,11 @@ Shapes: E elements, B batch, C channels, H' x W' output pixels, P points, D para
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from ..errors import SymmetryError
 from .base import Symmetry
-from .images import ImageSymmetry, Translate
 from .product import ProductSymmetry
 
 
@@ -64,56 +61,33 @@ def _not_for(sym: Symmetry, what: str) -> SymmetryError:
     )
 
 
-def _scaled_shift(sym: Translate, elements: Tensor, input_hw: tuple[int, int], out_hw: tuple[int, int]) -> Tensor:
-    """Shifts (E, 2) in input pixels -> the same shifts in output pixels (W'/W, H'/H); whole pixels only."""
-    (h, w), (ho, wo) = input_hw, out_hw
-    if (h, w) == (ho, wo):
-        return elements
-    scale = torch.tensor([wo / w, ho / h], dtype=torch.float64, device=elements.device)
-    scaled = elements.to(torch.float64) * scale
-    if bool(((scaled - scaled.round()).abs() > 1e-9).any()):
-        bad = elements[((scaled - scaled.round()).abs() > 1e-9).any(1)][0].tolist()
-        raise SymmetryError(
-            f"Expected shifts that are whole pixels at the output resolution for '{sym.spec}' ({h}x{w} input, {ho}x{wo} "
-            f"output), got a shift of dx={bad[0]:g}, dy={bad[1]:g} input pixels = {bad[0] * wo / w:g}, {bad[1] * ho / h:g} "
-            f"output pixels, do use translate:step={math.ceil(max(w / wo, h / ho))} (a multiple of the output stride)"
-        )
-    return scaled.round()
-
-
 def map_action(sym: Symmetry, maps: Tensor, elements: Tensor, input_hw: tuple[int, int], *, inverse: bool = False) -> Tensor:
-    """Dense maps (E, B, C, H', W') -> the same maps moved by each element (or its inverse)."""
-    out_hw = (int(maps.shape[-2]), int(maps.shape[-1]))
+    """Dense maps (E, B, C, H', W') -> the same maps moved by each element (or its inverse): each
+    factor's own ``map_action``."""
     for f, el in _steps(sym, elements, inverse):
         own = getattr(f, "map_action", None)
-        if own is not None:
-            maps = own(maps, el, input_hw)
-        elif isinstance(f, Translate):
-            maps = f.apply(maps, _scaled_shift(f, el, input_hw, out_hw))
-        elif isinstance(f, ImageSymmetry):
-            maps = f.apply(maps, el)
-        else:
+        if own is None:
             raise _not_for(f, "dense (B, C, H, W) output maps")
+        maps = own(maps, el, input_hw)
     return maps
 
 
 def map_mask(sym: Symmetry, elements: Tensor, out_hw: tuple[int, int], input_hw: tuple[int, int], *, inverse: bool = False,
              device: torch.device | str = "cpu") -> Tensor | None:
-    """(E, 1, H', W') bool validity of ``map_action``'s output (False where content left the frame), or None."""
-    probe = torch.zeros(1, 1, *out_hw, dtype=torch.float64, device=device)
+    """(E, 1, H', W') bool validity of ``map_action``'s output (False where content left the frame), or None.
+    A factor without ``map_mask`` loses no pixels (``swap`` acts on channels only)."""
     out: Tensor | None = None
     for f, el in _steps(sym, elements, inverse):
-        if getattr(f, "map_action", None) is not None:
-            continue  # acts on channels or not at all: loses no pixels
-        if not isinstance(f, ImageSymmetry):
+        if getattr(f, "map_action", None) is None:
             raise _not_for(f, "dense (B, C, H, W) output maps")
+        fn = getattr(f, "map_mask", None)
+        if fn is None:
+            continue
         if out is not None:  # carry what was already invalid through this factor's motion
-            moved = map_action(f, out.to(torch.float64).unsqueeze(1), el, input_hw)
+            moved = f.map_action(out.to(torch.float64).unsqueeze(1), el, input_hw)
             out = moved.squeeze(1) > 1 - 1e-9
-        step_el = _scaled_shift(f, el, input_hw, out_hw) if isinstance(f, Translate) else el
-        m = f.mask(probe, step_el)
+        m = fn(el, out_hw, input_hw, device)
         if m is not None:
-            m = m.to(device)
             out = m if out is None else out & m
     return out
 
@@ -142,20 +116,16 @@ def field_action(sym: Symmetry, fields: Tensor, elements: Tensor, input_hw: tupl
 
 
 def box_affine(sym: Symmetry, elements: Tensor, *, inverse: bool = False) -> tuple[Tensor, Tensor]:
-    """(E, D) -> A (E, 2, 2), t (E, 2): image point p (centred pixel coordinates, x right, y down) -> A p + t."""
+    """(E, D) -> A (E, 2, 2), t (E, 2): image point p (centred pixel coordinates, x right, y down) -> A p + t,
+    composed from each factor's own ``box_affine``."""
     e = elements.shape[0]
     a = torch.eye(2, dtype=torch.float64).expand(e, 2, 2).clone()
     t = torch.zeros(e, 2, dtype=torch.float64)
     for f, el in _steps(sym, elements, inverse):
-        el = el.detach().to("cpu", torch.float64)
-        if getattr(f, "map_action", None) is not None:
-            continue  # swap: boxes do not move
-        if not isinstance(f, ImageSymmetry):
+        fn = getattr(f, "box_affine", None)
+        if fn is None:
             raise _not_for(f, "boxes")
-        if isinstance(f, Translate):
-            a_f, t_f = torch.eye(2, dtype=torch.float64).expand(e, 2, 2), el[:, :2]
-        else:
-            a_f, t_f = f.vector_matrix(el).to(torch.float64), torch.zeros(e, 2, dtype=torch.float64)
+        a_f, t_f = fn(el.detach().to("cpu", torch.float64))
         a = a_f @ a
         t = torch.einsum("eij,ej->ei", a_f, t) + t_f
     return a, t

@@ -288,6 +288,8 @@ class PointSymmetry(Symmetry):
 class _RotationGroup(PointSymmetry):
     """so3 and o3: quaternion elements (plus a point-reflection flag for o3)."""
 
+    ASPECTS = frozenset({"rotation"})
+
     LAYOUT = "axis-angle"
     PARAMS = (
         ParamSpec("n", int, 64, "number of Haar-random rotations (seeded) added to the grid"),
@@ -418,6 +420,8 @@ def _wrap_degrees(a: Tensor) -> Tensor:
 class RotateZ(PointSymmetry):
     """Rotations about one coordinate axis (default z) on a grid of angles: a 1-D orbit (polar plot)."""
 
+    ASPECTS = frozenset({"rotation"})
+
     NAME = "rotate-z"
     DESCRIPTION = (
         "Rotations of point clouds about one axis (default z, right-handed) by multiples of step degrees "
@@ -464,6 +468,8 @@ class RotateZ(PointSymmetry):
 @register
 class Permute(PointSymmetry):
     """Random permutations of the points of a cloud (seeded); the identity first."""
+
+    ASPECTS = frozenset({"order"})
 
     NAME = "permute"
     DESCRIPTION = (
@@ -532,6 +538,8 @@ def _first_unique(rows: Tensor) -> tuple[Tensor, Tensor]:
 @register
 class Translate3D(PointSymmetry):
     """Shifts of the whole cloud on a 3-D grid {-max..max}^3 (steps values per axis, 0 included)."""
+
+    ASPECTS = frozenset({"position"})
 
     NAME = "translate3d"
     DESCRIPTION = (

@@ -29,24 +29,13 @@ _NON_COMMUTING = {frozenset({"rotation", "position"})}
 
 
 def aspects(sym: Symmetry) -> frozenset[str]:
-    """What part of the input a symmetry changes: space (image geometry), frames (frame order),
-    rotation / position / order (of point clouds); a product changes the union of its factors'."""
-    if isinstance(sym, ProductSymmetry):
-        return frozenset().union(*(aspects(f) for f in sym.factors))
-    from .frames import Swap
-    from .points import O3, SO3, Permute, RotateZ, Translate3D
-
-    if isinstance(sym, Swap):
-        return frozenset({"frames"})
-    if isinstance(sym, (SO3, O3, RotateZ)):
-        return frozenset({"rotation"})
-    if isinstance(sym, Permute):
-        return frozenset({"order"})
-    if isinstance(sym, Translate3D):
-        return frozenset({"position"})
-    if sym.domain == "image":
-        return frozenset({"space"})
-    return frozenset({f"other:{sym.name}"})
+    """What part of the input a symmetry changes, as its class declares it (``ASPECTS``: space for image
+    geometry, frames for frame order, rotation / position / order for point clouds); a product changes
+    the union of its factors'. A symmetry that declares nothing changes only its own ``other:NAME``."""
+    factors = getattr(sym, "factors", None)
+    if factors is not None:
+        return frozenset().union(*(aspects(f) for f in factors))
+    return sym.ASPECTS or frozenset({f"other:{sym.name}"})
 
 
 def commute(a: Symmetry, b: Symmetry) -> bool:
