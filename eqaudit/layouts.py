@@ -1,7 +1,7 @@
 """Input layouts (``--layout``): how one sample stored in the model's own axis order maps to the canonical form symmetries act on.
 
 Symmetries always act on one canonical form per kind of data: images (B, C, H, W), 1-D signals as
-images with one row (B, C, 1, L), point sets (B, P, D). The data file holds samples in the model's
+images with one row (B, C, 1, L), point sets (B, P, D), volumes (B, C, D, H, W). The data file holds samples in the model's
 layout; a :class:`Layout` converts a batch to the canonical form (``to_canonical``) where batches
 are made, and back (``from_canonical``) right before every model call, so a model is always called
 with its own layout and reports and thumbnails see canonical images.
@@ -14,12 +14,14 @@ layout     one stored sample       canonical sample
 ``NCL``    (C, L)                  (C, 1, L)
 ``NLC``    (L, C)                  (C, 1, L)
 ``NPD``    (P, D)                  (P, D)
+``NCDHW``  (C, D, H, W)            (C, D, H, W)
+``NDHWC``  (D, H, W, C)            (C, D, H, W)
 ``auto``   anything                unchanged (rank-4 data is NCHW, (N, P, 3) is NPD)
 =========  ======================  ======================
 
 Pure functions of tensor shapes and axis permutations: no torch import, no copies of the data
 beyond the one ``contiguous`` each conversion makes. Shapes: B batch, C channels, H, W pixels,
-L signal length, P points, D coordinates.
+L signal length, P points, D coordinates (or, in volumes, slices).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ _AXES: dict[str, tuple[str, str]] = {
     "NCL": ("CL", "CL"),
     "NLC": ("LC", "CL"),
     "NPD": ("PD", "PD"),
+    "NCDHW": ("CDHW", "CDHW"),
+    "NDHWC": ("DHWC", "CDHW"),
 }
 LAYOUT_NAMES: tuple[str, ...] = ("auto", *_AXES)
 """Every value ``--layout`` accepts (``auto`` keeps today's behaviour: the data is taken as it is)."""
@@ -51,7 +55,7 @@ def normalise(name: Any) -> str:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
             f"Expected --layout one of {', '.join(LAYOUT_NAMES)}, got {text!r}, do name the axes of one input batch "
-            f"(e.g. --layout NHWC for channels-last images, NCL for 1-D signals).{hint}"
+            f"(e.g. --layout NHWC for channels-last images, NCL for 1-D signals, NDHWC for channels-last volumes).{hint}"
         )
     return out
 

@@ -33,7 +33,7 @@ EXTRA_SPECS = [
     "so3:n=4*permute:n=3",
     "permute:n=2*translate3d",
 ]
-EXACT_TOL = {"image": 0.0, "points": 1e-12}  # float64 matrix products round; pixel permutations do not
+EXACT_TOL = {"image": 0.0, "points": 1e-12, "volume": 0.0}  # float64 matrix products round; pixel permutations do not
 POINTS = 7
 ALL_SPECS = [e.name for e in catalogue_entries()] + EXTRA_SPECS
 RESAMPLED_TOL = 0.06  # bilinear + area average on the smooth test image (amplitude 1) differs by ~0.03
@@ -45,12 +45,14 @@ def exact0(actual, expected):
 
 
 def random_input(sym: Symmetry, b: int = 3) -> torch.Tensor:
-    """Random float64 batch in the symmetry's domain: images (B, C, H, W) or points (B, P, 3)."""
+    """Random float64 batch in the symmetry's domain: images (B, C, H, W), points (B, P, 3) or volumes (B, C, D, H, W)."""
     g = torch.Generator().manual_seed(0)
     if sym.domain == "image":
         return torch.randn(b, 2, H, H, dtype=torch.float64, generator=g)
     if sym.domain == "points":
         return torch.randn(b, POINTS, 3, dtype=torch.float64, generator=g)
+    if sym.domain == "volume":
+        return torch.randn(b, 2, 5, 5, 5, dtype=torch.float64, generator=g)
     pytest.skip(f"no sample input for domain {sym.domain!r} in this file")
 
 
@@ -709,7 +711,7 @@ def test_spec_round_trip(spec, canonical):
 @pytest.mark.parametrize(
     "spec, pattern",
     [
-        ("rot45", r"Unknown symmetry 'rot45'.*rot90, rotate.*Did you mean 'rot90'"),
+        ("rot45", r"Unknown symmetry 'rot45'.*rot90, rot90-3d, rotate.*Did you mean 'rot90'"),
         ("rotat:step=5", r"Unknown symmetry 'rotat'.*Did you mean 'rotate'"),
         ("", r"Expected a symmetry spec"),
         (":step=3", r"Expected a symmetry name"),

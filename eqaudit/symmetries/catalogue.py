@@ -21,10 +21,11 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import SymmetryError
 from .base import ParamSpec, Symmetry
 
-BUILTIN_MODULES: tuple[str, ...] = ("eqaudit.symmetries.images", "eqaudit.symmetries.frames", "eqaudit.symmetries.points")
+BUILTIN_MODULES: tuple[str, ...] = ("eqaudit.symmetries.images", "eqaudit.symmetries.frames", "eqaudit.symmetries.points",
+                                   "eqaudit.symmetries.volumes")
 """Modules whose import registers the built-in symmetries (a new domain adds its module here)."""
 
-DEFAULT_LAYOUTS: dict[str, tuple[str, ...]] = {"image": ("NCHW", "NHWC", "NCL", "NLC"), "points": ("NPD",)}
+DEFAULT_LAYOUTS: dict[str, tuple[str, ...]] = {"image": ("NCHW", "NHWC", "NCL", "NLC"), "points": ("NPD",), "volume": ("NCDHW", "NDHWC")}
 """Input layouts (``--layout``, see eqaudit.layouts) a symmetry of each domain acts on, unless its class says
 otherwise with a ``LAYOUTS`` attribute (rot90, say, needs 2-D images: NCHW and NHWC only)."""
 
