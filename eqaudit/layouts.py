@@ -131,6 +131,17 @@ class Layout:
         inverse = tuple(sorted(range(len(order)), key=lambda i: order[i]))
         return x.permute(*inverse).contiguous()
 
+    def output_to_canonical(self, out: Any) -> Any:
+        """A model output in this layout -> canonical: spatial outputs (dense maps, vector fields) of a
+        model called in a channels-last or 1-D layout come in the same layout as its input, so an
+        output with the stored sample's rank, e.g. (B, H', W', K) for NHWC or (B, K, L') for NCL, is
+        moved like an input (to (B, K, H', W') or (B, K, 1, L')); other outputs (logits (B, K), vectors,
+        boxes) are returned as they are."""
+        axes = self.stored_axes
+        if self.is_identity or axes is None or out.dim() != len(axes) + 1:
+            return out
+        return self.to_canonical(out)
+
 
 def get_layout(name: Any) -> Layout:
     """The Layout called ``name`` (case-insensitive); ConfigError (exit 2) with a suggestion if unknown."""
@@ -140,7 +151,7 @@ def get_layout(name: Any) -> Layout:
 class LayoutInput:
     """Wraps a model adapter whose model takes batches in ``layout`` while symmetries (and the sweep)
     hand out canonical batches: (B, *canonical) -> (B, *stored) before each call (like ReshapedInput
-    for ``--input-shape``)."""
+    for ``--input-shape``), and its spatial outputs back to canonical (``Layout.output_to_canonical``)."""
 
     def __init__(self, inner: Any, layout: Layout):
         self.inner = inner
@@ -150,4 +161,7 @@ class LayoutInput:
         self.supports_autograd = inner.supports_autograd
 
     def __call__(self, batch: Any) -> Any:
-        return self.inner(self.layout.from_canonical(batch))
+        out = self.inner(self.layout.from_canonical(batch))
+        if isinstance(out, tuple):
+            return tuple(self.layout.output_to_canonical(o) for o in out)
+        return self.layout.output_to_canonical(out)

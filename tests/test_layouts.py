@@ -42,6 +42,8 @@ def by_spec(result) -> dict:
         ("NCL", (2, 32), (2, 1, 32)),
         ("NLC", (32, 2), (2, 1, 32)),
         ("NPD", (7, 3), (7, 3)),
+        ("NCDHW", (2, 4, 5, 6), (2, 4, 5, 6)),
+        ("NDHWC", (4, 5, 6, 2), (2, 4, 5, 6)),
         ("auto", (5, 4, 3, 2), (5, 4, 3, 2)),
     ],
 )
@@ -60,6 +62,13 @@ def test_layout_maps_are_the_named_transposes():
     s = torch.randn(2, 32, 4)
     assert torch.equal(get_layout("NLC").to_canonical(s), s.transpose(1, 2).unsqueeze(2))
     assert torch.equal(get_layout("NCL").to_canonical(s), s.unsqueeze(2))
+    v = torch.randn(2, 4, 5, 6, 3)
+    assert torch.equal(get_layout("NDHWC").to_canonical(v), v.permute(0, 4, 1, 2, 3))
+    # outputs: those with the stored sample's rank are spatial and follow the input layout; others are left alone
+    assert torch.equal(get_layout("NHWC").output_to_canonical(x), x.permute(0, 3, 1, 2))
+    logits = torch.randn(2, 5)
+    assert get_layout("NHWC").output_to_canonical(logits) is logits
+    assert get_layout("NCHW").output_to_canonical(x) is x
 
 
 def test_unknown_layout_and_rank_mismatch_name_what_is_wrong():
@@ -68,7 +77,7 @@ def test_unknown_layout_and_rank_mismatch_name_what_is_wrong():
     assert err.value.exit_code == 2
     with pytest.raises(DataError, match=r"rank 2 \(C, L\) for --layout NCL, got one sample of shape \(3, 6, 10\)"):
         get_layout("NCL").canonical_shape((3, 6, 10))
-    assert set(LAYOUT_NAMES) == {"auto", "NCHW", "NHWC", "NCL", "NLC", "NPD"}
+    assert set(LAYOUT_NAMES) == {"auto", "NCHW", "NHWC", "NCL", "NLC", "NPD", "NCDHW", "NDHWC"}
 
 
 def test_dataset_hands_out_canonical_batches(tmp_path):
@@ -102,7 +111,8 @@ def _export_onnx(module: torch.nn.Module, path, sample: torch.Tensor):
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("layouts")
     out = {}
-    for name in ["HalfTurnAveraged", "RectCNN", "PlainCNN3", "ChannelsLastCNN3", "ShiftInvariant1D", "ShiftInvariant1DNLC", "Flat1D"]:
+    for name in ["HalfTurnAveraged", "RectCNN", "PlainCNN3", "ChannelsLastCNN3", "ShiftInvariant1D", "ShiftInvariant1DNLC", "Flat1D",
+                 "ChannelsLastDense", "SignalDense"]:
         out[name] = d / f"{name}.pt"
         torch.save(getattr(toy_layouts, name)().state_dict(), out[name])
     g = np.random.default_rng(3)
@@ -117,7 +127,14 @@ def files(tmp_path_factory):
     np.savez(d / "ncl.npz", x=sig, y=ys)
     np.savez(d / "nlc.npz", x=np.ascontiguousarray(sig.transpose(0, 2, 1)), y=ys)
     np.savez(d / "wide.npz", x=g.normal(size=(4, 1, 6, 24)).astype(np.float32))
-    for key in ["rect", "nchw", "nhwc", "ncl", "nlc", "wide"]:
+    import toy_domains
+
+    out["AsymmetricConv"] = d / "AsymmetricConv.pt"
+    torch.save(toy_domains.AsymmetricConv().state_dict(), out["AsymmetricConv"])
+    gray = nchw[:, :1]
+    np.savez(d / "gray_nchw.npz", x=gray)
+    np.savez(d / "gray_nhwc.npz", x=np.ascontiguousarray(gray.transpose(0, 2, 3, 1)))
+    for key in ["rect", "nchw", "nhwc", "ncl", "nlc", "wide", "gray_nchw", "gray_nhwc"]:
         out[key] = d / f"{key}.npz"
     out["PlainCNN3.onnx"] = _export_onnx(toy_layouts.PlainCNN3(), d / "PlainCNN3.onnx", torch.from_numpy(nchw[:2]))
     out["ChannelsLastCNN3.onnx"] = _export_onnx(
@@ -254,3 +271,25 @@ def test_cli_layout_errors_and_notes(files, tmp_path):
 def test_cli_symmetries_shows_layouts():
     code, out = run("symmetries")
     assert code == 0 and "rot180" in out and "NCL" in out and "NPD" in out
+
+
+# ---- spatial outputs follow the input layout ------------------------------------------------------------
+
+
+def test_channels_last_dense_outputs_read_exactly_the_numbers_of_nchw(files, tmp_path):
+    specs = ["d4", "translate"]
+    ref = by_spec(scan(files["AsymmetricConv"], data=str(files["gray_nchw"]), symmetry=specs, task="dense",
+                       model_factory="toy_domains:AsymmetricConv", out=str(tmp_path / "a"), device="cpu"))
+    res = _scan(files, tmp_path / "b", "ChannelsLastDense", "gray_nhwc", specs, layout="NHWC", task="dense")
+    got = by_spec(res)
+    assert got["d4"].summary["equivariance_error"] > 1e-3  # random kernels: not d4-equivariant
+    assert got["translate"].summary["equivariance_error"] < 1e-6  # circular convolutions commute with shifts
+    for spec in specs:
+        for key in ("equivariance_error", "max_abs_error", "pixel_flip_rate", "mean_iou"):
+            assert got[spec].summary[key] == ref[spec].summary[key], (spec, key)
+
+
+def test_dense_signal_outputs_move_with_the_signal(files, tmp_path):
+    s = by_spec(_scan(files, tmp_path, "SignalDense", "ncl", ["translate:max=4", "flip"], layout="NCL", task="dense"))
+    assert s["translate:max=4"].summary["equivariance_error"] < 1e-6
+    assert s["flip"].summary["equivariance_error"] > 1e-2  # the kernel is not symmetric in time

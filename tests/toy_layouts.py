@@ -98,3 +98,28 @@ class Flat1D(nn.Module):
 
     def forward(self, x):
         return 10 * self.head(x.flatten(1))
+
+
+class ChannelsLastDense(nn.Module):
+    """toy_domains.AsymmetricConv (fixed kernels) taking and returning channels-last maps: (B, H, W, 1) -> (B, H, W, 3)."""
+
+    def __init__(self):
+        super().__init__()
+        from toy_domains import AsymmetricConv
+
+        self.net = AsymmetricConv()
+
+    def forward(self, x):
+        return self.net(x.permute(0, 3, 1, 2).contiguous()).permute(0, 2, 3, 1)
+
+
+class SignalDense(nn.Module):
+    """A circular 1-D convolution on (B, 2, L) signals returning (B, 3, L) per-step scores: shift-equivariant."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(9)
+        self.conv = nn.Conv1d(2, 3, 5, padding=2, padding_mode="circular")
+
+    def forward(self, x):
+        return torch.tanh(self.conv(x))
