@@ -450,6 +450,7 @@ def discover(
     learned_at: Annotated[float, typer.Option(help="a generator is learned at or below max(FLOOR_FACTOR x floor, this)")] = 1e-3,
     not_at: Annotated[float, typer.Option(help="a generator is not learned at or above this")] = 0.1,
     floor_factor: Annotated[float, typer.Option(help="multiple of the numerical floor that still reads learned")] = 10.0,
+    layers: Annotated[bool, typer.Option("--layers", help="also the spectrum of every leaf module's output (torch models)")] = False,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="model rows per call [default: 256]")] = None,
     limit: Annotated[Optional[int], typer.Option(help="use a seeded random subset of N samples")] = None,
@@ -479,7 +480,7 @@ def discover(
             for name, value in settings.values.items():
                 err.print(f"  {name} = {escape(repr(value))}  [dim]({escape(settings.sources[name])})[/]", highlight=False)
         result, folder = run_discover(model, settings, algebra=algebra or None, learned_at=learned_at, not_at=not_at,
-                                      floor_factor=floor_factor)
+                                      floor_factor=floor_factor, layers=layers)
         html = write_discover_report(result, folder)
     except Exception as exc:
         _fail(exc)
@@ -500,6 +501,16 @@ def discover(
     for k, s in enumerate(result["spectrum"], 1):
         spectrum.add_row(str(k), _fmt(s["value"]), escape(s["text"]), "yes" if s["at_floor"] else "no")
     out.print(spectrum)
+    if result.get("layers"):
+        per_layer = Table(title="layers (each output's own Lie derivative, relative to its spread)", title_justify="left")
+        per_layer.add_column("layer", overflow="fold")
+        for g in result["generators"]:
+            per_layer.add_column(escape(g["name"]), justify="right")
+        for layer in result["layers"]:
+            per_layer.add_row(escape(layer["name"]), *(f"{_fmt(g['value'])} [{shade[g['verdict']]}]{g['verdict']}[/]" for g in layer["generators"]))
+        out.print(per_layer)
+    elif "layers_reason" in result:
+        out.print(f"layers: n/a ({result['layers_reason']})", markup=False, highlight=False)
     out.print(f"floor {_fmt(result['floor'])} ({result['method']}); learned <= {th['learned']:.3g} "
               f"(max of {th['floor_factor']:g} x floor and {th['learned_at']:g}), not >= {th['not_at']:g}; "
               f"values: {result['normalisation']}", markup=False, highlight=False)

@@ -276,6 +276,50 @@ def _stack_r(r: Tensor | None, rows: Tensor) -> Tensor:
     return torch.linalg.qr(a, mode="r").R[: a.shape[1]] if a.shape[0] >= a.shape[1] else a
 
 
+class _Accumulator:
+    """Lie-derivative rows, error rows and the outputs' mean and spread, merged batch by batch
+    (R factors; Chan et al.'s update for the mean and squared deviations): memory flat in N."""
+
+    def __init__(self, g: int):
+        self.g, self.r_j, self.r_e = g, None, None
+        self.n, self.mean, self.m2 = 0, None, 0.0
+
+    def add(self, f: Tensor, jac: Tensor, err: Tensor) -> None:
+        """f (B, F), jac and err (B, F, G)."""
+        if not (torch.isfinite(jac).all() and torch.isfinite(f).all()):
+            raise DataError("The model's outputs or their derivatives are not finite on this data; check the model and the inputs.")
+        self.r_j = _stack_r(self.r_j, jac.reshape(-1, self.g).cpu())
+        self.r_e = _stack_r(self.r_e, err.reshape(-1, self.g).cpu())
+        fb = f.cpu()
+        nb, mb = fb.shape[0], fb.mean(0)
+        m2b = float((fb - mb).pow(2).sum())
+        if self.mean is None:
+            self.n, self.mean, self.m2 = nb, mb, m2b
+            return
+        delta = mb - self.mean
+        self.m2 += m2b + float(delta.pow(2).sum()) * self.n * nb / (self.n + nb)
+        self.mean = self.mean + delta * nb / (self.n + nb)
+        self.n += nb
+
+    def reduce(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, list[str]]:
+        """(own values (G,), singular values ascending (G,), their vectors (G, G), floor, spread, notes)."""
+        if self.n == 0:
+            raise DataError("The data selection is empty; pass a dataset with at least one sample.")
+        notes = []
+        spread = math.sqrt(self.m2 / self.n)
+        if spread == 0.0:
+            notes.append("the outputs do not vary over the data: values are absolute output changes, not relative to the spread")
+        z = math.sqrt(self.n) * (spread if spread > 0 else 1.0)
+        rj, re = _square(self.r_j, self.g) / z, _square(self.r_e, self.g) / z
+        _, s, vh = torch.linalg.svd(rj)
+        order = torch.argsort(s)
+        s, vh = s[order], vh[order]
+        big = vh.abs().argmax(1)
+        vh = vh * torch.sign(vh.gather(1, big.view(-1, 1)))
+        floor = float(torch.linalg.matrix_norm(re, ord=2)) / math.sqrt(2.0)
+        return rj.norm(dim=0).numpy(), s.numpy(), vh.numpy(), floor, spread, notes
+
+
 @dataclass
 class Spectrum:
     """What ``lie_spectrum`` measured (all normalised as the module docstring says)."""
@@ -290,60 +334,102 @@ class Spectrum:
     n_samples: int
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    layers: list[tuple[str, Spectrum]] | None = None  # --layers: each leaf module's output, in module order
+    layers_reason: str | None = None
 
 
-def lie_spectrum(model, dataset, algebra: Algebra, *, batch_size: int, fd_step: float = FD_STEP) -> Spectrum:
+def lie_spectrum(model, dataset, algebra: Algebra, *, batch_size: int, fd_step: float = FD_STEP,
+                 layers: bool = False) -> Spectrum:
     """Lie derivatives of ``model`` along every generator of ``algebra`` over ``dataset`` (canonical
-    batches), reduced to the normalised spectrum, the generators' own values and the floor."""
+    batches), reduced to the normalised spectrum, the generators' own values and the floor; with
+    ``layers``, the same for the output of every leaf module of a torch model."""
     t0 = time.perf_counter()
     forward = differentiable_forward(model)
     method = JVP_METHOD if forward is not None else FD_METHOD
-    device = model.device
     g = len(algebra.generators)
-    r_j = r_e = None
-    n, mean, m2 = 0, None, 0.0
-    for _, x, _ in dataset.batches(batch_size, device):
+    total = _Accumulator(g)
+    per_layer: dict[str, _Accumulator] = {}
+    module = _module_of(model) if layers and forward is not None else None
+    reason = None
+    if layers and module is None:
+        reason = "per-layer spectra need a torch nn.Module (not ONNX or an export)"
+    for _, x, _ in dataset.batches(batch_size, model.device):
         tangents = algebra.tangents(x)
         if forward is not None:
             try:
                 f, jac, err = _jvp_columns(forward, x, tangents)
             except (RuntimeError, NotImplementedError, TypeError):
-                forward, method = None, FD_METHOD  # e.g. an op without forward-mode AD: differences from here on
+                forward, method, module = None, FD_METHOD, None  # e.g. an op without forward-mode AD: differences from here on
+                reason = reason or "per-layer spectra need forward-mode AD through the model"
         if forward is None:
             with torch.no_grad():
                 f, jac, err = _fd_columns(model, x, tangents, fd_step)
-        if not (torch.isfinite(jac).all() and torch.isfinite(f).all()):
-            raise DataError("The model's outputs or their derivatives are not finite on this data; check the model and the inputs.")
-        r_j = _stack_r(r_j, jac.reshape(-1, g).cpu())
-        r_e = _stack_r(r_e, err.reshape(-1, g).cpu())
-        # outputs' mean and sum of squared deviations, merged batch by batch (Chan et al.)
-        fb = f.cpu()
-        nb, mb = fb.shape[0], fb.mean(0)
-        m2b = float((fb - mb).pow(2).sum())
-        if mean is None:
-            n, mean, m2 = nb, mb, m2b
-        else:
-            delta = mb - mean
-            m2 += m2b + float(delta.pow(2).sum()) * n * nb / (n + nb)
-            mean = mean + delta * nb / (n + nb)
-            n += nb
-    if n == 0:
-        raise DataError("The data selection is empty; pass a dataset with at least one sample.")
-    notes = []
-    spread = math.sqrt(m2 / n)
-    if spread == 0.0:
-        notes.append("the outputs do not vary over the data: values are absolute output changes, not relative to the spread")
-    z = math.sqrt(n) * (spread if spread > 0 else 1.0)
-    rj, re = _square(r_j, g) / z, _square(r_e, g) / z
-    values = rj.norm(dim=0).numpy()
-    _, s, vh = torch.linalg.svd(rj)
-    order = torch.argsort(s)
-    s, vh = s[order], vh[order]
-    big = vh.abs().argmax(1)
-    vh = vh * torch.sign(vh.gather(1, big.view(-1, 1)))
-    floor = float(torch.linalg.matrix_norm(re, ord=2)) / math.sqrt(2.0)
-    return Spectrum(algebra.generators, values, s.numpy(), vh.numpy(), floor, method, spread, n,
-                    time.perf_counter() - t0, notes)
+        total.add(f, jac, err)
+        if module is not None:
+            for name, cols in _layer_columns(forward, module, x, tangents).items():
+                per_layer.setdefault(name, _Accumulator(g)).add(*cols)
+    def spectrum_of(acc: _Accumulator) -> Spectrum:
+        values, s, vh, floor, spread, notes = acc.reduce()
+        return Spectrum(algebra.generators, values, s, vh, floor, method, spread, acc.n, 0.0, notes)
+
+    out = spectrum_of(total)
+    if layers:
+        out.layers_reason = reason
+        if module is not None:
+            out.layers = [(name, spectrum_of(acc)) for name, acc in per_layer.items()]
+            if not out.layers:
+                out.layers, out.layers_reason = None, "the model has no leaf modules with tensor outputs"
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _module_of(model):
+    """The nn.Module behind a (wrapped) torch adapter, or None."""
+    inner = model
+    while hasattr(inner, "inner"):
+        inner = inner.inner
+    module = getattr(inner, "module", None)
+    return module if isinstance(module, torch.nn.Module) else None
+
+
+def _layer_columns(forward, module: torch.nn.Module, x: Tensor, tangents: Tensor) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """Per leaf module (its last call in a forward pass): its output (B, F) and the forward-mode
+    tangents of that output along each generator, J_l v and J_l(a v)/a - J_l v (B, F, G)."""
+    import torch.autograd.forward_ad as fwAD
+
+    leaves = [(name, m) for name, m in module.named_modules() if name and not any(True for _ in m.children())]
+    seen: dict[str, tuple[Tensor, Tensor | None]] = {}
+
+    def record(name):
+        def hook(mod, inputs, output):
+            if isinstance(output, Tensor) and output.is_floating_point() and output.ndim >= 1 and output.shape[0] == x.shape[0]:
+                primal, tangent = fwAD.unpack_dual(output)
+                seen[name] = (primal.detach(), None if tangent is None else tangent.detach())
+        return hook
+
+    handles = [m.register_forward_hook(record(name)) for name, m in leaves]
+    runs: list[dict[str, tuple[Tensor, Tensor | None]]] = []
+    try:
+        with torch.no_grad():
+            for v in tangents:
+                for scale in (1.0, JVP_PROBE):
+                    seen.clear()
+                    with fwAD.dual_level():
+                        forward(fwAD.make_dual(x, (scale * v).to(x.dtype)))
+                    runs.append(dict(seen))
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for name, _ in leaves:
+        if not all(name in r for r in runs):
+            continue
+        f = _flat(runs[0][name][0])
+        tan = [torch.zeros_like(f) if r[name][1] is None else _flat(r[name][1]) for r in runs]
+        jac = torch.stack(tan[0::2], -1)
+        err = torch.stack(tan[1::2], -1) / JVP_PROBE - jac
+        out[name] = (f, jac, err)
+    return out
 
 
 def _square(r: Tensor, g: int) -> Tensor:
@@ -382,16 +468,32 @@ def check_thresholds(learned_at: float, not_at: float, floor_factor: float) -> N
                           f"do pass e.g. --learned-at {LEARNED_AT:g} --not-at {NOT_AT:g}")
 
 
-def result_dict(spec: Spectrum, algebra: Algebra, *, model_info: dict, data_info: dict, settings: dict,
-                learned_at: float = LEARNED_AT, not_at: float = NOT_AT, floor_factor: float = FLOOR_FACTOR) -> dict:
-    """The JSON-ready result (``"kind": "discover"``)."""
+def _spectrum_entries(spec: Spectrum, learned_at: float, not_at: float, floor_factor: float) -> tuple[dict, float]:
+    """The generators, spectrum and floor keys of one spectrum (the model's, or one layer's), and its
+    learned threshold."""
     names = [g.name for g in spec.generators]
     verdict, learned = verdicts(spec.values, spec.floor, learned_at=learned_at, not_at=not_at, floor_factor=floor_factor)
+    return {
+        "floor": spec.floor,
+        "output_spread": spec.spread,
+        "generators": [{"name": g.name, "value": float(v), "verdict": vd, "unit": g.unit, "description": g.description}
+                       for g, v, vd in zip(spec.generators, spec.values, verdict)],
+        "spectrum": [{"value": float(s), "vector": dict(zip(names, (float(c) for c in vec))), "text": vector_text(vec, names),
+                      "at_floor": bool(s <= learned)} for s, vec in zip(spec.singular_values, spec.vectors)],
+    }, learned
+
+
+def result_dict(spec: Spectrum, algebra: Algebra, *, model_info: dict, data_info: dict, settings: dict,
+                learned_at: float = LEARNED_AT, not_at: float = NOT_AT, floor_factor: float = FLOOR_FACTOR) -> dict:
+    """The JSON-ready result (``"kind": "discover"``); with per-layer spectra, ``layers`` holds one
+    entry per leaf module ({"name", "floor", "output_spread", "generators", "spectrum"}, each value
+    normalised by that layer's own output spread: is the layer's output invariant?)."""
+    entries, learned = _spectrum_entries(spec, learned_at, not_at, floor_factor)
     notes = list(spec.notes)
     if learned >= not_at:
         notes.append(f"the floor ({spec.floor:.3g}) is so high that every generator below {learned:.3g} reads learned: "
                      "the method cannot resolve this model here (use a torch model for jvp)")
-    return {
+    out = {
         "kind": "discover",
         "eqaudit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -399,19 +501,19 @@ def result_dict(spec: Spectrum, algebra: Algebra, *, model_info: dict, data_info
         "data": data_info,
         "algebra": list(algebra.names),
         "method": spec.method,
-        "floor": spec.floor,
         "thresholds": {"learned": learned, "learned_at": learned_at, "floor_factor": floor_factor, "not_at": not_at},
         "normalisation": ("RMS output change per unit of generator over the RMS spread of the outputs about their mean "
                           f"(spread {spec.spread:.6g})"),
-        "output_spread": spec.spread,
-        "generators": [{"name": g.name, "value": float(v), "verdict": vd, "unit": g.unit, "description": g.description}
-                       for g, v, vd in zip(spec.generators, spec.values, verdict)],
-        "spectrum": [{"value": float(s), "vector": dict(zip(names, (float(c) for c in vec))), "text": vector_text(vec, names),
-                      "at_floor": bool(s <= learned)} for s, vec in zip(spec.singular_values, spec.vectors)],
+        **entries,
         "notes": notes,
         "settings": settings,
         "timing": {"seconds": spec.seconds},
     }
+    if spec.layers is not None:
+        out["layers"] = [{"name": name, **_spectrum_entries(layer, learned_at, not_at, floor_factor)[0]} for name, layer in spec.layers]
+    elif spec.layers_reason is not None:
+        out["layers"], out["layers_reason"] = None, spec.layers_reason
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -419,7 +521,8 @@ def result_dict(spec: Spectrum, algebra: Algebra, *, model_info: dict, data_info
 
 
 def run_discover(model_path: Path, settings, *, algebra: list[str] | None = None, learned_at: float = LEARNED_AT,
-                 not_at: float = NOT_AT, floor_factor: float = FLOOR_FACTOR, write: bool = True) -> tuple[dict, Path]:
+                 not_at: float = NOT_AT, floor_factor: float = FLOOR_FACTOR, layers: bool = False,
+                 write: bool = True) -> tuple[dict, Path]:
     """Load the model and data ``settings`` name (as ``scan`` does), measure the spectrum, write
     result.json (and nothing else: the CLI renders the plot and page) to the output folder."""
     import json
@@ -452,7 +555,7 @@ def run_discover(model_path: Path, settings, *, algebra: list[str] | None = None
     model = _as_called(adapter, dataset, input_shape is not None)
     probe = dataset.take(np.arange(1), device)
     alg = build_algebra(algebra, dataset.sample_shape, probe, seed=settings.seed)
-    spec = lie_spectrum(model, dataset, alg, batch_size=settings.batch_size)
+    spec = lie_spectrum(model, dataset, alg, batch_size=settings.batch_size, layers=layers)
     info = adapter.info
     out = result_dict(
         spec, alg,

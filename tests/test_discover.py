@@ -67,12 +67,12 @@ def files(tmp_path_factory):
     return out
 
 
-def discover(files, model: str, data: str, *, algebra=None, onnx: bool = False, **flags) -> dict:
+def discover(files, model: str, data: str, *, algebra=None, onnx: bool = False, layers: bool = False, **flags) -> dict:
     path = files[model + ".onnx"] if onnx else files[model]
     given = {"data": str(files["dir"] / f"{data}.npz"), "device": "cpu", "out": str(files["dir"] / "out"), **flags}
     if not onnx:
         given["model_factory"] = _factory(model)
-    result, _ = run_discover(path, resolve(given, models=[path]), algebra=algebra, write=False)
+    result, _ = run_discover(path, resolve(given, models=[path]), algebra=algebra, layers=layers, write=False)
     return result
 
 
@@ -194,6 +194,21 @@ def test_catalogue_symmetries_as_algebras(files):
     assert g["dx"]["verdict"] == g["dy"]["verdict"] == "learned" and g["angle"]["verdict"] != "learned"
 
 
+def test_layers_show_where_invariance_appears(files):
+    """The convolution's output moves with the shift (equivariant, not invariant); from the pooled
+    features on, both translations are learned; the last layer is the model's output."""
+    r = discover(files, "CircularQuadNet", "img", layers=True)
+    layers = {x["name"]: by_name(x) for x in r["layers"]}
+    assert list(layers) == ["conv", "mlp.0", "mlp.1", "mlp.2"]
+    assert layers["conv"]["tx"]["verdict"] == layers["conv"]["ty"]["verdict"] == "not"
+    for name in ("mlp.0", "mlp.1", "mlp.2"):
+        assert layers[name]["tx"]["verdict"] == layers[name]["ty"]["verdict"] == "learned"
+        assert layers[name]["rot"]["verdict"] != "learned"
+    np.testing.assert_allclose([g["value"] for g in r["layers"][-1]["generators"]], [g["value"] for g in r["generators"]], rtol=1e-6, atol=1e-9)
+    o = discover(files, "RadialNet", "img", onnx=True, layers=True)
+    assert o["layers"] is None and "torch" in o["layers_reason"]
+
+
 def test_torch_and_onnx_agree(files):
     for model, data in (("RadialNet", "img"), ("DistanceNet", "pts")):
         t, o = discover(files, model, data), discover(files, model, data, onnx=True)
@@ -230,7 +245,7 @@ def run(*args):
 def test_cli_writes_json_plot_and_page(files, tmp_path):
     out = tmp_path / "o"
     code, text = run("discover", files["RadialNet"], "--data", files["dir"] / "img.npz", "--model-factory", _factory("RadialNet"),
-                     "--out", out, "--device", "cpu", "--not-at", "0.5")
+                     "--out", out, "--device", "cpu", "--not-at", "0.5", "--layers")
     assert code == 0, text
     assert "1.00 rot" in text and "learned" in text and "floor" in text
     r = json.loads((out / "result.json").read_text())
@@ -241,6 +256,7 @@ def test_cli_writes_json_plot_and_page(files, tmp_path):
     assert (out / "plots" / "spectrum.png").stat().st_size > 1000
     page = (out / "report.html").read_text()
     assert "RadialNet.pt" in page and "rot" in page and "data:image/png;base64," in page
+    assert [x["name"] for x in r["layers"]] == ["mlp.0", "mlp.1", "mlp.2"] and "<h2>Layers</h2>" in page and "mlp.0" in text
 
 
 def test_cli_exit_codes(files, tmp_path):
