@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
-from .errors import ConfigError, DataError, PathNotFoundError, SymmetryError
+from .errors import ConfigError, DataError, ModelRunError, PathNotFoundError, SymmetryError
 from .symmetries.images import spectral_derivative
 
 LEARNED_AT = 1e-3  # a generator's value at or below max(FLOOR_FACTOR x floor, this) reads "learned"
@@ -287,7 +287,8 @@ class _Accumulator:
     def add(self, f: Tensor, jac: Tensor, err: Tensor) -> None:
         """f (B, F), jac and err (B, F, G)."""
         if not (torch.isfinite(jac).all() and torch.isfinite(f).all()):
-            raise DataError("The model's outputs or their derivatives are not finite on this data; check the model and the inputs.")
+            raise ModelRunError("Expected finite model outputs and derivatives, got NaN or infinite values on this data, "
+                                "do check the model and the inputs (e.g. with eqaudit scan)")
         self.r_j = _stack_r(self.r_j, jac.reshape(-1, self.g).cpu())
         self.r_e = _stack_r(self.r_e, err.reshape(-1, self.g).cpu())
         fb = f.cpu()
@@ -368,6 +369,7 @@ def lie_spectrum(model, dataset, algebra: Algebra, *, batch_size: int, fd_step: 
         if module is not None:
             for name, cols in _layer_columns(forward, module, x, tangents).items():
                 per_layer.setdefault(name, _Accumulator(g)).add(*cols)
+
     def spectrum_of(acc: _Accumulator) -> Spectrum:
         values, s, vh, floor, spread, notes = acc.reduce()
         return Spectrum(algebra.generators, values, s, vh, floor, method, spread, acc.n, 0.0, notes)

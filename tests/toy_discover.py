@@ -69,8 +69,8 @@ class DistanceNet(nn.Module):
 
 
 class ZRotationNet(nn.Module):
-    """Functions of the points' heights z and distances from the z axis: invariant to rotations
-    about z and translations along z only when centred; here translations are not removed, so it keeps rz alone."""
+    """Mean squared distance from the z axis and mean squared height: invariant to rotations about z
+    alone (not to the other rotations, nor to translations)."""
 
     def __init__(self, classes: int = 3):
         super().__init__()
