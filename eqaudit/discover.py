@@ -53,6 +53,7 @@ NOT_AT = 0.1  # at or above this reads "not"
 FLOOR_FACTOR = 10.0
 FD_STEP = 1e-2  # central differences move each sample by this share of its largest value (float32: ~u^(1/3))
 JVP_PROBE = 0.7  # the floor of jvp: J(a v) / a - J(v), a not a power of two so the rounding differs
+LAYER_CHUNK = 32  # --layers keeps every leaf module's output for 2G passes: this many samples at a time
 VECTOR_TERM_MIN = 0.01  # terms of a singular vector smaller than this are left out of its text
 
 JVP_METHOD = "autograd (forward-mode jvp)"
@@ -366,8 +367,9 @@ def lie_spectrum(model, dataset, algebra: Algebra, *, batch_size: int, fd_step: 
             with torch.no_grad():
                 f, jac, err = _fd_columns(model, x, tangents, fd_step)
         total.add(f, jac, err)
-        if module is not None:
-            for name, cols in _layer_columns(forward, module, x, tangents).items():
+        for start in range(0, x.shape[0] if module is not None else 0, LAYER_CHUNK):  # memory: chunk x layers x 2G
+            part = slice(start, start + LAYER_CHUNK)
+            for name, cols in _layer_columns(forward, module, x[part], tangents[:, part]).items():
                 per_layer.setdefault(name, _Accumulator(g)).add(*cols)
 
     def spectrum_of(acc: _Accumulator) -> Spectrum:

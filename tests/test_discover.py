@@ -194,7 +194,7 @@ def test_catalogue_symmetries_as_algebras(files):
     assert g["dx"]["verdict"] == g["dy"]["verdict"] == "learned" and g["angle"]["verdict"] != "learned"
 
 
-def test_layers_show_where_invariance_appears(files):
+def test_layers_show_where_invariance_appears(files, monkeypatch):
     """The convolution's output moves with the shift (equivariant, not invariant); from the pooled
     features on, both translations are learned; the last layer is the model's output."""
     r = discover(files, "CircularQuadNet", "img", layers=True)
@@ -205,6 +205,10 @@ def test_layers_show_where_invariance_appears(files):
         assert layers[name]["tx"]["verdict"] == layers[name]["ty"]["verdict"] == "learned"
         assert layers[name]["rot"]["verdict"] != "learned"
     np.testing.assert_allclose([g["value"] for g in r["layers"][-1]["generators"]], [g["value"] for g in r["generators"]], rtol=1e-6, atol=1e-9)
+    monkeypatch.setattr("eqaudit.discover.LAYER_CHUNK", 3)  # layers in chunks of 3 samples: the same numbers
+    chunked = discover(files, "CircularQuadNet", "img", layers=True)
+    for a, b in zip(r["layers"], chunked["layers"]):
+        np.testing.assert_allclose([g["value"] for g in a["generators"]], [g["value"] for g in b["generators"]], rtol=1e-5, atol=10 * a["floor"])
     o = discover(files, "RadialNet", "img", onnx=True, layers=True)
     assert o["layers"] is None and "torch" in o["layers_reason"]
 
