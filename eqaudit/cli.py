@@ -442,6 +442,83 @@ def symmetries() -> None:
     out.print(table)
 
 
+@app.command()
+def discover(
+    model: Annotated[Path, typer.Argument(help="model file: .pt/.pth state dict, .pt2 export, .onnx", show_default=False)],
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="dataset PATH[:KEY] (.npz, .npy, .pt, image folder)")] = None,
+    algebra: Annotated[Optional[list[str]], typer.Option(help="generators: affine2d (tx ty rot scale stretch shear), shift1d, affine1d, so3, se3, or a catalogue symmetry with generators (rotate, translate, ...); repeatable [default: affine2d for images, affine1d for signals, se3 for points]")] = None,
+    learned_at: Annotated[float, typer.Option(help="a generator is learned at or below max(FLOOR_FACTOR x floor, this)")] = 1e-3,
+    not_at: Annotated[float, typer.Option(help="a generator is not learned at or above this")] = 0.1,
+    floor_factor: Annotated[float, typer.Option(help="multiple of the numerical floor that still reads learned")] = 10.0,
+    layers: Annotated[bool, typer.Option("--layers", help="also the spectrum of every leaf module's output (torch models)")] = False,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="model rows per call [default: 256]")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="use a seeded random subset of N samples")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="seed for subsets [default: 0]")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: reports/<model-stem>/]")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML config file (instead of the model's sidecar)")] = None,
+    input_shape: Annotated[Optional[str], typer.Option(help="per-sample shape for flat inputs, e.g. 1x8x8")] = None,
+    layout: Annotated[Optional[str], typer.Option(help="axes of the model's input batch: auto, NCHW, NHWC, NCL, NLC or NPD [default: auto]")] = None,
+    output_name: Annotated[Optional[str], typer.Option(help="which output of a multi-output model to use")] = None,
+    model_factory: Annotated[Optional[str], typer.Option(help="module:callable building the architecture for a state dict")] = None,
+    trust: Annotated[bool, typer.Option("--trust", help="allow pickled modules and TorchScript (they run code when loaded)")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only errors")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show settings and their sources; tracebacks on errors")] = False,
+) -> None:
+    """Which symmetries has the model learned? The spectrum of its Lie derivatives over a Lie algebra's generators (LieGG)."""
+    from .config import resolve
+    from .discover import run_discover
+    from .report.discover import write_discover_report
+
+    State.verbose = verbose
+    flags = {"data": data, "device": device, "batch_size": batch_size, "limit": limit, "seed": seed,
+             "out": str(out_dir) if out_dir else None, "input_shape": input_shape, "layout": layout,
+             "output_name": output_name, "model_factory": model_factory, "trust": True if trust else None}
+    try:
+        settings = resolve(flags, models=[model], config_file=config)
+        if verbose:
+            for name, value in settings.values.items():
+                err.print(f"  {name} = {escape(repr(value))}  [dim]({escape(settings.sources[name])})[/]", highlight=False)
+        result, folder = run_discover(model, settings, algebra=algebra or None, learned_at=learned_at, not_at=not_at,
+                                      floor_factor=floor_factor, layers=layers)
+        html = write_discover_report(result, folder)
+    except Exception as exc:
+        _fail(exc)
+    if quiet:
+        return
+    th = result["thresholds"]
+    table = Table(title=f"eqaudit discover: {escape(Path(result['model']['path']).name)} on {result['data']['n_samples']} samples "
+                        f"({escape(', '.join(result['algebra']))})", title_justify="left")
+    for col, just in [("generator", "left"), ("unit", "left"), ("value", "right"), ("verdict", "left")]:
+        table.add_column(col, justify=just)
+    shade = {"learned": "green", "partly": "yellow", "not": "red"}
+    for g in result["generators"]:
+        table.add_row(escape(g["name"]), escape(g["unit"]), _fmt(g["value"]), f"[{shade[g['verdict']]}]{g['verdict']}[/]")
+    out.print(table)
+    spectrum = Table(title="spectrum (smallest first)", title_justify="left")
+    for col, just in [("#", "right"), ("singular value", "right"), ("generator mixture", "left"), ("at floor", "left")]:
+        spectrum.add_column(col, justify=just)
+    for k, s in enumerate(result["spectrum"], 1):
+        spectrum.add_row(str(k), _fmt(s["value"]), escape(s["text"]), "yes" if s["at_floor"] else "no")
+    out.print(spectrum)
+    if result.get("layers"):
+        per_layer = Table(title="layers (each output's own Lie derivative, relative to its spread)", title_justify="left")
+        per_layer.add_column("layer", overflow="fold")
+        for g in result["generators"]:
+            per_layer.add_column(escape(g["name"]), justify="right")
+        for layer in result["layers"]:
+            per_layer.add_row(escape(layer["name"]), *(f"{_fmt(g['value'])} [{shade[g['verdict']]}]{g['verdict']}[/]" for g in layer["generators"]))
+        out.print(per_layer)
+    elif "layers_reason" in result:
+        out.print(f"layers: n/a ({result['layers_reason']})", markup=False, highlight=False)
+    out.print(f"floor {_fmt(result['floor'])} ({result['method']}); learned <= {th['learned']:.3g} "
+              f"(max of {th['floor_factor']:g} x floor and {th['learned_at']:g}), not >= {th['not_at']:g}; "
+              f"values: {result['normalisation']}", markup=False, highlight=False)
+    for note in result["notes"]:
+        out.print(f"note: {note}", style="dim", markup=False, highlight=False)
+    out.print(f"wrote {folder / 'result.json'} and {html}", markup=False)
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"eqaudit {__version__}")
