@@ -455,7 +455,7 @@ def discover(
     batch_size: Annotated[Optional[int], typer.Option(help="model rows per call [default: 256]")] = None,
     limit: Annotated[Optional[int], typer.Option(help="use a seeded random subset of N samples")] = None,
     seed: Annotated[Optional[int], typer.Option(help="seed for subsets [default: 0]")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: reports/<model-stem>/]")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: reports/<model-stem>/discover/]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML config file (instead of the model's sidecar)")] = None,
     input_shape: Annotated[Optional[str], typer.Option(help="per-sample shape for flat inputs, e.g. 1x8x8")] = None,
     layout: Annotated[Optional[str], typer.Option(help="axes of the model's input batch: auto, NCHW, NHWC, NCL, NLC or NPD [default: auto]")] = None,

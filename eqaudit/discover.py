@@ -571,7 +571,7 @@ def run_discover(model_path: Path, settings, *, algebra: list[str] | None = None
                   "sources": dict(settings.sources)},
         learned_at=learned_at, not_at=not_at, floor_factor=floor_factor,
     )
-    folder = Path(settings.out) if settings.out else default_out([model_path])
+    folder = Path(settings.out) if settings.out else default_out([model_path]) / "discover"  # beside, not over, a scan
     if write:
         write_text_atomic(folder / "result.json", json.dumps(out, indent=2, allow_nan=False) + "\n")
     return out, folder
