@@ -172,10 +172,10 @@ def run_scan(
 
 def _load(path: Path, settings: Settings, device, factory_dirs: list[Path], out_names: list[str | None] | None = None):
     """(adapter, factory, search dirs) for one model file; ``out_names``: the declared outputs (--output)."""
-    factory, dirs = _factory_for(path, settings, factory_dirs)
+    factory, dirs, check = _factory_for(path, settings, factory_dirs)
     single = out_names[0] if out_names and len(out_names) == 1 else None
     adapter = load_model(path, device, factory=factory, search_dirs=dirs, trust=settings.trust,
-                         output_name=settings.output_name or single, outputs=out_names)
+                         output_name=settings.output_name or single, outputs=out_names, check_factory=check)
     return adapter, factory, dirs
 
 
@@ -296,17 +296,24 @@ def _add_local(result, orbits, model, symmetries: list[Symmetry], dataset: Datas
     result.timing["local_seconds"] = result.timing.get("local_seconds", 0.0) + time.perf_counter() - t0
 
 
-def _factory_for(path: Path, settings: Settings, default_dirs: list[Path]) -> tuple[str | None, list[Path]]:
+def _factory_for(path: Path, settings: Settings, default_dirs: list[Path]):
     """The architecture for one model: a factory given on the command line, in the environment or in
-    --config applies to every model; otherwise each model's own sidecar names its own."""
+    --config applies to every model; otherwise each model's own sidecar names its own. The third value
+    refuses, before import, factory code that came with the model (a sidecar or --config), unless trusted."""
+    from functools import partial
+
+    from .models.factory import check_vouched
+
     source = settings.sources.get("model_factory", "default")
+    factory, dirs = settings.model_factory, default_dirs
     if source == "default" or source.startswith("sidecar"):
         sidecar = sidecar_for(Path(path))
         if sidecar.is_file():
             own = read_toml(sidecar).get("model_factory")
             if own is not None:
-                return str(own), [sidecar.parent.resolve()]
-    return settings.model_factory, default_dirs
+                factory, dirs, source = str(own), [sidecar.parent.resolve()], f"sidecar {sidecar}"
+    vouched = settings.trust or not source.startswith(("sidecar", "config"))
+    return factory, dirs, None if vouched else partial(check_vouched, origin=source, project=settings.project)
 
 
 def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepOutput, dataset: Dataset, task: Task, settings) -> None:

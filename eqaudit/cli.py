@@ -525,11 +525,23 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings (torch's UserWarnings and the like) are captured: one line each with --verbose,
+    nothing otherwise, so the verdict or the one-line error stays the last thing printed."""
+    if State.verbose:
+        first = str(message).strip().splitlines()[0] if str(message).strip() else ""
+        err.print(f"warning: {category.__name__}: {first} ({Path(filename).name}:{lineno})", markup=False, highlight=False, soft_wrap=True)
+
+
 @app.callback()
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")] = False,
 ) -> None:
     """Audit trained models for symmetry."""
+    import warnings
+
+    State.verbose = False
+    warnings.showwarning = _show_warning
 
 
 def main() -> None:

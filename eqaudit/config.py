@@ -111,6 +111,13 @@ def _to_seed(v: Any) -> int:
     return out
 
 
+def _to_count(v: Any) -> int:
+    out = _to_int(v)
+    if out < 1:
+        raise ValueError("a whole number >= 1")
+    return out
+
+
 def _to_fraction(v: Any) -> float:
     out = _to_float(v)
     if not 0.0 < out < 1.0:
@@ -196,8 +203,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("reference", "identity", _to_str, "compare against: identity (untransformed output), label or consensus"),
         Setting("targets_key", "targets", _to_str, "array of ground-truth outputs in the data file, for --reference label with non-classifier tasks"),
         Setting("device", "auto", _to_str, "auto, cpu, cuda or cuda:N"),
-        Setting("batch_size", 256, _to_int, "model rows per call"),
-        Setting("limit", None, _to_int, "audit a seeded random subset of this many samples"),
+        Setting("batch_size", 256, _to_count, "model rows per call"),
+        Setting("limit", None, _to_count, "audit a seeded random subset of this many samples"),
         Setting("seed", 0, _to_seed, "seed for subsets and random group elements"),
         Setting("out", None, _to_str, "output folder (default reports/<model-stem>/)", is_path=True),
         Setting("fail_over", {}, _to_gates, "gates METRIC=VALUE on every symmetry: fail when a metric is worse than VALUE"),
@@ -236,6 +243,7 @@ class Settings:
     sources: dict[str, str]
     bases: dict[str, Path] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    project: Path | None = None  # the folder of the nearest pyproject.toml at or above the current directory
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -268,13 +276,21 @@ def _convert(name: str, value: Any, where: str) -> Any:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    """A config, sidecar or pyproject file as a table; unreadable, non-UTF-8 or invalid TOML is a ConfigError."""
     try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise PathNotFoundError(f"Config file {str(path)!r} does not exist; check the path given to --config.") from None
+    except OSError as exc:
+        raise ConfigError(f"Config file {str(path)!r} cannot be read ({exc.strerror or exc}); check its permissions.") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"Config file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML.") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {exc}.") from None
+        raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {exc}; fix the syntax.") from None
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -321,7 +337,8 @@ def resolve(
 
     pyproject = find_pyproject(cwd)
     if pyproject is not None:
-        table = read_toml(pyproject).get("tool", {}).get("eqaudit")
+        tool = read_toml(pyproject).get("tool", {})
+        table = tool.get("eqaudit") if isinstance(tool, dict) else None
         if table is not None:
             if not isinstance(table, dict):
                 raise ConfigError(f"[tool.eqaudit] in {str(pyproject)!r} must be a table.")
@@ -355,7 +372,7 @@ def resolve(
         option = SETTINGS[k].option
         values[k], sources[k] = _convert(k, value, option), f"flag {option}"
         bases.pop(k, None)
-    return Settings(values, sources, bases, files)
+    return Settings(values, sources, bases, files, pyproject.parent.resolve() if pyproject is not None else None)
 
 
 def _resolve_path(value: str, base: Path) -> str:

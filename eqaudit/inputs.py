@@ -50,6 +50,8 @@ def to_tensor(raw, device) -> Tensor:
     """A numpy slice as a torch tensor on ``device``: floats as float32, integers and bools as they are
     (unsigned integers that torch lacks as int64)."""
     arr = np.asarray(raw)
+    if not arr.dtype.isnative:  # big-endian files: torch takes native byte order only
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype.kind == "f":
         arr = arr.astype(np.float32, copy=False)
     elif arr.dtype.kind == "u" and arr.dtype != np.uint8:

@@ -18,6 +18,8 @@ import numpy as np
 from .metrics import non_identity
 
 N_BOOT = 1000
+# numpy >= 2 names it trapezoid; numpy 1.x (the declared floor is 1.24) only has trapz, the same rule
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz
 SEPARATION_Z = 3.0  # null - floor must exceed this many standard errors ...
 SEPARATION_MIN = 1e-6  # ... and this absolute margin
 
@@ -107,7 +109,7 @@ def extent(params: np.ndarray, levels: np.ndarray, identity_index: int, toleranc
     while down - 1 >= 0 and ok[down - 1]:
         down -= 1
     span = p[-1] - p[0]
-    auc = float(np.trapezoid(lv, p) / span) if span > 0 else float(lv.mean())
+    auc = float(_trapezoid(lv, p) / span) if span > 0 else float(lv.mean())
     return {"lower": float(p[down]), "upper": float(p[up]), "unit": unit, "tolerance": float(tolerance), "auc": auc,
             "full": bool(down == 0 and up == len(p) - 1)}
 

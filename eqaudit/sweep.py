@@ -57,6 +57,8 @@ class ModelCaller:
         self.max_rows: int | None = None
         self.evals = 0
         self.seconds = 0.0
+        self.widths: tuple[int | None, ...] | None = None  # K of every (R, K) output of the first call
+        self.first_rows = 0
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -86,6 +88,7 @@ class ModelCaller:
                 ) from exc
             self.seconds += time.perf_counter() - t0
             self.evals += n_rows(part)
+            self.check_widths(out, n_rows(part))
             outs.append(out)
             i += n_rows(part)
         if len(outs) == 1:
@@ -93,6 +96,22 @@ class ModelCaller:
         if isinstance(outs[0], Tensor):
             return torch.cat(outs)
         return tuple(torch.cat(parts) for parts in zip(*outs))  # several outputs: each joined on its own
+
+    def check_widths(self, out, rows: int) -> None:
+        """Every call must return the same K per row for (R, K) outputs (class scores): a width that
+        follows the number of rows is the model's fault, not the data's (ModelRunError)."""
+        widths = tuple(int(o.shape[1]) if isinstance(o, Tensor) and o.ndim == 2 else None
+                       for o in ((out,) if isinstance(out, Tensor) else out))
+        if self.widths is None:
+            self.widths, self.first_rows = widths, rows
+        elif widths != self.widths:
+            path = getattr(getattr(self.model, "info", None), "path", None)
+            who = f"The model {path!r}" if path else "The model"
+            raise ModelRunError(
+                f"{who} returned {_widths(self.widths)} for a batch of {self.first_rows} rows but {_widths(widths)} for "
+                f"{rows} rows: its output width depends on the batch size; expected (B, K) with K fixed, do fix the "
+                "model's output layer (is something sized by the batch?)."
+            )
 
     def _back_off(self, step: int) -> int:
         step = max(1, step // 2)
@@ -181,7 +200,7 @@ def sweep(
                         task.check_output(raw, x)
                         _check_finite(raw)
                         kind = task.setup(raw, output_kind)
-                        _check_labels(dataset, raw, task)
+                        _check_labels(dataset, raw, task, caller, feed)
                     ref = task.convert(raw)
                     rows = slot[pos]
                     if si == 0 and (rows >= 0).any():
@@ -285,13 +304,35 @@ def _check_finite(out: Tensor | tuple[Tensor, ...]) -> None:
         raise ModelRunError("The model returned NaN or infinite outputs on the unmodified data; check the model and the input range.")
 
 
-def _check_labels(dataset: Dataset, raw: Tensor, task: Task) -> None:
-    """Labels index classes: for classifiers they must lie in 0..K-1 and match the class names."""
+def _widths(widths: tuple[int | None, ...]) -> str:
+    shown = [f"(R, {w})" if w is not None else "(R, ...)" for w in widths]
+    return shown[0] + " outputs" if len(shown) == 1 else "outputs " + ", ".join(shown)
+
+
+def _probe_width(caller: ModelCaller, feed) -> None:
+    """Before blaming the data for a class count, call the model on another number of rows: a width
+    that changes with the batch size raises ModelRunError (see ModelCaller.check_widths)."""
+    rows = n_rows(feed)
+    part = take_rows(feed, 0, rows - 1) if rows > 1 else (
+        {k: torch.cat([v, v]) for k, v in feed.items()} if isinstance(feed, dict) else torch.cat([feed, feed]))
+    try:
+        out = caller.model(part)
+    except Exception:
+        return  # the model fails on its own; the sweep reports that where it happens
+    caller.check_widths(out, n_rows(part))
+
+
+def _check_labels(dataset: Dataset, raw: Tensor, task: Task, caller: ModelCaller | None = None, feed=None) -> None:
+    """Labels index classes: for classifiers they must lie in 0..K-1 and match the class names
+    (after checking, with ``caller``, that K does not follow the batch size)."""
     if task.name != "classify" or not isinstance(raw, Tensor) or raw.ndim != 2:
         return
     n_classes = int(raw.shape[1])
+    top = int(dataset.y[dataset.indices].max()) if dataset.y is not None else -1
+    mismatch = top >= n_classes or (dataset.classes is not None and len(dataset.classes) != n_classes)
+    if mismatch and caller is not None and feed is not None:
+        _probe_width(caller, feed)
     if dataset.y is not None:
-        top = int(dataset.y[dataset.indices].max())
         if top >= n_classes:
             raise DataError(
                 f"Labels in {dataset.path!r} go up to {top}, but the model has {n_classes} outputs; "

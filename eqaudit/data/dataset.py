@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -75,7 +76,10 @@ class Dataset:
         """Inputs at ``positions`` of the selection: (b, *sample_shape) float32 on ``device``, canonical."""
         rows = self.indices[np.asarray(positions)]
         raw = self.x[torch.as_tensor(rows)] if isinstance(self.x, Tensor) else self.x[rows]
-        t = torch.as_tensor(np.asarray(raw) if not isinstance(raw, Tensor) else raw).to(device=device, dtype=torch.float32)
+        if not isinstance(raw, Tensor):
+            raw = np.asarray(raw)
+            raw = raw if raw.dtype.isnative else raw.astype(raw.dtype.newbyteorder("="))  # big-endian files
+        t = torch.as_tensor(raw).to(device=device, dtype=torch.float32)
         if not torch.isfinite(t).all():
             bad = int(rows[int((~torch.isfinite(t.reshape(t.shape[0], -1))).any(1).nonzero()[0])])
             raise DataError(f"Sample {bad} of {self.path!r} contains NaN or infinite values; clean or drop it.")
@@ -210,15 +214,10 @@ def _read_inputs(path: Path, key: str | None, names: list[str], input_map: dict[
             "do save one array per input (np.savez(PATH, NAME=array, ...))."
         )
     if suffix == ".npz":
-        try:
-            z = np.load(path, allow_pickle=False)
-            files, get = sorted(z.files), (lambda k: z[k])
-            y = z["y"] if "y" in z.files else None
-            classes = [str(c) for c in z["classes"].tolist()] if "classes" in z.files else None
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise DataError(f"{str(path)!r} is not a readable .npz archive ({exc}).") from exc
-        except ValueError as exc:
-            raise DataError(f"{str(path)!r} stores Python objects (pickled arrays), which eqaudit does not load; save plain numeric/string arrays.") from exc
+        z = _np_open(path, "npz")
+        files, get = sorted(z.files), (lambda k: _member(z, k, path))
+        y = get("y") if "y" in z.files else None
+        classes = _classes(get("classes"), path) if "classes" in z.files else None
     else:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(obj, dict):
@@ -237,10 +236,7 @@ def _read_inputs(path: Path, key: str | None, names: list[str], input_map: dict[
                 f"Expected an array {k!r} in {str(path)!r} for the model input {name!r}, got arrays {', '.join(files)}, "
                 f"do name the array {name!r} or pass --input {name}=KEY."
             )
-        try:
-            arr = get(k)
-        except ValueError as exc:
-            raise DataError(f"Array {k!r} in {str(path)!r} stores Python objects, which eqaudit does not load; save a numeric array.") from exc
+        arr = get(k)
         if arr.dtype.kind not in "fiub" or arr.ndim < 1:
             raise DataError(f"Expected a numeric or boolean array (N, ...) for the model input {name!r}, got {k!r} of "
                             f"dtype {arr.dtype} and shape {tuple(arr.shape)} in {str(path)!r}, do store one row per sample.")
@@ -258,31 +254,65 @@ def _read_inputs(path: Path, key: str | None, names: list[str], input_map: dict[
 
 
 def _read_npz(path: Path, key: str | None):
-    try:
-        z = np.load(path, allow_pickle=False)
-        files = set(z.files)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise DataError(f"{str(path)!r} is not a readable .npz archive ({exc}).") from exc
+    z = _np_open(path, "npz")
+    files = set(z.files)
     xkey = key or "x"
     if xkey not in files:
         raise DataError(f"{str(path)!r} has no array {xkey!r} (it has {sorted(files)}); name the inputs with --data {path}:KEY.")
-    try:
-        x = z[xkey]
-        y = z["y"] if "y" in files else None
-        classes = [str(c) for c in z["classes"].tolist()] if "classes" in files else None
-    except ValueError as exc:
-        raise DataError(f"{str(path)!r} stores Python objects (pickled arrays), which eqaudit does not load; save plain numeric/string arrays.") from exc
+    x = _member(z, xkey, path)
+    y = _member(z, "y", path) if "y" in files else None
+    classes = _classes(_member(z, "classes", path), path) if "classes" in files else None
     return x, y, classes
 
 
 def _read_npz_targets(path: Path, tkey: str) -> np.ndarray | None:
-    z = np.load(path, allow_pickle=False)
-    if tkey not in z.files:
-        return None
+    z = _np_open(path, "npz")
+    return _member(z, tkey, path) if tkey in z.files else None
+
+
+NUMPY_MAGIC = {"npz": (b"PK\x03\x04", b"PK\x05\x06"), "npy": (b"\x93NUMPY",)}
+
+
+def _np_open(path: Path, kind: str, **kw):
+    """``np.load`` of an .npz/.npy file, refusing by its first bytes anything that is neither (numpy
+    would try to unpickle it); a corrupt file or pickled arrays are a DataError."""
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if not head.startswith(NUMPY_MAGIC[kind]):
+        what = "a zip archive of .npy arrays" if kind == "npz" else "an .npy array"
+        raise DataError(f"{str(path)!r} is not a valid .{kind} file (expected {what}, got a file starting with {head!r}); "
+                        f"save the data with np.{'savez' if kind == 'npz' else 'save'} (eqaudit never loads pickled data).")
     try:
-        return z[tkey]
+        return np.load(path, allow_pickle=False, **kw)
     except ValueError as exc:
-        raise DataError(f"Targets {tkey!r} in {str(path)!r} are pickled Python objects, which eqaudit does not load; save a numeric array.") from exc
+        raise _numpy_error(path, None, exc) from exc
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        raise DataError(f"{str(path)!r} is not a readable .{kind} file ({exc}); it may be truncated or corrupt, save it again.") from exc
+
+
+def _member(z, key: str, path: Path) -> np.ndarray:
+    """One array of an open .npz archive; pickled objects or a corrupt member are a DataError."""
+    try:
+        return z[key]
+    except ValueError as exc:
+        raise _numpy_error(path, key, exc) from exc
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, RuntimeError, zlib.error) as exc:
+        raise DataError(f"Array {key!r} in {str(path)!r} cannot be read ({exc}); the archive may be truncated or corrupt, save it again.") from exc
+
+
+def _numpy_error(path: Path, key: str | None, exc: ValueError) -> DataError:
+    where = f"Array {key!r} in {str(path)!r}" if key else repr(str(path))
+    if "pickle" in str(exc) or "Python objects" in str(exc):
+        return DataError(f"{where} stores Python objects (pickled arrays), which eqaudit does not load; save plain numeric or string arrays.")
+    return DataError(f"{where} is not a valid numpy array ({exc}); it may be truncated or corrupt, save it again.")
+
+
+def _classes(arr: np.ndarray, path: Path) -> list[str]:
+    """Class names: a 1-D array of strings or numbers."""
+    if arr.ndim != 1:
+        raise DataError(f"Expected class names 'classes' in {str(path)!r} as a 1-D array, got shape {tuple(arr.shape)}; "
+                        "save one name per class.")
+    return [str(c) for c in arr.tolist()]
 
 
 def _read_pt_targets(path: Path, tkey: str) -> np.ndarray | None:
@@ -294,12 +324,7 @@ def _read_pt_targets(path: Path, tkey: str) -> np.ndarray | None:
 
 
 def _read_npy(path: Path):
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"{str(path)!r} stores Python objects (pickled array), which eqaudit does not load; save a numeric array.") from exc
-    except OSError as exc:
-        raise DataError(f"{str(path)!r} is not a readable .npy file ({exc}).") from exc
+    return _np_open(path, "npy", mmap_mode="r")
 
 
 def _read_pt(path: Path, key: str | None):

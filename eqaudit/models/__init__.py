@@ -21,16 +21,19 @@ def load_model(
     trust: bool = False,
     output_name: str | None = None,
     outputs: list[str | None] | None = None,
+    check_factory=None,
 ) -> ModelAdapter:
     """Load a model file by its suffix (.onnx, or a torch format sniffed from its content); with
-    ``outputs`` (several declared outputs: names, or None for "by position") it returns a tuple."""
-    adapter = _load(path, device, factory=factory, search_dirs=search_dirs, trust=trust, output_name=output_name)
+    ``outputs`` (several declared outputs: names, or None for "by position") it returns a tuple.
+    ``check_factory(factory, search_dirs)`` runs before a factory is imported and may refuse it."""
+    adapter = _load(path, device, factory=factory, search_dirs=search_dirs, trust=trust, output_name=output_name,
+                    check_factory=check_factory)
     if outputs is not None and len(outputs) > 1:
         adapter.select(list(outputs))
     return adapter
 
 
-def _load(path, device, *, factory, search_dirs, trust, output_name) -> ModelAdapter:
+def _load(path, device, *, factory, search_dirs, trust, output_name, check_factory) -> ModelAdapter:
     path = Path(path)
     if not path.exists():
         raise PathNotFoundError(f"Model file {str(path)!r} does not exist; check the path.")
@@ -44,7 +47,8 @@ def _load(path, device, *, factory, search_dirs, trust, output_name) -> ModelAda
     if suffix in TORCH_SUFFIXES:
         from .torch_backend import load_torch
 
-        return load_torch(path, device, factory=factory, search_dirs=search_dirs, trust=trust, output_name=output_name)
+        return load_torch(path, device, factory=factory, search_dirs=search_dirs, trust=trust, output_name=output_name,
+                          check_factory=check_factory)
     raise ModelLoadError(
         f"Unknown model file type {suffix or '(none)'!r} for {str(path)!r}; expected .pt/.pth (state dict), .pt2 (torch.export) or .onnx."
     )

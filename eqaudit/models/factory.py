@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 from pathlib import Path
@@ -41,6 +42,42 @@ def resolve_factory(spec: str, search_dirs: list[Path]) -> Callable:
     if not callable(obj):
         raise ConfigError(f"Model factory {spec!r} is not callable; name a class or function.")
     return obj
+
+
+def factory_origin(spec: str, search_dirs: list[Path]) -> Path | None:
+    """The file (or package folder) that importing ``spec`` would run from ``search_dirs`` or, for the
+    ``file.py:callable`` form, from the current directory; None when it comes from the installed
+    environment (sys.path). Nothing is imported to find out."""
+    mod_part = spec.rsplit(":", 1)[0] if ":" in spec else spec
+    if not mod_part:
+        return None
+    if mod_part.endswith(".py") or "/" in mod_part or "\\" in mod_part:
+        candidates = [Path(mod_part)] if Path(mod_part).is_absolute() else [d / mod_part for d in search_dirs] + [Path(mod_part)]
+        return next((c.resolve() for c in candidates if c.is_file()), None)
+    top = mod_part.split(".")[0]
+    if not top.isidentifier():
+        return None  # not importable at all: resolve_factory says so
+    found = importlib.machinery.PathFinder.find_spec(top, [str(d) for d in search_dirs])
+    if found is None:
+        return None
+    if found.origin and found.origin not in ("namespace", "built-in", "frozen"):
+        return Path(found.origin).resolve()
+    locations = list(found.submodule_search_locations or [])
+    return Path(locations[0]).resolve() if locations else None
+
+
+def check_vouched(spec: str, search_dirs: list[Path], *, origin: str, project: Path | None) -> None:
+    """Refuse a factory named by a file that came with the model (a sidecar or --config) when the code
+    it would import lies outside the current project (see README, "Trust"); ModelLoadError, exit 3."""
+    path = factory_origin(spec, search_dirs)
+    if path is None or (project is not None and path.is_relative_to(Path(project).resolve())):
+        return
+    where = (f"outside the current project {str(project)!r}" if project is not None
+             else "outside any project (no pyproject.toml at or above the current directory)")
+    raise ModelLoadError(
+        f"Model factory {spec!r} from {origin} would import and run {str(path)!r}, code that came with the model "
+        f"and lies {where}; pass --trust (or set EQAUDIT_TRUST=1) if you vouch for it, or name the factory yourself with --model-factory."
+    )
 
 
 def _load_file(mod_part: str, search_dirs: list[Path]):

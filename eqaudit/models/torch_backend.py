@@ -106,8 +106,10 @@ def load_torch(
     search_dirs: list[Path] | None = None,
     trust: bool = False,
     output_name: str | None = None,
+    check_factory=None,
 ) -> TorchAdapter:
-    """Load ``path`` as safely as its format allows (see the module docstring) and move it to ``device``."""
+    """Load ``path`` as safely as its format allows (see the module docstring) and move it to ``device``;
+    ``check_factory(factory, search_dirs)`` may refuse a factory before it is imported."""
     path = Path(path)
     first = check_not_foreign(path, "a PyTorch model file", "pass a .pt/.pth state dict, a .pt2 export or an .onnx file")
     kind = zip_kind(path) if first.startswith(ZIP_MAGIC) else ("pickle" if first[:1] == b"\x80" else None)
@@ -169,6 +171,8 @@ def load_torch(
                 f"{str(path)!r} is a state dict ({len(state)} tensors) without its architecture; "
                 "pass --model-factory module:callable (or set model_factory in the sidecar MODEL.eqaudit.toml)."
             )
+        if check_factory is not None:
+            check_factory(factory, search_dirs)
         build = resolve_factory(factory, search_dirs)
         try:
             module = build()

@@ -16,6 +16,8 @@ from torch import Tensor
 
 from ..errors import SymmetryError
 
+MAX_ELEMENTS = 100_000  # the most group elements one symmetry (or product) may have; every limit message derives from it
+
 
 @dataclass(frozen=True)
 class ParamSpec:

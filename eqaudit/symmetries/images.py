@@ -41,10 +41,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import SymmetryError
-from .base import ParamSpec, Symmetry
+from .base import MAX_ELEMENTS, ParamSpec, Symmetry
 from .catalogue import format_spec, register, resolve_params
 
-MAX_ELEMENTS = 100_000
 _ANGLE_TOL = 1e-9  # degrees: angles this close to a multiple of 90 take the exact path
 _LOG_TOL = 1e-12  # log2 zoom this close to 0 is the identity
 _CACHE_SIZE = 16
@@ -901,12 +900,15 @@ class Scale(_Resampled):
             raise self._error("min > 0", f"min={_fmt(lo)}", "pass a positive zoom factor, e.g. scale:min=0.5")
         if hi < lo:
             raise self._error("min <= max", f"min={_fmt(lo)}, max={_fmt(hi)}", "swap them, e.g. scale:min=0.5,max=2")
+        limit = f"1 <= steps <= {MAX_ELEMENTS} with 1.0 among the factors ({MAX_ELEMENTS - 1} without)"
         if n < 1 or n > MAX_ELEMENTS:
-            raise self._error(f"1 <= steps <= {MAX_ELEMENTS}", f"steps={n}", "pass e.g. scale:steps=9")
+            raise self._error(limit, f"steps={n}", "pass e.g. scale:steps=9")
         # enough sub-samples that the smallest zoom reads every source pixel (2..4 per axis)
         self.supersample = builtins.min(4, builtins.max(2, math.ceil(1.0 / lo - 1e-9)))
         logs = torch.linspace(math.log2(lo), math.log2(hi), n, dtype=torch.float64)
         logs = torch.unique(torch.round(torch.cat([logs, torch.zeros(1, dtype=torch.float64)]) * 1e12) / 1e12)
+        if logs.numel() > MAX_ELEMENTS:  # 1.0 (the identity) was added
+            raise self._error(limit, f"steps={n} (1.0 added: {logs.numel()} factors)", f"pass steps={MAX_ELEMENTS - 1} or fewer")
         super().__init__(
             values,
             param_names=("log2_scale",),

@@ -30,10 +30,9 @@ import torch
 from torch import Tensor
 
 from ..errors import SymmetryError
-from .base import ParamSpec, Symmetry
+from .base import MAX_ELEMENTS, ParamSpec, Symmetry
 from .catalogue import format_spec, register, resolve_params
 
-MAX_ELEMENTS = 100_000
 _SNAP = 1e-12  # matrix entries this close to an integer are snapped (quarter turns exactly signed permutations)
 PHI = (1.0 + math.sqrt(5.0)) / 2.0
 
@@ -291,6 +290,7 @@ class _RotationGroup(PointSymmetry):
     ASPECTS = frozenset({"rotation"})
 
     LAYOUT = "axis-angle"
+    COPIES = 1  # elements per rotation (o3: with and without the point reflection)
     PARAMS = (
         ParamSpec("n", int, 64, "number of Haar-random rotations (seeded) added to the grid"),
         ParamSpec(
@@ -307,14 +307,16 @@ class _RotationGroup(PointSymmetry):
         n, grid, seed = int(values["n"]), str(values["grid"]), int(values["seed"])
         if n < 0:
             raise self._error("n >= 0", f"n={n}", f"pass a number of random rotations, e.g. {self.NAME}:n=64")
-        if n > MAX_ELEMENTS:
-            raise self._error(f"n <= {MAX_ELEMENTS}", f"n={n}", f"ask for fewer, e.g. {self.NAME}:n=64")
         if grid == "octahedral":
             base = octahedral_quaternions()
         elif grid == "icosahedral":
             base = icosahedral_quaternions()
         else:
             base = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+        limit = MAX_ELEMENTS // self.COPIES - base.shape[0]  # the grid (or the identity) and n, COPIES times
+        if n > limit:
+            raise self._error(f"n <= {limit} (at most {MAX_ELEMENTS} elements with grid={grid})", f"n={n}",
+                              f"ask for fewer, e.g. {self.NAME}:n=64")
         if n == 0 and grid == "none":
             raise self._error(
                 "at least one rotation besides the identity", "n=0, grid=none", f"pass e.g. {self.NAME}:n=64 or {self.NAME}:grid=octahedral"
@@ -377,6 +379,7 @@ class O3(_RotationGroup):
     """Rotations and rotoreflections: so3's rotations, each also followed by the point reflection -I."""
 
     NAME = "o3"
+    COPIES = 2
     DESCRIPTION = (
         "3-D rotations and reflections of point clouds: so3's elements, each with and without the point "
         "reflection x -> -x (det -1); exact (float64 matrices)."

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ..errors import SymmetryError
-from .base import Symmetry
+from .base import MAX_ELEMENTS, Symmetry
 
 # Pairs of aspects whose actions do not commute although they differ (a rotation moves a shift).
 _NON_COMMUTING = {frozenset({"rotation", "position"})}
@@ -74,9 +74,9 @@ class ProductSymmetry(Symmetry):
         total = 1
         for s in sizes:
             total *= s
-        if total > 100_000:
+        if total > MAX_ELEMENTS:
             raise SymmetryError(
-                f"Expected at most 100000 group elements in a product, got {total} ({' x '.join(map(str, sizes))}), "
+                f"Expected at most {MAX_ELEMENTS} group elements in a product, got {total} ({' x '.join(map(str, sizes))}), "
                 "do use coarser factors"
             )
         grids = torch.meshgrid(*[torch.arange(s) for s in sizes], indexing="ij")  # first factor outermost
