@@ -187,7 +187,8 @@ def build_algebra(names: list[str] | None, sample_shape: tuple[int, ...], probe:
         try:
             sym = parse_symmetry(name, seed=seed)
         except SymmetryError as exc:
-            raise SymmetryError(f"--algebra {name!r}: not one of {', '.join(ALGEBRAS)}, and as a symmetry: {exc}") from None
+            raise SymmetryError(f"Expected --algebra one of {', '.join(ALGEBRAS)} or a symmetry with generators, got {name!r} ({exc}), "
+                                "do pick one of those algebras or a continuous symmetry such as rotate or translate") from None
         sym.check_input(tuple(sample_shape))
         found = sym.tangents(probe)
         if not found:
