@@ -57,6 +57,12 @@ def _relative(path: str, root: Path) -> str:
     return Path(rel).as_posix() + sep + key
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """True when ``path`` (relative to the current folder, or absolute) lies in ``root`` or below it."""
+    absolute = (path if path.is_absolute() else Path.cwd() / path).resolve()
+    return absolute.is_relative_to(root.resolve())
+
+
 def starter_block(
     root: Path,
     *,
@@ -119,8 +125,11 @@ jobs:
         with:
           python-version: "3.11"
       - name: Install eqaudit
-        # or install your project (pip install -e .) if it provides the model's architecture
-        run: pip install --extra-index-url https://download.pytorch.org/whl/cpu eqaudit
+        # the CPU build of torch first (small; the runner has no GPU), then eqaudit, as in eqaudit's README;
+        # add your project (pip install -e .) if it provides the model's architecture
+        run: |
+          pip install torch --index-url https://download.pytorch.org/whl/cpu
+          pip install eqaudit
       - name: Symmetry audit
         run: {cmd}
       - name: Upload the report
@@ -153,6 +162,12 @@ def init_project(
         raise PathNotFoundError(f"Folder {str(root)!r} does not exist; pass an existing project folder with --dir.")
     outcome = InitOutcome()
     models = list(models or [])
+    for m in models:
+        if not _inside(Path(m), root):
+            raise ConfigError(
+                f"Expected the model inside the project folder {str(root.resolve())!r} (CI checks out only the repository), "
+                f"got {m!r}, do copy the model into the repository (Git LFS for large files) and pass that path"
+            )
     for m in models:
         if not Path(m).exists():
             outcome.notes.append(f"model {m!r} does not exist yet; the workflow scans it once it is committed")

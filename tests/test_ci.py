@@ -246,7 +246,20 @@ def test_init_never_clobbers(project):
     assert code == 2 and "--fail-over takes METRIC=VALUE" in output
     code, output = run("init", "--dir", project / "sub", "-s", "rot45")
     assert code == 2 and "rot45" in output
+    # a model outside the project folder would not be in CI's checkout
+    code, output = run("init", "models/digits_cnn_rot90.pt", "--dir", project / "sub")
+    assert code == 2 and "inside the project folder" in output and "models/digits_cnn_rot90.pt" in output
     assert not any((project / "sub").iterdir())
+
+
+def test_init_workflow_installs_the_cpu_build_of_torch_before_eqaudit(project):
+    code, output = run("init", "models/digits_cnn_rot90.pt")
+    assert code == 0, output
+    doc = yaml.safe_load((project / ".github" / "workflows" / "eqaudit.yml").read_text())
+    install = next(s["run"] for s in doc["jobs"]["symmetry-audit"]["steps"] if s.get("name") == "Install eqaudit")
+    lines = [line.strip() for line in install.splitlines() if line.strip()]
+    assert lines[0] == "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    assert lines[1] == "pip install eqaudit"
 
 
 def test_baseline_verdict_is_in_the_result_and_the_python_api(model_files, data_npz, tmp_path):
