@@ -159,18 +159,26 @@ def layer_attribution(model, dataset: Dataset, sym: Symmetry, task: Task) -> dic
     tangents = sym.tangents(x)
     if not tangents:
         return {"layers": None, "layers_reason": f"{sym.name} is a finite group: no generator"}
-    leaves = [(name, m) for name, m in module.named_modules() if name and not any(True for _ in m.children())]
+    units = computing_units(module)
     called: list[str] = []
-    handles = [m.register_forward_hook(lambda mod, inp, out, name=name: called.append(name)) for name, m in leaves]
+    single: set[str] = set()
+
+    def seen(mod, inp, out, name):
+        called.append(name)
+        if len(inp) == 1 and isinstance(inp[0], Tensor) and isinstance(out, Tensor):
+            single.add(name)
+
+    handles = [m.register_forward_hook(lambda mod, inp, out, name=name: seen(mod, inp, out, name)) for name, m in units]
     try:
         with torch.no_grad():
             forward(x)
     finally:
         for h in handles:
             h.remove()
-    used = [(name, m) for name, m in leaves if name in set(called)]
+    used = [(name, m) for name, m in units if name in single]
+    skipped = sorted({name for name in called if name not in single})
     if not used:
-        return {"layers": None, "layers_reason": "the model has no leaf modules to attribute to (a flattened graph?)"}
+        return {"layers": None, "layers_reason": "the model has no modules of one tensor to attribute to (a flattened graph?)"}
     spaces = _Spaces(sym, task, x)
     sq = {name: 0.0 for name, _ in used}
     resid_sq, total_sq = 0.0, 0.0
@@ -192,9 +200,37 @@ def layer_attribution(model, dataset: Dataset, sym: Symmetry, task: Task) -> dic
     layers.sort(key=lambda r: -r["share"])
     out = {"layers": layers, "layers_residual": math.sqrt(resid_sq / total_sq) if total_sq > 0 else 0.0}
     if out["layers_residual"] > 0.5:
-        out["layers_note"] = ("the leaf modules explain little of the total: operations outside modules "
-                              "(functional calls, reshapes) carry most of it, so read the shares with care")
+        if skipped:
+            out["layers_note"] = (f"the attributed modules explain little of the total; modules called with several inputs "
+                                  f"or outputs could not be attributed ({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}) "
+                                  "and may carry the rest, so read the shares with care")
+        else:
+            out["layers_note"] = ("the attributed modules explain little of the total: operations outside modules "
+                                  "(functional calls, reshapes) carry most of it, so read the shares with care")
     return out
+
+
+def computing_units(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules a Lie derivative is attributed to, each owning its computation: a module with its own
+    parameters or buffers (an escnn R2Conv, whose child only builds the filter basis), or else a leaf;
+    what lies below a unit is part of it. Export internals (``_guards_fn`` and other names starting
+    with an underscore, which hold no weights) are left out."""
+    units: list[tuple[str, nn.Module]] = []
+
+    def visit(prefix: str, m: nn.Module) -> None:
+        for name, child in m.named_children():
+            full = f"{prefix}.{name}" if prefix else name
+            own = any(True for _ in child.parameters(recurse=False)) or any(True for _ in child.buffers(recurse=False))
+            leaf = not any(True for _ in child.children())
+            if name.startswith("_") and not own and not any(True for _ in child.parameters()):
+                continue  # an export internal such as _guards_fn
+            if own or leaf:
+                units.append((full, child))
+            else:
+                visit(full, child)
+
+    visit("", module)
+    return units
 
 
 def _term(forward, task: Task, layer: nn.Module, spaces: _Spaces, gname: str, x: Tensor) -> Tensor:

@@ -129,6 +129,31 @@ def test_layer_shares_blame_the_one_broken_layer(tmp_path, data_npz):
     assert s["layers_residual"] < 1e-3
 
 
+def test_layer_shares_go_to_the_module_that_owns_the_computation(tmp_path, data_npz):
+    """A module with its own buffer and a child is one unit (not its child, not 100 % unexplained)."""
+    path = tmp_path / "owned.pt"
+    torch.save(toy_models.BrokenShiftNetOwned().state_dict(), path)
+    s = _scan(path, data_npz, tmp_path, ["translate"], factory("BrokenShiftNetOwned"), layers=True).symmetries[0].summary
+    names = [r["name"] for r in s["layers"]]
+    assert names[0] == "mask" and s["layers"][0]["share"] > 0.99
+    assert not any(n.startswith("mask.") for n in names)
+    assert s["layers_residual"] < 1e-3 and "layers_note" not in s
+
+
+def test_computing_units_skip_export_internals_and_keep_owners():
+    from eqaudit.lie import computing_units
+
+    class Guard(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    net = toy_models.BrokenShiftNetOwned()
+    net._guards_fn = Guard()
+    names = [n for n, _ in computing_units(net)]
+    assert "mask" in names and "mask.basis" not in names and "_guards_fn" not in names
+    assert {"conv1", "conv2", "head"} <= set(names)
+
+
 def test_local_and_layers_through_the_cli(tmp_path):
     res = CliRunner().invoke(app, ["scan", str(SAMPLES / "digits_cnn.pt"), "-s", "rotate:step=90", "--limit", "16",
                                    "--layers", "--out", str(tmp_path / "o"), "--quiet"])

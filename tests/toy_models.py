@@ -150,6 +150,26 @@ class PositionalGain(nn.Module):
         return h * self.gain
 
 
+class OwnedGain(PositionalGain):
+    """PositionalGain whose gain passes through a child module (as an escnn R2Conv builds its filter
+    from a child basis): the computation belongs to this module, not to its child."""
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.basis = nn.Identity()
+
+    def forward(self, h):
+        return h * self.basis(self.gain)
+
+
+class BrokenShiftNetOwned(ShiftInvariantNet):
+    """BrokenShiftNet with the gain in a module that has a child (OwnedGain)."""
+
+    def __init__(self):
+        super().__init__(positional=True)
+        self.mask = OwnedGain(12)
+
+
 class BrokenShiftNet(ShiftInvariantNet):
     """ShiftInvariantNet with one non-equivariant layer (PositionalGain) between the convolutions."""
 
