@@ -1,0 +1,249 @@
+"""Molecules, graphs and dynamics: padded systems (mask), edges, energy/forces/stress/positions outputs, e3, EGNN vs MLP."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from eqaudit.api import scan
+from eqaudit.errors import DataError
+from eqaudit.inputs import orbit
+from eqaudit.symmetries import parse_symmetry
+from eqaudit.symmetries.outputs import point_permutation, restrict_permutation, sample_permutation
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(ROOT / "sample_models"))
+import molecule_models  # noqa: E402
+from molecule_models import POINTS, lj_clusters  # noqa: E402
+
+MOLS = ROOT / "sample_models" / "molecule_models.py"
+TOYS = TESTS / "toy_molecules.py"
+SYMS = ["so3:n=4", "o3:n=2", "translate3d:max=0.5", "permute:n=4", "e3:n=4"]
+NOISE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """LJ clusters of two sizes (5 and 8 atoms) padded to 8, with random padded positions; fresh-weight models."""
+    folder = tmp_path_factory.mktemp("mol")
+    data = lj_clusters(8, sizes=(5, 8), seed=3)
+    g = np.random.default_rng(0)
+    pad = ~data["mask"]
+    data["pos"][pad] = g.normal(size=(int(pad.sum()), 3)).astype(np.float32)  # padding anywhere, not at 0
+    out = {"lj": folder / "lj.npz"}
+    np.savez(out["lj"], **data)
+    torch.manual_seed(0)
+    for name in ("EGNNPotential", "MLPPotential"):
+        out[name] = folder / f"{name}.pt"
+        torch.save(getattr(molecule_models, name)().state_dict(), out[name])
+    for name in ("GarbagePad", "Tensors", "EdgeNet"):
+        out[name] = folder / f"{name}.pt"
+        sys.path.insert(0, str(TESTS))
+        import toy_molecules
+
+        torch.save(getattr(toy_molecules, name)().state_dict(), out[name])
+    return out
+
+
+def run(files, tmp_path, model, data, outputs, symmetries=SYMS, **kw):
+    src = MOLS if model in ("EGNNPotential", "MLPPotential") else TOYS
+    res = scan(files[model], data=str(data), symmetry=symmetries, model_factory=f"{src}:{model}", output=outputs,
+               act_on=["pos"], out=str(tmp_path / "out"), device="cpu", **kw)
+    return {s.spec: s.summary for s in res.symmetries}, res
+
+
+def test_egnn_potential_reads_float_noise_for_energy_and_forces_and_the_mlp_does_not(files, tmp_path):
+    """Forces computed as -dE/dpos by autograd inside forward scan through the factory path."""
+    eg, res = run(files, tmp_path, "EGNNPotential", files["lj"], ["energy=energy", "forces=forces"])
+    mlp, _ = run(files, tmp_path, "MLPPotential", files["lj"], ["energy=energy", "forces=forces"])
+    for spec in SYMS:
+        for key in ("energy.equivariance_error", "forces.equivariance_error", "forces.relative_error"):
+            assert eg[spec][key] < NOISE, (spec, key, eg[spec][key])
+            assert mlp[spec][key] > 1e-3, (spec, key, mlp[spec][key])
+        assert eg[spec]["energy.error_per_atom"] <= eg[spec]["energy.abs_error"] / 5 + 1e-12  # at least 5 atoms each
+        assert mlp[spec]["forces.rms_error"] > 1e-4
+    assert any("autograd" in n for n in res.models[0].notes)
+
+
+def test_energy_error_per_atom_divides_by_the_real_atoms_of_each_system(files, tmp_path):
+    """Known answer: a shift-only energy error |dE| per sample divided by 5 or 8 real atoms."""
+    run(files, tmp_path, "MLPPotential", files["lj"], ["energy=energy", "forces=forces"], ["so3:n=2"])
+    table = np.load(tmp_path / "out" / "orbits.npz")
+    keys, per = ["s0.energy.abs_error"], ["s0.energy.error_per_atom"]
+    assert float(table[keys[0]].max()) > 1e-4  # the MLP moves its energy: a real test of the division
+    atoms = np.load(files["lj"])["mask"].sum(1)
+    assert_close(torch.from_numpy(table[per[0]]).double(), torch.from_numpy(table[keys[0]] / atoms[:, None]).double(),
+                 rtol=1e-5, atol=1e-9)
+
+
+def test_padded_atoms_never_change_a_metric(files, tmp_path):
+    """GarbagePad's padded rows are non-equivariant functions of the padded inputs: leaving them out of
+    every metric (and out of the permutations) reads float noise, and randomising the padded positions and
+    types leaves every metric bit-identical."""
+    outputs = ["energy=energy", "forces=forces", "charges=charges"]
+    base, _ = run(files, tmp_path, "GarbagePad", files["lj"], outputs)
+    for spec in SYMS:
+        for key in ("energy.equivariance_error", "forces.equivariance_error", "charges.equivariance_error", "forces.max_abs_error"):
+            assert base[spec][key] < NOISE, (spec, key, base[spec][key])
+    d = dict(np.load(files["lj"]))
+    pad = ~d["mask"]
+    g = np.random.default_rng(7)
+    d["pos"][pad] = g.normal(scale=3.0, size=(int(pad.sum()), 3)).astype(np.float32)
+    other = tmp_path / "other.npz"
+    np.savez(other, **d)
+    moved, _ = run(files, tmp_path, "GarbagePad", other, outputs)
+    for spec in SYMS:
+        for key, v in base[spec].items():
+            if key.startswith(("energy.", "forces.", "charges.")) and "floor" not in key and not key.endswith("level"):
+                assert moved[spec][key] == v, (spec, key, v, moved[spec][key])
+    # without the mask the padded rows count: the same model reads a clear error under rotations
+    d.pop("mask")
+    nomask = tmp_path / "nomask.npz"
+    np.savez(nomask, **d)
+    raw, _ = run(files, tmp_path, "GarbagePad", nomask, outputs, ["so3:n=4"])
+    assert raw["so3:n=4"]["forces.equivariance_error"] > 1e-3
+    assert raw["so3:n=4"]["charges.equivariance_error"] > 1e-3
+
+
+def test_stress_dipole_pseudoscalar_and_next_positions_follow_their_representations(files, tmp_path):
+    outs = ["stress=stress", "dipole=dipole", "chirality=pseudoscalar", "next=positions"]
+    res, _ = run(files, tmp_path, "Tensors", files["lj"], outs)
+    for spec in SYMS:
+        for name in ("stress", "dipole", "chirality", "next"):
+            assert res[spec][f"{name}.equivariance_error"] < NOISE, (spec, name, res[spec][f"{name}.equivariance_error"])
+    # the same outputs declared with the wrong representation read clear errors
+    wrong, _ = run(files, tmp_path, "Tensors", files["lj"], ["stress=invariant", "dipole=dipole", "chirality=invariant",
+                                                             "next=forces"], ["o3:n=2", "translate3d:max=0.5"])
+    assert wrong["o3:n=2"]["chirality.equivariance_error"] > 0.5  # flips sign under -I: |2s| / (2|s|) = 1
+    assert wrong["translate3d:max=0.5"]["next.equivariance_error"] > 1e-3  # positions move with shifts, forces do not
+
+
+def test_edge_index_is_relabelled_with_the_atoms(files, tmp_path):
+    d = lj_clusters(6, sizes=(5, 8), seed=4)
+    m = 10
+    g = np.random.default_rng(1)
+    real = d["mask"].sum(1)
+    edges = np.zeros((6, 2, m), dtype=np.int64)
+    emask = np.zeros((6, m), dtype=bool)
+    for i, k in enumerate(real):  # building test data
+        n = min(m, k + 2)
+        edges[i, :, :n] = g.integers(0, k, size=(2, n))
+        emask[i, :n] = True
+    d.update(edge_index=edges, edge_mask=emask)
+    path = tmp_path / "edges.npz"
+    np.savez(path, **d)
+    res, _ = run(files, tmp_path, "EdgeNet", path, ["energy=energy"], ["permute:n=6", "e3:n=4"])
+    for spec, s in res.items():
+        assert s["equivariance_error"] < NOISE and s["abs_error"] < NOISE, (spec, s)
+    # the orbit keeps every edge between the same two atoms
+    sym = parse_symmetry("permute:n=6")
+    sym.check_input((POINTS, 3))
+    batch = {k: torch.from_numpy(np.asarray(d[k])) for k in ("pos", "z", "mask", "edge_index", "edge_mask")}
+    xg = orbit(sym, batch, sym.elements, ["pos"])
+    ends = lambda pos, ei: torch.gather(pos, 1, ei.reshape(pos.shape[0], -1, 1).expand(-1, -1, 3))  # noqa: E731
+    for e in range(sym.n_elements):
+        assert torch.equal(ends(xg["pos"][e], xg["edge_index"][e]), ends(batch["pos"], batch["edge_index"]))
+        assert torch.equal(xg["edge_mask"][e], batch["edge_mask"])
+        assert torch.equal(xg["mask"][e], batch["mask"])
+
+
+def test_masked_permutations_reorder_only_real_points():
+    g = torch.Generator().manual_seed(0)
+    perm = torch.stack([torch.randperm(9, generator=g) for _ in range(20)])
+    mask = torch.rand(6, 9, generator=g) < 0.6
+    mask[:, 0] = True
+    out = restrict_permutation(perm, mask)
+    assert out.shape == (20, 6, 9)
+    assert torch.equal(out.sort(-1).values, torch.arange(9).expand(20, 6, 9))  # a permutation per sample
+    ar = torch.arange(9).expand(20, 6, 9)
+    assert torch.equal(torch.where(~mask, out, ar), ar)  # padded points stay put
+    assert bool(torch.gather(mask.expand(20, 6, 9), 2, out)[mask.expand(20, 6, 9)].all())  # real slots take real points
+    assert torch.equal(restrict_permutation(perm, torch.ones(6, 9, dtype=torch.bool)), perm.unsqueeze(1).expand(20, 6, 9))
+    # the orbit and the output action agree per sample; padded positions are not moved by rotations either
+    sym = parse_symmetry("so3:n=3*permute:n=3")
+    sym.check_input((9, 3))
+    pos = torch.randn(6, 9, 3, dtype=torch.float64, generator=g)
+    xg = orbit(sym, {"pos": pos, "mask": mask}, sym.elements, ["pos"])
+    sp = sample_permutation(sym, sym.elements)
+    assert sp.shape == (sym.n_elements, 6, 9) and point_permutation(sym, sym.elements).shape == (sym.n_elements, 9)
+    norms = pos.norm(dim=-1)
+    assert_close(xg["pos"].norm(dim=-1), torch.gather(norms.expand(sym.n_elements, 6, 9), 2, sp), rtol=0, atol=1e-12)
+    assert torch.equal(xg["pos"][:, ~mask], pos[~mask].expand(sym.n_elements, -1, 3))
+
+
+def test_bad_masks_and_edges_are_data_errors(files, tmp_path):
+    d = dict(np.load(files["lj"]))
+    for change, word in [({"mask": d["mask"][:, :5]}, "mask"), ({"edge_index": np.full((8, 2, 3), 99)}, "edge_index")]:
+        bad = dict(d, **change)
+        path = tmp_path / f"bad_{word}.npz"
+        np.savez(path, **bad)
+        with pytest.raises(DataError, match=word):
+            run(files, tmp_path, "EGNNPotential", path, ["energy=energy", "forces=forces"], ["so3:n=2"])
+
+
+E3NN_MODEL = """
+import torch
+from e3nn import o3
+
+
+class E3nnVectors(torch.nn.Module):
+    \"\"\"pos (B, P, 3) -> (energy (B,), vectors (B, P, 3)): one e3nn tensor product 1o x 1o -> 0e + 1o of the
+    centred positions and their neighbours in index order; ``bias`` adds a fixed vector (breaks rotations).\"\"\"
+
+    def __init__(self, bias: float = 0.0):
+        super().__init__()
+        self.tp = o3.FullyConnectedTensorProduct("1o", "1o", "0e + 1o")
+        self.register_buffer("bias", torch.tensor([bias, 0.0, 0.0]))
+
+    def forward(self, pos):
+        c = pos - pos.mean(1, keepdim=True)
+        out = self.tp(c, c.roll(1, 1))
+        return out[..., 0].sum(1), out[..., 1:] + self.bias
+
+
+class Broken(E3nnVectors):
+    def __init__(self):
+        super().__init__(bias=0.5)
+"""
+
+
+@pytest.mark.parametrize("name", ["E3nnVectors", "Broken"])
+def test_e3nn_network_agrees_with_e3nn_equivariance_error(tmp_path, name):
+    """Skipped without e3nn: an e3nn network scanned by eqaudit (energy 0e, per-point vectors 1o, under o3)
+    reads what e3nn.util.test.equivariance_error reads on the same inputs: float noise for the network,
+    a clear error for the same network plus a fixed vector."""
+    pytest.importorskip("e3nn")
+    from e3nn.o3 import Irreps
+    from e3nn.util.test import equivariance_error
+
+    (tmp_path / "e3nn_toy.py").write_text(E3NN_MODEL)
+    sys.path.insert(0, str(tmp_path))
+    import e3nn_toy
+
+    torch.manual_seed(0)
+    net = getattr(e3nn_toy, name)().eval()
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    pos = torch.randn(6, 5, 3)
+    np.savez(tmp_path / "pos.npz", x=pos.numpy())
+    res = scan(tmp_path / "net.pt", data=str(tmp_path / "pos.npz"), symmetry=["o3:n=4"], output=["energy=energy", "vec=vector-per-point"],
+               model_factory=f"{tmp_path / 'e3nn_toy.py'}:{name}", out=str(tmp_path / "out"), device="cpu")
+    ours = max(res.symmetries[0].summary["energy.max_abs_error"], res.symmetries[0].summary["vec.max_abs_error"])
+
+    def fn(x):
+        energy, vec = net(x)
+        return energy.unsqueeze(-1), vec
+
+    with torch.no_grad():
+        errs = equivariance_error(fn, args_in=[pos], irreps_in=[Irreps("1o")], irreps_out=[Irreps("0e"), Irreps("1o")],
+                                  ntrials=4, do_parity=True, do_translation=False)
+    theirs = max(float(v.max()) for v in errs.values())
+    if name == "E3nnVectors":
+        assert ours < 1e-4 and theirs < 1e-4, (ours, theirs)
+    else:
+        assert ours > 1e-2 and theirs > 1e-2, (ours, theirs)
