@@ -39,43 +39,50 @@ def lj_energy_forces(pos: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tenso
     return energy.detach(), -grad.detach() * m.unsqueeze(-1)
 
 
-def lj_clusters(n: int, sizes: tuple[int, ...] = (5, 8), points: int = POINTS, seed: int = 0) -> dict[str, np.ndarray]:
+def lj_clusters(n: int, sizes: tuple[int, ...] = (5, 8), points: int = POINTS, seed: int = 0, max_force: float = 10.0) -> dict[str, np.ndarray]:
     """``n`` clusters (sizes alternate over ``sizes``), padded to ``points`` atoms: a compact site of a
-    simple cubic lattice (spacing 1.1) near a random centre, jittered by 0.08, then randomly rotated.
+    simple cubic lattice (spacing 1.12, the pair minimum) near a random centre, jittered by 0.05 and
+    randomly rotated and placed; drafts with a force above ``max_force`` are drawn again (no steep walls).
     Returns pos (n, P, 3) float32, z (n, P) int64, mask (n, P) bool, energy (n,) and forces (n, P, 3)."""
     g = np.random.default_rng(seed)
-    grid = np.stack(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij"), -1).reshape(-1, 3) * 1.1
+    grid = np.stack(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij"), -1).reshape(-1, 3) * 1.12
     pos = np.zeros((n, points, 3))
     mask = np.zeros((n, points), dtype=bool)
-    for i in range(n):  # data generation only (not eqaudit's hot path)
-        k = sizes[i % len(sizes)]
-        centre = g.normal(scale=0.4, size=3)
-        near = np.argsort(((grid - centre) ** 2).sum(1) + 1e-3 * g.random(len(grid)))[:k]
-        site = grid[near] - grid[near].mean(0) + g.normal(scale=0.08, size=(k, 3))
-        q, _ = np.linalg.qr(g.normal(size=(3, 3)))
-        pos[i, :k] = site @ q.T + g.normal(scale=0.5, size=3)
-        mask[i, :k] = True
+    todo = np.arange(n)
+    while len(todo):  # data generation only (not eqaudit's hot path)
+        for i in todo:
+            k = sizes[i % len(sizes)]
+            centre = g.normal(scale=0.4, size=3)
+            near = np.argsort(((grid - centre) ** 2).sum(1) + 1e-3 * g.random(len(grid)))[:k]
+            site = grid[near] - grid[near].mean(0) + g.normal(scale=0.05, size=(k, 3))
+            q, _ = np.linalg.qr(g.normal(size=(3, 3)))
+            pos[i] = 0.0
+            pos[i, :k] = site @ q.T + g.normal(scale=0.5, size=3)
+            mask[i] = np.arange(points) < k
+        _, f = lj_energy_forces(torch.from_numpy(pos[todo]), torch.from_numpy(mask[todo]))
+        todo = todo[f.abs().amax((1, 2)).numpy() > max_force]
     e, f = lj_energy_forces(torch.from_numpy(pos), torch.from_numpy(mask))
     return {"pos": pos.astype(np.float32), "z": mask.astype(np.int64), "mask": mask,
             "energy": e.numpy(), "forces": f.numpy().astype(np.float32)}
 
 
 class _Layer(nn.Module):
-    """One EGNN layer: messages from (h_i, h_j, |x_i - x_j|^2), invariant feature update, equivariant
+    """One EGNN layer: messages from (h_i, h_j, r_ij^2, r_ij^-6, r_ij^-12), invariant feature update, equivariant
     coordinate update x_i += sum_j (x_i - x_j) phi_x(m_ij) / (P - 1), all masked to real atoms."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.edge = nn.Sequential(nn.Linear(2 * width + 1, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU())
+        self.edge = nn.Sequential(nn.Linear(2 * width + 3, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU())
         self.node = nn.Sequential(nn.Linear(2 * width, width), nn.SiLU(), nn.Linear(width, width))
         self.coord = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 1))
 
     def forward(self, h, x, pair):
         b, p, w = h.shape
         d = x.unsqueeze(2) - x.unsqueeze(1)  # (B, P, P, 3)
-        r2 = d.pow(2).sum(-1, keepdim=True)
+        r2 = d.pow(2).sum(-1, keepdim=True) + (1.0 - pair.unsqueeze(-1))  # 1 off the real pairs: finite, masked below
+        inv6 = r2.pow(-3)
         hi, hj = h.unsqueeze(2).expand(b, p, p, w), h.unsqueeze(1).expand(b, p, p, w)
-        m = self.edge(torch.cat([hi, hj, r2], -1)) * pair.unsqueeze(-1)
+        m = self.edge(torch.cat([hi, hj, r2, inv6, inv6 * inv6], -1)) * pair.unsqueeze(-1)
         x = x + (d * self.coord(m) * pair.unsqueeze(-1)).sum(2) / max(p - 1, 1)
         h = h + self.node(torch.cat([h, m.sum(2)], -1))
         return h, x
