@@ -5,7 +5,7 @@ Importing this module has no side effects. Shapes: B batch, P points (atoms, pad
 - ``lj_clusters(n, sizes, points, seed)``: padded clusters of ``sizes`` atoms (two sizes -> two kinds of
   system in one file), their Lennard-Jones energies and forces (sigma = epsilon = 1), a mask and the
   atom types z (0 for padding, 1 for atoms). Positions of padded atoms are 0.
-- ``EGNNPotential``: forward(pos, z, mask) -> (energy (B,), forces (B, P, 3)). EGNN layers (Satorras
+- ``EGNNPotential``: forward(pos, z, mask) -> {"energy": (B,), "forces": (B, P, 3)} (named outputs). EGNN layers (Satorras
   et al. 2021) update invariant atom features from pairwise distances and move centred coordinates
   along x_i - x_j; the energy is a masked sum of per-atom terms, so it is invariant to rotations,
   reflections, shifts and relabelling by construction, and the forces are -dE/dpos computed by
@@ -110,7 +110,7 @@ class EGNNPotential(nn.Module):
             pos = pos.requires_grad_(True) if not pos.requires_grad else pos
             energy = self.energy(pos, z, mask)
             (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=self.training)
-        return energy, -grad
+        return {"energy": energy, "forces": -grad}
 
 
 class MLPPotential(nn.Module):
@@ -127,4 +127,4 @@ class MLPPotential(nn.Module):
             feats = torch.cat([(pos * m.unsqueeze(-1)).flatten(1), m], 1)
             energy = self.net(feats).squeeze(-1)
             (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=self.training)
-        return energy, -grad
+        return {"energy": energy, "forces": -grad}

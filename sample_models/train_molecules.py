@@ -63,7 +63,8 @@ def train(model: torch.nn.Module, data: dict[str, np.ndarray], epochs: int, lr: 
     model.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(pos), generator=g).split(64):
-            e, f = model(pos[idx].clone(), z[idx], mask[idx])
+            out = model(pos[idx].clone(), z[idx], mask[idx])
+            e, f = out["energy"], out["forces"]
             m = mask[idx].unsqueeze(-1).float()
             loss = 0.05 * ((e - energy[idx]) / atoms[idx]).pow(2).mean() / e_scale + ((f - forces[idx]) * m).pow(2).sum() / m.sum() / 3 / f_scale
             opt.zero_grad()
@@ -76,7 +77,8 @@ def train(model: torch.nn.Module, data: dict[str, np.ndarray], epochs: int, lr: 
 def errors(model: torch.nn.Module, data: dict[str, np.ndarray]) -> tuple[float, float]:
     """Test energy MAE per atom and force RMSE (LJ units)."""
     pos, z, mask = (torch.from_numpy(data[k]) for k in ("pos", "z", "mask"))
-    e, f = model(pos.clone(), z, mask)
+    out = model(pos.clone(), z, mask)
+    e, f = out["energy"], out["forces"]
     atoms = mask.sum(1)
     e_mae = float(((e.detach().double() - torch.from_numpy(data["energy"])) / atoms).abs().mean())
     f_rmse = float((f.detach() - torch.from_numpy(data["forces"]))[mask].pow(2).sum(-1).mean().sqrt())
