@@ -25,7 +25,7 @@ from molecule_models import POINTS, lj_clusters  # noqa: E402
 MOLS = ROOT / "sample_models" / "molecule_models.py"
 TOYS = TESTS / "toy_molecules.py"
 SYMS = ["so3:n=4", "o3:n=2", "translate3d:max=0.5", "permute:n=4", "e3:n=4"]
-NOISE = 1e-5
+NOISE = 1e-4  # float32 models: rounding of the moved positions, amplified by gradients
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,9 @@ def test_egnn_potential_reads_float_noise_for_energy_and_forces_and_the_mlp_does
     eg, res = run(files, tmp_path, "EGNNPotential", files["lj"], ["energy=energy", "forces=forces"])
     mlp, _ = run(files, tmp_path, "MLPPotential", files["lj"], ["energy=energy", "forces=forces"])
     for spec in SYMS:
-        for key in ("energy.equivariance_error", "forces.equivariance_error", "forces.relative_error"):
-            assert eg[spec][key] < NOISE, (spec, key, eg[spec][key])
-            assert mlp[spec][key] > 1e-3, (spec, key, mlp[spec][key])
+        for key, noise in (("energy.equivariance_error", NOISE), ("forces.equivariance_error", NOISE), ("forces.relative_error", 3e-4)):
+            assert eg[spec][key] < noise, (spec, key, eg[spec][key])  # relative to the reference alone: float32 noise x 2
+            assert mlp[spec][key] > 1e-2, (spec, key, mlp[spec][key])
         assert eg[spec]["energy.error_per_atom"] <= eg[spec]["energy.abs_error"] / 5 + 1e-12  # at least 5 atoms each
         assert mlp[spec]["forces.rms_error"] > 1e-4
     assert any("autograd" in n for n in res.models[0].notes)
@@ -247,3 +247,14 @@ def test_e3nn_network_agrees_with_e3nn_equivariance_error(tmp_path, name):
         assert ours < 1e-4 and theirs < 1e-4, (ours, theirs)
     else:
         assert ours > 1e-2 and theirs > 1e-2, (ours, theirs)
+
+
+def test_shipped_potentials_scan_unaided_from_their_sidecars(tmp_path):
+    """sample_models/lj_egnn.pt and lj_mlp.pt (trained by train_molecules.py) with nothing but their sidecars."""
+    res = {}
+    for name in ("lj_egnn", "lj_mlp"):
+        r = scan(ROOT / "sample_models" / f"{name}.pt", symmetry=["e3:n=4"], limit=16, out=str(tmp_path / name), device="cpu")
+        assert r.models[0].outputs == ["energy=energy", "forces=forces"]
+        res[name] = r.symmetries[0].summary
+    assert res["lj_egnn"]["forces.equivariance_error"] < NOISE and res["lj_egnn"]["energy.equivariance_error"] < NOISE
+    assert res["lj_mlp"]["forces.equivariance_error"] > 0.1 and res["lj_mlp"]["forces.rms_error"] > 0.1
