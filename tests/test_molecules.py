@@ -258,3 +258,36 @@ def test_shipped_potentials_scan_unaided_from_their_sidecars(tmp_path):
         res[name] = r.symmetries[0].summary
     assert res["lj_egnn"]["forces.equivariance_error"] < NOISE and res["lj_egnn"]["energy.equivariance_error"] < NOISE
     assert res["lj_mlp"]["forces.equivariance_error"] > 0.1 and res["lj_mlp"]["forces.rms_error"] > 0.1
+
+
+def test_onnx_graph_model_gets_its_own_inputs_while_the_mask_rides_along(files, tmp_path):
+    """An ONNX EdgeNet (inputs pos, z, edge_index, edge_mask) on a file that also holds `mask`: the mask
+    travels with the batch but is not fed to onnxruntime (which refuses inputs a graph lacks); int64
+    edges are relabelled with the atoms."""
+    import warnings
+
+    sys.path.insert(0, str(TESTS))
+    import toy_molecules
+
+    d = lj_clusters(6, sizes=(5, 8), seed=4)
+    m = 12
+    edges = np.zeros((6, 2, m), dtype=np.int64)
+    emask = np.zeros((6, m), dtype=bool)
+    for i, k in enumerate(d["mask"].sum(1)):  # building test data: a ring over the real atoms
+        edges[i, 0, :k], edges[i, 1, :k] = np.arange(k), (np.arange(k) + 1) % k
+        emask[i, :k] = True
+    d.update(edge_index=edges, edge_mask=emask)
+    np.savez(tmp_path / "edges.npz", **d)
+    net = toy_molecules.EdgeNet().eval()
+    args = tuple(torch.from_numpy(np.asarray(d[k][:3])) for k in ("pos", "z", "edge_index", "edge_mask"))
+    batch = torch.export.Dim("batch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, args, str(tmp_path / "edge.onnx"), input_names=["pos", "z", "edge_index", "edge_mask"],
+                          output_names=["energy"], dynamic_shapes={k: {0: batch} for k in ("pos", "z", "edge_index", "edge_mask")},
+                          dynamo=True, external_data=False, verbose=False)
+    res = scan(tmp_path / "edge.onnx", data=str(tmp_path / "edges.npz"), symmetry=["permute:n=6", "e3:n=4"], output=["energy"],
+               act_on=["pos"], out=str(tmp_path / "out"), device="cpu")
+    for s in res.symmetries:
+        assert s.summary["equivariance_error"] < NOISE, (s.spec, s.summary)
+    assert res.data.inputs == {"pos": "pos", "z": "z", "edge_index": "edge_index", "edge_mask": "edge_mask"}
