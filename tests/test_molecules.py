@@ -291,3 +291,23 @@ def test_onnx_graph_model_gets_its_own_inputs_while_the_mask_rides_along(files, 
     for s in res.symmetries:
         assert s.summary["equivariance_error"] < NOISE, (s.spec, s.summary)
     assert res.data.inputs == {"pos": "pos", "z": "z", "edge_index": "edge_index", "edge_mask": "edge_mask"}
+
+
+def test_structure_thumbnails_draw_points_where_they_are_and_the_nearest_in_front():
+    from eqaudit.report.structures import _view, structure_image
+
+    to_world = lambda v: np.asarray(v, dtype=np.float64) @ _view()  # noqa: E731  (view coordinates -> world; V orthogonal)
+    size, centre = 33, np.zeros(3)
+
+    def drawn_centroid(img):
+        ys, xs = np.nonzero((img < 0.999).any(-1))
+        return xs.mean(), ys.mean()
+
+    one = structure_image(to_world([[0.0, 0.0, 0.0]]), centre, 1.0, size)
+    assert one.shape == (size, size, 3) and (one[0, 0] == 1).all()  # white background
+    assert drawn_centroid(one) == pytest.approx((16.0, 16.0))
+    moved = structure_image(to_world([[0.5, 0.25, 0.0]]), centre, 1.0, size)  # right and up in the view
+    assert drawn_centroid(moved) == pytest.approx((16.0 + 0.25 * 32, 16.0 - 0.125 * 32), abs=0.01)
+    # two points on one line of sight and a third aside: the nearer (view z = +1) owns the shared pixel
+    img = structure_image(to_world([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [0.6, 0.6, 0.0]]), centre, 1.0, size)
+    assert_close(torch.from_numpy(img[16, 16]), torch.tensor([0.95, 0.8, 0.15], dtype=torch.float64), rtol=0, atol=1e-9)
