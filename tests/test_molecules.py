@@ -309,3 +309,21 @@ def test_structure_thumbnails_draw_points_where_they_are_and_the_nearest_in_fron
     # two points on one line of sight and a third aside: the nearer (view z = +1) owns the shared pixel
     img = structure_image(to_world([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [0.6, 0.6, 0.0]]), centre, 1.0, size)
     assert_close(torch.from_numpy(img[16, 16]), torch.tensor([0.95, 0.8, 0.15], dtype=torch.float64), rtol=0, atol=1e-9)
+
+
+def test_lie_derivatives_of_next_positions_include_the_shift(tmp_path):
+    """--local on a trajectory step: positions move with shifts (tangent e_i), so an equivariant step reads
+    ~0 under translate3d and so3; a fixed offset keeps shifts but breaks rotations."""
+    sys.path.insert(0, str(TESTS))
+    import toy_molecules
+
+    pos = np.random.default_rng(0).normal(size=(6, 5, 3)).astype(np.float32)
+    np.savez(tmp_path / "pos.npz", x=pos)
+    lie = {}
+    for name in ("NextPositions", "OffsetNextPositions"):
+        torch.save(getattr(toy_molecules, name)().state_dict(), tmp_path / f"{name}.pt")
+        res = scan(tmp_path / f"{name}.pt", data=str(tmp_path / "pos.npz"), symmetry=["so3:n=2", "translate3d"],
+                   output=["positions"], model_factory=f"{TOYS}:{name}", local=True, out=str(tmp_path / name), device="cpu")
+        lie[name] = {s.name: s.summary["lie_derivative"] for s in res.symmetries}
+    assert lie["NextPositions"]["so3"] < 1e-4 and lie["NextPositions"]["translate3d"] < 1e-4, lie
+    assert lie["OffsetNextPositions"]["translate3d"] < 1e-4 and lie["OffsetNextPositions"]["so3"] > 1e-2, lie

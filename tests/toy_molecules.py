@@ -83,3 +83,22 @@ class EdgeNet(nn.Module):
         zs, zd = torch.gather(z, 1, src).to(pos.dtype), torch.gather(z, 1, dst).to(pos.dtype)
         r = (xs - xd).norm(dim=-1)
         return ((torch.sin(r) + self.w[0] * zs * zd + self.w[1] * zs) * edge_mask.to(pos.dtype)).sum(1).view(b)
+
+
+class NextPositions(nn.Module):
+    """pos (B, P, 3) -> next positions x + a sum_j (x_i - x_j) exp(-r_ij^2) + offset: E(3)-equivariant with
+    offset 0; a fixed offset keeps shifts equivariant but breaks rotations (``OffsetNextPositions``)."""
+
+    def __init__(self, offset: float = 0.0):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(0.1))
+        self.register_buffer("offset", torch.tensor([offset, 0.0, 0.0]))
+
+    def forward(self, pos):
+        d = pos.unsqueeze(2) - pos.unsqueeze(1)
+        return pos + self.a * (d * torch.exp(-d.pow(2).sum(-1, keepdim=True))).sum(2) + self.offset
+
+
+class OffsetNextPositions(NextPositions):
+    def __init__(self):
+        super().__init__(offset=0.5)

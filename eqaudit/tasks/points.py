@@ -130,14 +130,23 @@ class PointsTask(Task):
         )
 
     def output_tangent(self, sym: Symmetry, name: str, ref: Tensor) -> Tensor:
-        """d/dt of the output action along generator ``name``: ref @ G^T for rotations, 0 for shifts."""
+        """d/dt of the output action along generator ``name``: ref @ G^T for rotations (G T + T G^T for
+        rank-2 tensors), 0 for shifts, except for positions, which a shift along axis i moves by e_i;
+        0 for per-point scalars and pseudoscalars (continuous moves are proper rotations)."""
         f = find_generator(sym, name)
-        if self.form in ("scalar-per-point", "tensor2", "pseudoscalar", "positions"):
-            if self.form != "scalar-per-point":
-                raise NotImplementedError(f"no Lie derivative for {self.form} outputs")
-            f = None  # rotations leave per-point scalars alone
-        gen = getattr(f, "generator_matrix", None) if f is not None else None
-        g = gen(name.split(".")[-1]) if gen is not None else None
+        zero = torch.zeros_like(ref, dtype=torch.float64)
+        if self.form in ("scalar-per-point", "pseudoscalar") or f is None:
+            return zero
+        short = name.split(".")[-1]
+        if self.form == "positions" and short in ("dx", "dy", "dz") and getattr(f, "point_shift", None) is not None:
+            zero[..., ("dx", "dy", "dz").index(short)] = 1.0
+            return zero
+        gen = getattr(f, "generator_matrix", None)
+        g = gen(short) if gen is not None else None
         if g is None:
-            return torch.zeros_like(ref, dtype=torch.float64)
-        return ref.to(torch.float64) @ g.to(ref.device).T
+            return zero
+        g = g.to(device=ref.device, dtype=torch.float64)
+        if self.form == "tensor2":
+            t = ref.to(torch.float64)
+            return g @ t + t @ g.T
+        return ref.to(torch.float64) @ g.T
