@@ -327,3 +327,29 @@ def test_lie_derivatives_of_next_positions_include_the_shift(tmp_path):
         lie[name] = {s.name: s.summary["lie_derivative"] for s in res.symmetries}
     assert lie["NextPositions"]["so3"] < 1e-4 and lie["NextPositions"]["translate3d"] < 1e-4, lie
     assert lie["OffsetNextPositions"]["translate3d"] < 1e-4 and lie["OffsetNextPositions"]["so3"] > 1e-2, lie
+
+
+def test_energies_and_forces_against_the_true_values(tmp_path):
+    """--reference label with the data's true energies (N, 1) and forces (N, P, 3): the errors of the trained
+    EGNN on the test clusters, the same for every rotation (it is exactly equivariant)."""
+    d = dict(np.load(ROOT / "sample_models" / "lj_test.npz"))
+    data = tmp_path / "lj.npz"
+    np.savez(data, **d, energy_rows=d["energy"][:, None])  # targets are rows (N, ...): energies as (N, 1)
+    per = {}
+    for out, key in (("energy=energy", "energy_rows"), ("forces=forces", "forces")):
+        res = scan(ROOT / "sample_models" / "lj_egnn.pt", data=str(data), symmetry=["so3:n=3"], output=[out], reference="label",
+                   targets_key=key, out=str(tmp_path / key), device="cpu")
+        key = key.split("_")[0]
+        per[key] = res.symmetries[0].per_element
+    d = np.load(data)
+    sys.path.insert(0, str(ROOT / "sample_models"))
+    net = molecule_models.EGNNPotential()
+    net.load_state_dict(torch.load(ROOT / "sample_models" / "lj_egnn.pt"))
+    pred = net(torch.from_numpy(d["pos"]), torch.from_numpy(d["z"]), torch.from_numpy(d["mask"]))
+    e_err = (pred["energy"].detach().double() - torch.from_numpy(d["energy"])).abs()
+    f_rms = ((pred["forces"].detach().double() - torch.from_numpy(d["forces"]).double()).pow(2).sum(-1) * torch.from_numpy(d["mask"])).sum(1)
+    f_rms = (f_rms / torch.from_numpy(d["mask"]).sum(1)).sqrt()
+    for row in per["energy"]:
+        assert row["abs_error"] == pytest.approx(float(e_err.mean()), rel=1e-4)
+    for row in per["forces"]:
+        assert row["rms_error"] == pytest.approx(float(f_rms.mean()), rel=1e-4)

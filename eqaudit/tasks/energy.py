@@ -39,6 +39,12 @@ class EnergyTask(Task):
     def setup(self, first: Tensor, output_kind: str) -> str:
         return "energies"
 
+    def label_reference(self, y, ref: Tensor, targets: Tensor | None = None):
+        """The data's true energies as the reference: (N, 1) rows (one per system), matched to f(x)'s (B,) or (B, 1)."""
+        if targets is not None and targets.numel() == ref.numel():
+            targets = targets.reshape(ref.shape)
+        return super().label_reference(y, ref, targets)
+
     @staticmethod
     def atoms(sym, x: Tensor, b: int) -> Tensor:
         """(B,) float64 number of real atoms per sample."""
