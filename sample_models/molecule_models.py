@@ -12,6 +12,9 @@ Importing this module has no side effects. Shapes: B batch, P points (atoms, pad
   autograd *inside* forward (``torch.enable_grad()``), hence equivariant too.
 - ``MLPPotential``: the same interface, an MLP on the flattened coordinates (B, P * 3) and the mask:
   it learns the data but has none of these symmetries.
+- ``spring_trajectories``, ``EquivariantStep``, ``MLPStep``: n-body spring systems and next-position
+  predictors from two frames (pos, prev): equivariant by construction, or an MLP (trained plainly or
+  with augmentation).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["EGNNPotential", "MLPPotential", "lj_clusters", "lj_energy_forces", "POINTS"]
+__all__ = ["EGNNPotential", "MLPPotential", "lj_clusters", "lj_energy_forces", "POINTS", "EquivariantStep", "MLPStep",
+           "spring_trajectories", "BODIES"]
 
 POINTS = 8  # atoms per padded system
 
@@ -128,3 +132,64 @@ class MLPPotential(nn.Module):
             energy = self.net(feats).squeeze(-1)
             (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=self.training)
         return {"energy": energy, "forces": -grad}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# n-body trajectories: springs between every pair of BODIES particles; predict the next positions
+
+
+BODIES = 5
+
+
+def spring_trajectories(n: int, seed: int = 0, steps: int = 4, dt: float = 0.1) -> dict[str, np.ndarray]:
+    """``n`` states of BODIES unit masses joined pairwise by springs (rest length 1, stiffness 1): random
+    positions and velocities, run ``steps`` velocity-Verlet steps of ``dt``, keep the last three frames.
+    Returns prev, pos (n, BODIES, 3) float32 (the two input frames) and next (n, BODIES, 3) (the target)."""
+    g = np.random.default_rng(seed)
+    x = torch.from_numpy(g.normal(scale=0.8, size=(n, BODIES, 3)))
+    v = torch.from_numpy(g.normal(scale=0.3, size=(n, BODIES, 3)))
+
+    def accel(p):
+        d = p.unsqueeze(2) - p.unsqueeze(1)  # x_i - x_j
+        r = d.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        return -((r - 1.0) * d / r).sum(2)
+
+    frames = [x]
+    a = accel(x)
+    for _ in range(steps + 1):
+        x = x + dt * v + 0.5 * dt * dt * a
+        a_new = accel(x)
+        v = v + 0.5 * dt * (a + a_new)
+        a = a_new
+        frames.append(x)
+    return {"prev": frames[-3].numpy().astype(np.float32), "pos": frames[-2].numpy().astype(np.float32),
+            "next": frames[-1].numpy().astype(np.float32)}
+
+
+class EquivariantStep(nn.Module):
+    """(pos, prev) -> next positions: pos + (pos - prev) + sum_j (x_i - x_j) phi(|x_i - x_j|^2) / P, with phi a
+    small MLP of the squared distance: E(3) x S_n-equivariant by construction (the Verlet step's form)."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.phi = nn.Sequential(nn.Linear(1, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 1))
+
+    def forward(self, pos, prev):
+        d = pos.unsqueeze(2) - pos.unsqueeze(1)
+        return 2 * pos - prev + (d * self.phi(d.pow(2).sum(-1, keepdim=True))).sum(2) / pos.shape[1]
+
+
+class MLPStep(nn.Module):
+    """(pos, prev) -> next positions: pos + MLP(flattened pos - mean, prev - mean): shift-equivariant by the
+    centring, nothing else by construction (``nbody_mlp`` is trained plainly, ``nbody_aug`` with random
+    rotations, reflections and relabellings)."""
+
+    def __init__(self, bodies: int = BODIES, width: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6 * bodies, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                 nn.Linear(width, 3 * bodies))
+
+    def forward(self, pos, prev):
+        centre = pos.mean(1, keepdim=True)
+        feats = torch.cat([(pos - centre).flatten(1), (prev - centre).flatten(1)], 1)
+        return pos + self.net(feats).view(pos.shape)

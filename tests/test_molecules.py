@@ -353,3 +353,17 @@ def test_energies_and_forces_against_the_true_values(tmp_path):
         assert row["abs_error"] == pytest.approx(float(e_err.mean()), rel=1e-4)
     for row in per["forces"]:
         assert row["rms_error"] == pytest.approx(float(f_rms.mean()), rel=1e-4)
+
+
+def test_shipped_trajectory_predictors_equivariant_augmented_plain(tmp_path):
+    """sample_models/nbody_*.pt: two input frames (pos, prev) both moved, next positions moved with shifts too."""
+    res = {}
+    for name in ("nbody_egnn", "nbody_aug", "nbody_mlp"):
+        r = scan(ROOT / "sample_models" / f"{name}.pt", symmetry=["so3:n=4", "translate3d:max=0.5"], limit=16,
+                 out=str(tmp_path / name), device="cpu")
+        assert r.data.act_on == ["pos", "prev"]
+        res[name] = {s.name: s.summary for s in r.symmetries}
+    assert res["nbody_egnn"]["so3"]["rms_error"] < 1e-5
+    for name in ("nbody_egnn", "nbody_aug", "nbody_mlp"):
+        assert res[name]["translate3d"]["rms_error"] < 1e-5  # all centre their inputs
+    assert res["nbody_aug"]["so3"]["rms_error"] > 1e-3 and res["nbody_mlp"]["so3"]["rms_error"] > 1e-3
