@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError
-from .symmetries.outputs import point_permutation
+from .symmetries.outputs import bind_mask, point_permutation, sample_permutation
 
 Batch = Union[Tensor, dict]  # one tensor (B, ...) or {input name: tensor (B, ...)}
 
@@ -32,6 +32,7 @@ class InputBinding:
     keys: dict[str, str]
     act_on: list[str]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    extras: list[str] = field(default_factory=list)  # FIELD_NAMES in the file that the model does not take
 
     @property
     def main(self) -> str:
@@ -39,9 +40,10 @@ class InputBinding:
 
     def feed(self, x: Tensor, rows: np.ndarray, device) -> dict[str, Tensor]:
         """{name: (b, ...)} for the data rows ``rows``, with ``x`` (b, ...) as the main input; float arrays
-        become float32, integer and bool arrays keep their dtype."""
+        become float32, integer and bool arrays keep their dtype. The fixed-meaning arrays the model does
+        not take (``extras``) ride along for the symmetry; adapters pass only the model's own inputs."""
         out = {}
-        for name in self.names:
+        for name in [*self.names, *self.extras]:
             out[name] = x if name == self.main else to_tensor(self.arrays[name][rows], device)
         return out
 
@@ -74,14 +76,48 @@ def resolve_act_on(names: list[str], act_on: list[str] | None) -> list[str]:
     return list(dict.fromkeys(act_on))
 
 
+FIELD_NAMES = ("mask", "edge_index", "edge_mask")
+"""Arrays with a fixed meaning wherever they appear: ``mask`` (N, P) marks the real points of padded
+systems, ``edge_index`` (N, 2, M) lists edges as point indices (relabelled when points are permuted),
+``edge_mask`` (N, M) marks the real edges. They are read from the data file whether or not the model
+takes them, and travel with every batch under these names."""
+
+
 def _repeat(t: Tensor, e: int, perm: Tensor | None) -> Tensor:
-    """t (B, ...) -> (E, B, ...), permuted along the point axis when ``perm`` (E, P) fits axis 1."""
+    """t (B, ...) -> (E, B, ...), permuted along the point axis when ``perm`` (E, B or 1, P) fits axis 1."""
     out = t.unsqueeze(0).expand(e, *t.shape)
-    if perm is None or t.dim() < 2 or t.shape[1] != perm.shape[1]:
+    if perm is None or t.dim() < 2 or t.shape[1] != perm.shape[-1]:
         return out
     b, p, rest = t.shape[0], t.shape[1], t.shape[2:]
-    index = perm.to(t.device).view(e, 1, p, *([1] * len(rest))).expand(e, b, p, *rest)
+    index = perm.to(t.device).view(e, perm.shape[1], p, *([1] * len(rest))).expand(e, b, p, *rest)
     return torch.gather(out, 2, index)
+
+
+def _relabel(edges: Tensor, e: int, perm: Tensor | None) -> Tensor:
+    """edge_index (B, 2, M) -> (E, B, 2, M): point i of the input becomes point inv[i] of the permuted
+    input (inv the inverse permutation), so every edge joins the same two atoms; edge order is kept."""
+    out = edges.unsqueeze(0).expand(e, *edges.shape)
+    if perm is None:
+        return out
+    b, m = edges.shape[0], edges.shape[-1]
+    inv = torch.argsort(perm.to(edges.device), dim=-1).expand(e, b, perm.shape[-1])
+    flat = out.reshape(e, b, 2 * m).to(torch.int64).clamp(0, perm.shape[-1] - 1)
+    return torch.gather(inv, 2, flat).view(e, b, 2, m).to(edges.dtype)
+
+
+def _move_masked(sym, t: Tensor, elements: Tensor, mask: Tensor, perm: Tensor | None) -> Tensor:
+    """The action on one acted-on input (B, P, ...) of padded systems: the real points permuted among
+    themselves (``perm`` (E, B, P) per sample) and moved by ``sym``; padded rows keep their values."""
+    e = int(elements.shape[0])
+    base = t.unsqueeze(0).expand(e, *t.shape)
+    if perm is not None:  # pre-gather so that sym's own permutation lands on the per-sample one
+        plain = torch.argsort(point_permutation(sym, elements).to(t.device), dim=1)  # (E, P) inverse
+        pre = torch.gather(perm.to(t.device), 2, plain.unsqueeze(1).expand_as(perm))
+        b, p, rest = t.shape[0], t.shape[1], t.shape[2:]
+        base = torch.gather(base, 2, pre.view(e, b, p, *([1] * len(rest))).expand(e, b, p, *rest))
+    moved = sym.apply(base, elements)
+    keep = mask.to(t.device).view(1, *mask.shape, *([1] * (t.dim() - 2)))
+    return torch.where(keep, moved, t.unsqueeze(0))
 
 
 def orbit(sym, batch: Batch, elements: Tensor, act_on: list[str] | None = None, *, round_trip: bool = False) -> Batch:
@@ -89,13 +125,30 @@ def orbit(sym, batch: Batch, elements: Tensor, act_on: list[str] | None = None, 
 
     In a dict, the inputs in ``act_on`` are moved by ``sym`` (``round_trip``: there and back, for the
     floor); the others are repeated per element, permuted with the points when the action permutes them
-    (not on a round trip, which permutes nothing)."""
+    (not on a round trip, which permutes nothing). A ``mask`` (B, P) in the dict marks padded systems:
+    it is bound to ``sym`` (eqaudit.symmetries.outputs.bind_mask) so that the outputs of this batch are
+    compared with the same per-sample permutations, which reorder only the real points; padded rows of
+    acted-on inputs keep their values. An ``edge_index`` (B, 2, M) is relabelled under permutations."""
     move = sym.round_trip if round_trip else sym.act
+    mask = batch.get("mask") if isinstance(batch, dict) else None
+    mask = None if mask is None else mask != 0
+    bind_mask(sym, mask)
     if not isinstance(batch, dict):
         return move(batch, elements)
     e = int(elements.shape[0])
-    perm = None if round_trip else point_permutation(sym, elements)
-    return {name: move(t, elements) if name in act_on else _repeat(t, e, perm) for name, t in batch.items()}
+    perm = None if round_trip else sample_permutation(sym, elements)
+    out = {}
+    for name, t in batch.items():
+        if name in act_on:
+            masked = mask is not None and not round_trip and t.dim() >= 2 and t.shape[1] == mask.shape[1]
+            out[name] = _move_masked(sym, t, elements, mask, perm) if masked else move(t, elements)
+        elif name == "edge_index":
+            out[name] = _relabel(t, e, perm)
+        elif name == "edge_mask":
+            out[name] = t.unsqueeze(0).expand(e, *t.shape)
+        else:
+            out[name] = _repeat(t, e, perm)
+    return out
 
 
 def flatten(xg: Batch) -> Batch:

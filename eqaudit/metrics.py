@@ -133,6 +133,10 @@ DIRECTION.update(
         "box_error": -1,
         "center_error": -1,
         "confidence": +1,
+        "rms_error": -1,
+        "relative_error": -1,
+        "abs_error": -1,
+        "error_per_atom": -1,
     }
 )
 
@@ -161,6 +165,23 @@ def max_abs_error(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
     """max |a - b| per (element, sample) inside ``mask``: (E, B, ...) x 2 -> (E, B)."""
     a, b, _ = _masked(a, b, mask)
     return _flat((a - b).abs()).amax(dim=-1)
+
+
+def rms_error(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Root mean square over points of the vector difference |a_p - b_p|, in the outputs' units (e.g.
+    eV/A for forces): a, b (E, B, P, ...), mask broadcastable to (E, B, P, 1...) -> (E, B)."""
+    a, b = a.to(torch.float64), b.to(torch.float64)
+    sq = (a - b).pow(2).reshape(*a.shape[:3], -1).sum(-1)  # (E, B, P)
+    if mask is None:
+        return sq.mean(-1).sqrt()
+    m = torch.broadcast_to(mask.to(torch.bool), a.shape).reshape(*a.shape[:3], -1).any(-1).to(torch.float64)
+    return ((sq * m).sum(-1) / m.sum(-1).clamp_min(1.0)).sqrt()
+
+
+def relative_error(a: Tensor, b: Tensor, mask: Tensor | None = None, eps: float = EPS) -> Tensor:
+    """||a - b|| / (||b|| + eps) inside ``mask``, b the reference: (E, B, ...) x 2 -> (E, B)."""
+    a, b, _ = _masked(a, b, mask)
+    return _flat(a - b).norm(dim=-1) / (_flat(b).norm(dim=-1) + eps)
 
 
 def pixel_flip_rate(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -32,6 +32,8 @@ EXTRA_SPECS = [
     "rotate:step=45*swap",
     "so3:n=4*permute:n=3",
     "permute:n=2*translate3d",
+    # molecules (issue 14): the Euclidean group with relabelling, and a product with it
+    "e3:n=5,max=0.5,seed=2",
 ]
 EXACT_TOL = {"image": 0.0, "points": 1e-12, "volume": 0.0}  # float64 matrix products round; pixel permutations do not
 POINTS = 7

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError, PathNotFoundError
 from ..layouts import Layout, get_layout
-from ..inputs import InputBinding, check_names, resolve_act_on
+from ..inputs import FIELD_NAMES, InputBinding, check_names, resolve_act_on
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -249,8 +249,38 @@ def _read_inputs(path: Path, key: str | None, names: list[str], input_map: dict[
         shown = ", ".join(f"{keys[n]} {r}" for n, r in rows.items())
         raise DataError(f"Expected every input array in {str(path)!r} to have the same number of samples N (first axis), "
                         f"got {shown}, do store one row per sample in each array.")
+    extras = [f for f in FIELD_NAMES if f not in names and f in files]
+    for f in extras:
+        arrays[f] = get(f)
+    _check_fields(path, arrays, keys, acted[0])
     x = arrays.pop(acted[0])
-    return x, y, classes, InputBinding(list(names), keys, list(acted), arrays)
+    return x, y, classes, InputBinding(list(names), keys, list(acted), arrays, extras)
+
+
+def _check_fields(path: Path, arrays: dict[str, np.ndarray], keys: dict[str, str], main: str) -> None:
+    """The fixed-meaning arrays agree with the points they describe: ``mask`` (N, P) with P the main
+    input's points, ``edge_index`` (N, 2, M) integer indices below P, ``edge_mask`` (N, M)."""
+    by_key = {keys.get(n, n): a for n, a in arrays.items()}
+    pos = arrays[main]
+    p = int(pos.shape[1]) if pos.ndim >= 2 else None
+    mask, edges, emask = by_key.get("mask"), by_key.get("edge_index"), by_key.get("edge_mask")
+    if mask is not None and (mask.ndim != 2 or int(mask.shape[1]) != p):
+        raise DataError(f"Expected 'mask' in {str(path)!r} of shape (N, {p}), one flag per point of {keys[main]!r}, "
+                        f"got {tuple(mask.shape)}, do store True for real points and False for padding.")
+    if mask is not None and not (mask.astype(bool).sum(1) >= 1).all():
+        bad = int(np.nonzero(mask.astype(bool).sum(1) < 1)[0][0])
+        raise DataError(f"Expected at least one real point per sample in 'mask' of {str(path)!r}, got none in sample {bad}, "
+                        "do drop empty samples.")
+    if edges is not None:
+        if edges.ndim != 3 or edges.shape[1] != 2 or edges.dtype.kind not in "iu":
+            raise DataError(f"Expected 'edge_index' in {str(path)!r} as integers of shape (N, 2, M), got {edges.dtype} "
+                            f"{tuple(edges.shape)}, do store each edge as a (source, target) column of point indices.")
+        if edges.size and (edges.min() < 0 or (p is not None and edges.max() >= p)):
+            raise DataError(f"Expected 'edge_index' in {str(path)!r} to hold point indices in 0..{(p or 1) - 1}, got "
+                            f"{int(edges.min())}..{int(edges.max())}, do point padded edges at point 0 and mark them in edge_mask.")
+        if emask is not None and (emask.ndim != 2 or emask.shape[1] != edges.shape[2]):
+            raise DataError(f"Expected 'edge_mask' in {str(path)!r} of shape (N, {edges.shape[2]}), one flag per edge, "
+                            f"got {tuple(emask.shape)}, do store True for real edges.")
 
 
 def _read_npz(path: Path, key: str | None):

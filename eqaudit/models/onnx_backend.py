@@ -59,7 +59,7 @@ class OnnxAdapter:
     def _feed(self, batch) -> dict[str, np.ndarray]:
         if isinstance(batch, dict):
             return {name: np.ascontiguousarray(t.detach().to("cpu").numpy().astype(self.input_dtypes[name], copy=False))
-                    for name, t in batch.items()}
+                    for name, t in batch.items() if name in self.input_dtypes}  # extras (mask, ...) are not inputs
         return {self.input_name: np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy().astype(self.input_dtype, copy=False))}
 
     def _run(self, batch) -> Tensor:

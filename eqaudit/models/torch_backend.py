@@ -42,13 +42,32 @@ class TorchAdapter:
             return self._pick(self.module(*args))
         return self._pick(self.module(batch))
 
+    autograd_inside = False  # set on the first call that needs autograd (see __call__)
+
     def __call__(self, batch) -> Tensor:
-        with torch.inference_mode():
-            if isinstance(batch, dict):
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-            else:
-                batch = batch.to(self.device)
+        """Outputs for a batch, in inference mode. A model that computes an output by autograd inside its
+        forward (forces = -dE/dpos: ``with torch.enable_grad(): pos.requires_grad_(); ... torch.autograd.grad``)
+        cannot run in inference mode; when the first call fails for that reason, this and every later
+        call run under ``torch.no_grad()`` instead, on clones of the inputs (inference tensors made by
+        the sweep cannot enter autograd), so ``torch.enable_grad()`` inside forward works."""
+        if not self.autograd_inside:
+            try:
+                with torch.inference_mode():
+                    return call_fixed_batch(self.forward, self._to_device(batch), self.fixed_batch)
+            except RuntimeError as exc:
+                if not _needs_autograd(exc):
+                    raise
+                self.autograd_inside = True
+                self.info.notes.append("the model calls autograd inside forward: run under no_grad, not inference mode")
+        with torch.inference_mode(False), torch.no_grad():
+            batch = self._to_device(batch)
+            batch = {k: v.clone() for k, v in batch.items()} if isinstance(batch, dict) else batch.clone()
             return call_fixed_batch(self.forward, batch, self.fixed_batch)
+
+    def _to_device(self, batch):
+        if isinstance(batch, dict):
+            return {k: v.to(self.device) for k, v in batch.items()}
+        return batch.to(self.device)
 
     wanted: list[str | None] | None = None  # several declared outputs, returned as a tuple (select())
 
@@ -96,6 +115,12 @@ class TorchAdapter:
                 raise ConfigError(f"--output-name {name!r}: the model returns {len(out)} outputs; use 0..{len(out) - 1}.")
             return out[idx]
         raise ModelRunError(f"The model returned {type(out).__name__}; expected a tensor, a tuple or a dict of tensors.")
+
+
+def _needs_autograd(exc: BaseException) -> bool:
+    """True for the errors autograd raises when a forward that differentiates runs in inference mode."""
+    text = str(exc)
+    return "does not require grad" in text or "nference tensor" in text
 
 
 def load_torch(

@@ -492,6 +492,8 @@ class _Builder:
         }
 
     def _thumbs(self, s: SymmetryResult, orbit: plots.Orbit, r: int, xs, tv, pred, label, ref) -> list[plots.Thumb]:
+        if s.domain == "points" and xs is not None and r < len(xs):
+            return self._point_thumbs(s, orbit, np.asarray(xs[r]), tv)
         if xs is None or r >= len(xs) or s.domain not in ("image", ""):
             return []
         x = np.asarray(xs[r])
@@ -521,6 +523,30 @@ class _Builder:
                 ok = target is None or p == int(target)
             thumbs.append(plots.Thumb(plots.thumbnail(xt[k], lo, hi), orbit.labels[e], caption, ok))
         return thumbs
+
+
+    def _point_thumbs(self, s: SymmetryResult, orbit: plots.Orbit, x: np.ndarray, tv) -> list[plots.Thumb]:
+        """Thumbnails of a point structure (P, 3) moved by the elements with the largest error, drawn as
+        depth-shaded 3-D scatters in one frame (eqaudit.report.structures)."""
+        if x.ndim != 2 or x.shape[-1] != 3:
+            return []
+        from .structures import frame_of, structure_image
+
+        sel = _thumb_elements(orbit, tv, MAX_THUMBS)
+        try:
+            import torch
+
+            from ..symmetries import parse_symmetry
+
+            sym = parse_symmetry(s.spec)
+            sym.check_input(tuple(x.shape))  # permutations are drawn for the data's P
+            with torch.no_grad():
+                xt = sym.act(torch.from_numpy(x[None].astype(np.float64)),
+                             torch.as_tensor(orbit.elements[sel], dtype=torch.float64))[:, 0].numpy()
+        except Exception:  # a symmetry this version cannot rebuild: the plot goes without thumbnails
+            return []
+        centre, half = frame_of(np.concatenate([x[None], xt]))  # one frame for all: shifts show as moves
+        return [plots.Thumb(structure_image(xt[k], centre, half), orbit.labels[e], "", True) for k, e in enumerate(sel)]
 
 
 def _extent_text(ext: Any) -> str | None:

@@ -19,7 +19,8 @@ Equivariant tasks (eqaudit.tasks) call these functions; each dispatches on the s
   for other angles), then clipped to the frame (content shifted out of the frame is gone).
 - ``point_action`` turns 3-vector outputs (E, B, 3) or per-point outputs (E, B, P, 3): rows are
   reordered by permutations and vectors multiplied by the rotation/reflection; shifts do not act
-  on vectors.
+  on vectors. With a point mask bound (padded systems), permutations reorder the real points of each
+  sample only (``sample_permutation``).
 
 Every function takes ``inverse=True`` for S_g^-1 (mapping outputs back to the canonical frame, for
 the consensus reference); for products the factors' inverses are applied in reverse order, so this
@@ -148,7 +149,11 @@ def box_action(sym: Symmetry, boxes: Tensor, elements: Tensor, input_hw: tuple[i
 
 
 def point_action(sym: Symmetry, out: Tensor, elements: Tensor, *, inverse: bool = False) -> Tensor:
-    """3-vector outputs (E, B, 3) or per-point outputs (E, B, P, 3) -> rotated (and rows permuted)."""
+    """3-vector outputs (E, B, 3) or per-point outputs (E, B, P, 3) -> rotated (and rows permuted; with a
+    bound point mask, only the real points' rows, per sample: ``sample_permutation``)."""
+    if out.dim() == 4 and bound_mask(sym) is not None and point_permutation(sym, elements) is not None:
+        m = linear_part(sym, elements, inverse=inverse).to(out.device)
+        return torch.einsum("eij,ebpj->ebpi", m, row_action(sym, out, elements, inverse=inverse).to(torch.float64))
     for f, el in _steps(sym, elements, inverse):
         fn = getattr(f, "vectors", None)
         if fn is None:
@@ -225,13 +230,93 @@ def point_permutation(sym: Symmetry, elements: Tensor) -> Tensor | None:
 
 
 def row_action(sym: Symmetry, out: Tensor, elements: Tensor, *, inverse: bool = False) -> Tensor:
-    """Per-point outputs (E, B, P, ...) -> rows reordered like the input's points (``point_permutation``);
-    rotations and shifts leave per-point scalars alone. The inverse is the inverse permutation."""
-    perm = point_permutation(sym, elements)
+    """Per-point outputs (E, B, P, ...) -> rows reordered like the input's points (``sample_permutation``:
+    ``point_permutation``, restricted per sample to the real points when a mask is bound); rotations and
+    shifts leave per-point scalars alone. The inverse is the inverse permutation."""
+    perm = sample_permutation(sym, elements)
     if perm is None:
         return out
     if inverse:
-        perm = torch.argsort(perm, dim=1)
+        perm = torch.argsort(perm, dim=-1)
     e, b, p = out.shape[:3]
-    idx = perm.to(out.device).view(e, 1, p, *([1] * (out.dim() - 3)))
+    idx = perm.to(out.device).view(e, perm.shape[1], p, *([1] * (out.dim() - 3)))
     return torch.gather(out, 2, idx.expand(e, b, p, *out.shape[3:]))
+
+
+def linear_part(sym: Symmetry, elements: Tensor, *, inverse: bool = False) -> Tensor:
+    """(E, D) -> (E, 3, 3) float64: the 3x3 map each element (or its inverse) applies to 3-vectors, read
+    off the action on the unit vectors (rotation/reflection composed over a product's factors)."""
+    e = elements.shape[0]
+    basis = torch.eye(3, dtype=torch.float64, device=elements.device).expand(e, 3, 3)  # (E, B=3, 3): row b = e_b
+    cols = basis
+    for f, el in _steps(sym, elements, inverse):
+        fn = getattr(f, "vectors", None)
+        if fn is None:
+            raise _not_for(f, "3-D vector outputs (point clouds)")
+        cols = fn(cols, el)
+    return cols.transpose(1, 2).to(torch.float64)  # row b of cols is M e_b, a column of M
+
+
+def affine_shift(sym: Symmetry, elements: Tensor, *, inverse: bool = False) -> Tensor:
+    """(E, D) -> (E, 3) float64: where each element (or its inverse) sends the origin, i.e. the shift t
+    of the affine map x -> M x + t of point positions, composed over a product's factors."""
+    t = torch.zeros(elements.shape[0], 3, dtype=torch.float64, device=elements.device)
+    for f, el in _steps(sym, elements, inverse):
+        mat, shift = getattr(f, "point_matrix", None), getattr(f, "point_shift", None)
+        if mat is None:
+            raise _not_for(f, "point positions")
+        t = torch.einsum("eij,ej->ei", mat(el).to(t), t)
+        s = shift(el) if shift is not None else None
+        if s is not None:
+            t = t + s.to(t)
+    return t
+
+
+# ---- padded systems: the point mask ---------------------------------------------------------------------
+# Data of systems with different numbers of points (molecules of different sizes) is padded to P
+# points with a mask (B, P) (True: a real point). The group acts on the real points only: a
+# permutation reorders the real points of each sample among themselves (padded rows keep their
+# place), and every metric leaves the padded rows out. eqaudit.inputs.orbit binds the batch's mask to
+# the symmetry before the outputs of that batch are compared, so the output actions here and the
+# input action agree sample by sample.
+
+
+def bind_mask(sym: Symmetry, mask: Tensor | None) -> None:
+    """Record the current batch's point mask (B, P) bool (None: every point is real) on ``sym``."""
+    sym.point_mask = None if mask is None else mask.to(torch.bool)
+
+
+def bound_mask(sym: Symmetry) -> Tensor | None:
+    """The point mask (B, P) bool bound to ``sym`` by the last orbit built, or None."""
+    return getattr(sym, "point_mask", None)
+
+
+def restrict_permutation(perm: Tensor, mask: Tensor) -> Tensor:
+    """Permutations (E, P) restricted to the real points of each sample: mask (B, P) -> (E, B, P).
+
+    For each sample the real points are taken in the order ``perm`` visits them and placed in the real
+    slots in ascending order; padded slots keep their own point. With every point real this is
+    ``perm`` itself. One sort per call, batched over elements and samples."""
+    e, p = perm.shape
+    b = mask.shape[0]
+    mask = mask.to(device=perm.device, dtype=torch.bool)
+    src = perm.view(e, 1, p).expand(e, b, p)
+    real_src = torch.gather(mask.view(1, b, p).expand(e, b, p), 2, src)
+    order = torch.argsort((~real_src).to(torch.int8), dim=2, stable=True)  # real sources first, in perm's order
+    slots = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # real slots first, ascending
+    out = torch.empty_like(src)
+    out.scatter_(2, slots.view(1, b, p).expand(e, b, p), torch.gather(src, 2, order))
+    own = torch.arange(p, device=perm.device).view(1, 1, p).expand(e, b, p)
+    return torch.where(mask.view(1, b, p), out, own)
+
+
+def sample_permutation(sym: Symmetry, elements: Tensor) -> Tensor | None:
+    """(E, D) -> (E, B, P) int64 source point of each output point per sample when a mask is bound, else
+    (E, 1, P) (the same for every sample); None when no factor reorders points."""
+    perm = point_permutation(sym, elements)
+    if perm is None:
+        return None
+    mask = bound_mask(sym)
+    if mask is None:
+        return perm.unsqueeze(1)
+    return restrict_permutation(perm, mask)

@@ -588,3 +588,102 @@ class Translate3D(PointSymmetry):
             v[..., i] = 1.0
             out.append((name, v, "unit"))
         return out
+
+
+@register
+class E3(PointSymmetry):
+    """The Euclidean group with relabelling, O(3) x| R^3 x S_P: seeded random elements x -> M x[perm] + t.
+
+    A product spec ``o3*translate3d*permute`` walks the full grid but is not a group on it (a rotated
+    shift is another shift), so it cannot compose or invert; ``e3`` is the group itself: each element
+    is a rotation (unit quaternion), a point-reflection flag, a shift and a permutation of the P
+    points, and ``compose``/``inverse`` are the semidirect-product laws:
+    (M_a, t_a, p_a)(M_b, t_b, p_b) = (M_a M_b, M_a t_b + t_a, p_b[p_a]), inverse (M^-1, -M^-1 t, argsort p).
+    Layout ``axis-angle``: the report draws the rotation part on the axis-angle discs (reflected
+    elements on their own discs); labels read ``rotation + (dx,dy,dz) · perm k``.
+    """
+
+    NAME = "e3"
+    DESCRIPTION = (
+        "Rotations, reflections, shifts and point permutations together (O(3) x translations x S_P): the identity "
+        "and n seeded random elements x -> M x[perm] + t (shifts uniform in [-max, max]^3, half of them reflected); "
+        "the permutations are drawn for the data's P; exact (float64)."
+    )
+    LAYOUT = "axis-angle"
+    PARAMS = (
+        ParamSpec("n", int, 32, "number of random elements besides the identity"),
+        ParamSpec("max", float, 1.0, "largest shift along each axis, in the data's units"),
+        ParamSpec("seed", int, 0, "seed of the random elements"),
+        ParamSpec("points", int, 0, "points per cloud P (0: take it from the data)"),
+    )
+
+    def __init__(self, n: int = 32, max: float = 1.0, seed: int = 0, points: int = 0) -> None:  # noqa: A002
+        values = self._values({"n": n, "max": max, "seed": seed, "points": points})
+        self.n, self.max, self.seed, self.points = int(values["n"]), float(values["max"]), int(values["seed"]), int(values["points"])
+        if self.n < 1 or self.n > MAX_ELEMENTS:
+            raise self._error(f"1 <= n <= {MAX_ELEMENTS}", f"n={self.n}", "pass e.g. e3:n=32")
+        if self.max < 0:
+            raise self._error("max >= 0", f"max={self.max:g}", "pass e.g. e3:max=1")
+        if self.points < 0 or self.points == 1:
+            raise self._error("points = 0 (from the data) or >= 2", f"points={self.points}", "drop points= or pass e.g. e3:points=8")
+        self.bound = self.points > 0
+        self._build(values, self.points if self.bound else 2)
+
+    def _build(self, values: dict, p: int) -> None:
+        g = torch.Generator().manual_seed(self.seed)
+        q = quaternion_canonical(torch.randn(self.n, 4, dtype=torch.float64, generator=g))
+        flag = (torch.rand(self.n, 1, generator=g, dtype=torch.float64) < 0.5).to(torch.float64)
+        shift = (2.0 * torch.rand(self.n, 3, generator=g, dtype=torch.float64) - 1.0) * self.max
+        perm = torch.argsort(torch.rand(self.n, p, generator=g, dtype=torch.float64), dim=1).to(torch.float64)
+        ident = torch.cat([torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64),
+                           torch.arange(p, dtype=torch.float64).view(1, p)], 1)
+        elements = torch.cat([ident, torch.cat([q, flag, shift, perm], 1)])
+        rot = _axis_label(elements[:, :4])
+        labels = ["id"] + [
+            ("-I·" if f else "") + r + " + (" + ",".join(f"{v:.2g}" for v in t) + f") · perm {i + 1}"
+            for i, (r, f, t) in enumerate(zip(rot[1:], flag[:, 0].tolist(), shift.tolist()))
+        ]
+        self._init(values, param_names=("qw", "qx", "qy", "qz", "inv", "dx", "dy", "dz", *(f"p{i}" for i in range(p))),
+                   units=("",) * (8 + p), layout=self.LAYOUT, elements=elements, labels=labels)
+
+    def check_input(self, sample_shape: tuple[int, ...]) -> None:
+        """Require (P, 3) clouds; draw the permutations for this P when points=0 (binds the symmetry)."""
+        super().check_input(sample_shape)
+        p = int(sample_shape[0])
+        if self.bound and p != self.points:
+            raise SymmetryError(f"Expected point clouds of {self.points} points for '{self.spec}', got {p}, do drop points= "
+                                f"(permutations are then drawn for the data) or pass e3:points={p}")
+        if p < 2:
+            raise SymmetryError(f"Expected at least 2 points per cloud for '{self.spec}', got {p}, do use so3 or o3")
+        if self.elements.shape[1] != 8 + p:
+            self._build(self.params, p)
+
+    @staticmethod
+    def _flag(elements: Tensor) -> Tensor:
+        return torch.remainder(elements[:, 4].round(), 2)
+
+    def point_matrix(self, elements: Tensor) -> Tensor:
+        m = quaternion_matrix(elements[:, :4].to(torch.float64))
+        return m * (1.0 - 2.0 * self._flag(elements).to(torch.float64)).view(-1, 1, 1)
+
+    def point_shift(self, elements: Tensor) -> Tensor:
+        return elements[:, 5:8].to(torch.float64)
+
+    def point_permutation(self, elements: Tensor) -> Tensor:
+        return elements[:, 8:].round().to(torch.int64)
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        """'b, then a': (M_a M_b, M_a t_b + t_a, p_b[p_a])."""
+        q = quaternion_canonical(quaternion_multiply(a[:, :4], b[:, :4]))
+        flag = torch.remainder(self._flag(a) + self._flag(b), 2).view(-1, 1)
+        t = torch.einsum("eij,ej->ei", self.point_matrix(a), self.point_shift(b)) + self.point_shift(a)
+        perm = torch.gather(b[:, 8:], 1, self.point_permutation(a))
+        return torch.cat([q, flag, t, perm], 1)
+
+    def inverse(self, a: Tensor) -> Tensor:
+        """(M^-1, -M^-1 t, argsort p)."""
+        q = quaternion_canonical(a[:, :4] * torch.tensor([1.0, -1.0, -1.0, -1.0], dtype=a.dtype, device=a.device))
+        m_inv = self.point_matrix(a).transpose(1, 2)  # orthogonal
+        t = -torch.einsum("eij,ej->ei", m_inv, self.point_shift(a))
+        perm = torch.argsort(a[:, 8:], dim=1).to(a.dtype)
+        return torch.cat([q, self._flag(a).view(-1, 1), t, perm], 1)

@@ -3,7 +3,8 @@
 An output type says how a group element acts on one model output (its representation): not at all
 (``invariant``, ``binary``), by permuting the classes (``label-perm``), by rotating 3-vectors
 (``vector``, ``pseudovector`` with det(R), ``vector-per-point``), by reordering per-point rows
-(``scalar-per-point``), or by the image action (``map``, ``field``, ``boxes``). The built-in tasks
+(``scalar-per-point``), or as molecules' outputs (``energy``, ``forces``, ``dipole``, ``charges``,
+``positions``, ``tensor2``/``stress``, ``pseudoscalar``: eqaudit.tasks.energy and eqaudit.tasks.points), or by the image action (``map``, ``field``, ``boxes``). The built-in tasks
 (``--task``) are default bundles of these; a declaration replaces ``--task``.
 
 Syntax: ``TYPE[:PARAMS]`` or ``NAME=TYPE[:PARAMS]``; the text is ``NAME=TYPE`` only when the part
@@ -26,6 +27,7 @@ from .binary import BinaryTask
 from .boxes import BoxesTask
 from .classify import ClassifyTask
 from .dense import DenseTask
+from .energy import EnergyTask
 from .points import PointsTask
 from .vector_field import VectorFieldTask
 
@@ -39,6 +41,14 @@ OUTPUT_TYPES: dict[str, tuple[Callable[[dict], Task], str]] = {
     "pseudovector": (lambda p: PointsTask("any", pseudo=True), "3-vectors (B, 3) or (B, P, 3) that reflections also flip: det(R) R v"),
     "vector-per-point": (lambda p: PointsTask("vector-per-point"), "one 3-vector per point (B, P, 3), rotated and reordered with the points"),
     "scalar-per-point": (lambda p: PointsTask("scalar-per-point"), "one scalar per point (B, P), reordered with the points"),
+    "energy": (lambda p: EnergyTask(), "one invariant energy per system (B,) or (B, 1); also its error per atom (mask-aware)"),
+    "forces": (lambda p: PointsTask("vector-per-point", physical=True), "one force per atom (B, P, 3), rotated and permuted; also rms_error (data units) and relative_error"),
+    "dipole": (lambda p: PointsTask("vector"), "one dipole per system (B, 3), rotated: R d (the vector type)"),
+    "charges": (lambda p: PointsTask("scalar-per-point"), "one charge per atom (B, P), reordered with the atoms (scalar-per-point)"),
+    "positions": (lambda p: PointsTask("positions", physical=True), "next positions (B, P, 3) of a trajectory predictor, moved like the input points: rotated, shifted, permuted"),
+    "tensor2": (lambda p: PointsTask("tensor2"), "one rank-2 tensor per system (B, 3, 3), e.g. a stress: R T R^T"),
+    "stress": (lambda p: PointsTask("tensor2"), "a stress tensor per system (B, 3, 3): R T R^T (the tensor2 type)"),
+    "pseudoscalar": (lambda p: PointsTask("pseudoscalar"), "one scalar per system (B,) or (B, 1) that reflections flip: det(R) s"),
     "map": (lambda p: DenseTask(), "dense maps (B, C, H, W) moved like the input image"),
     "field": (lambda p: VectorFieldTask(), "2-D vector fields (B, 2, H, W): moved like the image, every vector turned"),
     "boxes": (lambda p: BoxesTask(), "one box (x1, y1, x2, y2) per input, plus optional class scores"),
