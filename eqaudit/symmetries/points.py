@@ -603,6 +603,8 @@ class E3(PointSymmetry):
     elements on their own discs); labels read ``rotation + (dx,dy,dz) · perm k``.
     """
 
+    ASPECTS = frozenset({"rotation", "position", "order"})
+
     NAME = "e3"
     DESCRIPTION = (
         "Rotations, reflections, shifts and point permutations together (O(3) x translations x S_P): the identity "
