@@ -22,18 +22,21 @@ _OWN_PLOT = re.compile(r"^[gs]\d+-.*\.(png|svg)$")  # the names eqaudit.report w
 
 
 def check_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and prove a file can be written in it; ConfigError (exit 2) if not:
-    a file in its place, a path under a file, a read-only folder or file system."""
+    """Prove that ``folder`` can be written (or created) without creating it; ConfigError (exit 2) if
+    not: a file in its place, a path under a file, a read-only folder or file system."""
     folder = Path(folder)
     for parent in [folder, *folder.parents]:
         if parent.exists() and not parent.is_dir():
             what = "is a file" if parent == folder else f"is under {str(parent)!r}, which is a file"
             raise ConfigError(f"Output folder {str(folder)!r} {what}; expected a folder, pass --out DIR with a new or existing folder.")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".eqaudit-probe.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+    existing = next(p for p in [folder, *folder.parents] if p.exists() or p == Path(p.anchor) or str(p) == ".")
+    try:  # a file where the folder is, or a sub-folder of the nearest folder that exists above it
+        if existing == folder:
+            fd, probe = tempfile.mkstemp(prefix=".eqaudit-probe.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".eqaudit-probe.", dir=existing))
     except OSError as exc:
         raise ConfigError(f"Output folder {str(folder)!r} is not writable ({exc.strerror or exc}); "
                           "pass --out DIR with a folder you can write to.") from None
@@ -63,6 +66,7 @@ def start(folder: Path, *, keep: bool) -> dict | None:
     previous run's outputs (result, orbit table, CSV, report and eqaudit's plots; other files stay).
     Returns what an earlier unfinished run's marker said (None: the folder held no unfinished run)."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     previous = read_marker(folder)
     if not keep:
         for name in OUTPUT_FILES:
