@@ -292,3 +292,43 @@ def test_resume_runs_only_the_unfinished_symmetries(data_npz, tmp_path, monkeypa
     rows = [int(r) for r in log.read_text().split()]
     assert len(rows) == 2 * (3 + 12) and sum(rows) == 24 * (1 + 2) + 24 * (1 + 8)
     _assert_same_audit(reference, out)
+
+
+def test_resume_of_two_models_with_local_error_and_level_at_init(data_npz, tmp_path):
+    """Levels (their null comes from the first symmetry's reference outputs), Lie derivatives and levels
+    at init come out identical when an audit of two models resumes mid-way."""
+    from eqaudit.api import run_scan
+    from eqaudit.config import resolve
+    from eqaudit.errors import Interrupted
+
+    other = toy_models.SmallCNN()
+    with torch.no_grad():
+        other.conv1.weight.mul_(-1)
+    models = [save_state_dict("SmallCNN", tmp_path), tmp_path / "other.pt"]
+    torch.save(other.state_dict(), models[1])
+
+    def settings(out: Path):
+        return resolve({"data": str(data_npz), "symmetry": ["rot90", "rotate:step=90"], "model_factory": factory("SmallCNN"),
+                        "batch_size": 32, "out": str(out), "device": "cpu", "local": True, "level_at_init": True,
+                        "fail_over": {"flip_rate": 0.5}}, models=models)
+
+    run_scan(models, settings(tmp_path / "reference"))
+    # 6 batches per sweep of a model, 6 more for its level at init: stop inside model 1's second symmetry,
+    # inside model 1's level at init, inside model 2's second symmetry
+    for after_batches, n_done in [(4, 1), (10, 2), (17, 3)]:
+        calls = []
+
+        def stop() -> None:
+            calls.append(1)
+            if len(calls) == after_batches:
+                raise Interrupted(signal.SIGTERM)
+
+        out = tmp_path / f"out{after_batches}"
+        with pytest.raises(Interrupted):
+            run_scan(models, settings(out), stop=stop)
+        partial = AuditResult.load(out)
+        assert not partial.complete and len(partial.symmetries) == n_done
+        assert partial.checkpoint["models_finished"] == (after_batches > 12)
+        result, _, _ = run_scan(models, settings(out), resume=True)
+        assert result.complete and "level_at_init" in result.symmetries[-1].summary and "lie_derivative" in result.symmetries[0].summary
+        _assert_same_audit(tmp_path / "reference", out)
