@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import io
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import __version__
+from . import __version__, outdir
 from .config import Settings, parse_input_map, parse_input_shape, read_toml, resolve, sidecar_for
 from .data import Dataset, load_dataset
-from .errors import ConfigError, EqauditError, PathNotFoundError
+from .errors import ConfigError, PathNotFoundError
+from .fingerprint import audit_fingerprint, differences
 from .gates import Comparison, check_gates_matched, check_settings_gates, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
 from .layouts import LayoutInput
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor, varying_column
 from .models import ReshapedInput, load_model, resolve_device
 from .models.base import check_declared_shape
 from .report.io import write_bytes_atomic, write_text_atomic
-from .result import ORBITS_FILE, AuditResult, DataInfo, ModelInfo, SymmetryResult
-from .sweep import Progress, SweepOutput, sweep
+from .result import ORBITS_FILE, AuditResult, DataInfo, ModelInfo, OrbitTable, SymmetryResult
+from .sweep import Progress, sweep, sweep_tables
 from .symmetries import Symmetry, parse_symmetry
 from .tasks import Task, task_for
 
@@ -35,13 +35,15 @@ def scan(
     env: Mapping[str, str] | None = None,
     progress: Progress | None = None,
     write: bool = True,
+    resume: bool = False,
     **options: Any,
 ) -> AuditResult:
     """Audit ``models`` with options named as in the settings table (``data=``, ``symmetry=[...]``,
-    ``fail_over={"flip_rate": 0.05}``, ...); config files and ``EQAUDIT_*`` apply as on the CLI."""
+    ``fail_over={"flip_rate": 0.05}``, ...); config files and ``EQAUDIT_*`` apply as on the CLI.
+    ``resume=True`` continues the interrupted audit checkpointed in the output folder."""
     paths = [Path(m) for m in ([models] if isinstance(models, (str, Path)) else models)]
     settings = resolve(options, models=paths, config_file=Path(config) if config else None, env=env)
-    result, _, _ = run_scan(paths, settings, progress=progress, write=write)
+    result, _, _ = run_scan(paths, settings, progress=progress, write=write, resume=resume)
     return result
 
 
@@ -50,11 +52,45 @@ def default_out(models: list[Path]) -> Path:
     return Path("reports") / "__".join(dict.fromkeys(stems))
 
 
-def run_scan(
-    models: list[Path], settings: Settings, *, progress: Progress | None = None, write: bool = True
-) -> tuple[AuditResult, Path, Comparison | None]:
-    """Run the audit described by ``settings``; write result.json and the orbit table after each model.
+@dataclass
+class ScanPlan:
+    """What every model of one scan shares: settings, symmetries, task, data, device and the hooks."""
 
+    settings: Settings
+    symmetries: list[Symmetry]
+    task: Task
+    dataset: Dataset
+    device: Any  # torch.device
+    reshape: bool  # --input-shape: canonical batches are reshaped to the model's flat rows
+    factory_dirs: list[Path]
+    out_names: list[str | None] | None
+    progress: Progress | None = None
+    stop: Callable[[], None] | None = None  # called between batches; raises to stop the audit
+
+
+@dataclass
+class ModelAudit:
+    """One model's audit: its info, one SymmetryResult per symmetry (in plan order), the null its levels
+    were estimated from, and its share of the timing. ``finished``: levels at init and gates are in."""
+
+    info: ModelInfo | None = None
+    symmetries: list[SymmetryResult] = field(default_factory=list)
+    null: np.ndarray | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+    finished: bool = False
+
+
+def run_scan(
+    models: list[Path], settings: Settings, *, progress: Progress | None = None, write: bool = True, resume: bool = False,
+    stop: Callable[[], None] | None = None, notify: Callable[[str], None] | None = None,
+) -> tuple[AuditResult, Path, Comparison | None]:
+    """Run the audit described by ``settings``, checkpointing result.json and the orbit table
+    (``complete: false``) after each finished (model, symmetry).
+
+    ``resume`` continues the checkpoint in the output folder after checking that model files, data and
+    measurement settings are those it was measured with (eqaudit.fingerprint); the final result is the
+    one an uninterrupted run gives (timing aside). ``stop`` is called between batches and raises to stop
+    (whatever finished stays on disk); ``notify`` receives one-line warnings (an unfinished earlier run).
     With a baseline (``settings.baseline``), the finished result is compared with it metric by metric;
     regressions are recorded in ``result.baseline`` and fail ``result.passed`` like a gate. Returns the
     result, its folder and the comparison (None without a baseline)."""
@@ -69,6 +105,12 @@ def run_scan(
         raise ConfigError("No symmetry given; pass --symmetry SPEC (see `eqaudit symmetries`).")
     if settings.batch_size <= 0:
         raise ConfigError(f"Expected --batch-size to be a positive number of rows, got {settings.batch_size}.")
+    out_dir = Path(settings.out) if settings.out else default_out(models)
+    if write:
+        outdir.check_writable(out_dir)
+    elif resume:
+        raise ConfigError("Expected an output folder to resume from, got write=False; drop resume or write the result.")
+    saved = _read_checkpoint(out_dir) if resume else None
     base_result, tolerances = _load_baseline(settings)
     device = resolve_device(settings.device)
     symmetries = [parse_symmetry(spec, seed=settings.seed) for spec in settings.symmetry]
@@ -93,13 +135,102 @@ def run_scan(
         sym.check_input(dataset.sample_shape)
     task.check_reference(settings.reference, dataset.has_labels, dataset.has_targets, dataset.targets_key)
     check_settings_gates(settings, symmetries, dataset.has_labels, task.label_metrics)
-    out_dir = Path(settings.out) if settings.out else default_out(models)
+    plan = ScanPlan(settings, symmetries, task, dataset, device, input_shape is not None, factory_dirs, out_names, progress, stop)
+    fp = audit_fingerprint(models, dataset.path, dataset.key, settings.values, __version__) if write else None
 
-    result = AuditResult(
+    if saved is not None:
+        result, orbits = _resume_from(saved, out_dir, fp, settings, device, len(symmetries))
+    else:
+        result, orbits = _new_result(plan, fp), OrbitTable.start(dataset.indices, dataset.y[dataset.indices] if dataset.has_labels else None)
+    if write:
+        previous = outdir.start(out_dir, keep=saved is not None)
+        if previous is not None and saved is None and notify is not None:
+            notify(outdir.describe_marker(out_dir, previous) + "; its outputs were removed (pass --resume to continue such a run instead)")
+
+    n_sym = len(symmetries)
+    finished = result.checkpoint["models_finished"] if result.checkpoint else 0
+    for m in range(finished):  # gates are re-read from this run's settings; measurements are kept
+        _apply_gates(result.symmetries[m * n_sym:(m + 1) * n_sym], symmetries, settings)
+    for m in range(finished, len(models)):
+        prior = ModelAudit(info=result.models[m] if m < len(result.models) else None, symmetries=result.symmetries[m * n_sym:],
+                           null=orbits.null(m))
+        base = len(result.symmetries) - len(prior.symmetries)
+
+        def checkpoint(audit: ModelAudit, m=m, base=base) -> None:
+            _merge(result, m, base, audit)
+            if write:
+                result.complete = False
+                result.passed = False  # nothing passes before it is complete
+                result.checkpoint = {"fingerprint": fp, "models_finished": m + (1 if audit.finished else 0)}
+                write_outputs(result, orbits, out_dir)
+
+        audit_model(plan, m, models[m], orbits, loaded=first if m == 0 else None, prior=prior, on_progress=checkpoint)
+    result.complete = True
+    result.passed = all(s.passed for s in result.symmetries)
+    result.checkpoint = {"fingerprint": fp, "models_finished": len(models)} if write else None
+    comparison = None
+    if base_result is not None:
+        comparison = compare_results(base_result, result, tolerances)
+        result.baseline = {
+            "path": str(settings.baseline),
+            "passed": comparison.passed,
+            "compared": len(comparison.rows),
+            "regressions": [asdict(r) for r in comparison.regressions],
+            "missing": list(comparison.missing),
+        }
+        result.passed = result.passed and comparison.passed
+    if write:
+        write_outputs(result, orbits, out_dir)
+        outdir.finish(out_dir)
+    return result, out_dir, comparison
+
+
+def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loaded=None, prior: ModelAudit | None = None,
+                on_progress: Callable[[ModelAudit], None] | None = None) -> ModelAudit:
+    """Audit model ``m`` (file ``path``) on every symmetry of the plan, continuing ``prior`` (the
+    symmetries a checkpoint already holds, and the null they were measured with). Each finished
+    symmetry's per-sample arrays go into ``orbits`` and ``on_progress`` sees the audit so far; then
+    levels at init (--level-at-init) and the gates complete it (``finished``)."""
+    settings, symmetries, dataset, task = plan.settings, plan.symmetries, plan.dataset, plan.task
+    audit = prior if prior is not None else ModelAudit()
+    done = len(audit.symmetries)
+    adapter, factory, dirs = loaded if loaded is not None else _load(path, settings, plan.device, plan.factory_dirs, plan.out_names)
+    _check_inputs(adapter, dataset)
+    model = _as_called(adapter, dataset, plan.reshape)
+    named = None if plan.progress is None else (lambda d, t, w, name=Path(path).name: plan.progress(d, t, f"{name} {w}"))
+    tables = sweep_tables(model, dataset, symmetries[done:], task, batch_size=settings.batch_size, output_kind=settings.output_kind,
+                          seed=settings.seed, progress=named, reference=settings.reference, stop=plan.stop)
+    j0 = m * len(symmetries)
+    for st in tables:
+        if done == 0 and st.index == 0:
+            audit.null = st.null  # measured here; a resumed audit keeps the one its first symmetries used
+            orbits.put_null(m, st.null)
+        si = done + st.index
+        sym = symmetries[si]
+        audit.info = _model_info(adapter, dataset, st.output_kind, settings.output)
+        audit.symmetries.append(_symmetry_result(m, j0 + si, sym, st.table, audit.null, orbits, plan))
+        _add_timing(audit.timing, seconds=st.seconds, model_seconds=st.model_seconds, model_evals=st.model_evals)
+        if settings.local or settings.layers:
+            _add_local(audit.symmetries[-1], j0 + si, orbits, model, sym, plan, audit.timing)
+        if on_progress is not None:
+            on_progress(audit)
+    if settings.level_at_init:
+        _add_level_at_init(audit, adapter, factory, dirs, plan)
+    _apply_gates(audit.symmetries, symmetries, settings)  # once every summary key exists
+    check_gates_matched([s.summary for s in audit.symmetries], settings)
+    audit.finished = True
+    if on_progress is not None:
+        on_progress(audit)
+    return audit
+
+
+def _new_result(plan: ScanPlan, fp: dict | None) -> AuditResult:
+    dataset, binding, settings = plan.dataset, plan.dataset.binding, plan.settings
+    return AuditResult(
         eqaudit_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seed=settings.seed,
-        device=str(device),
+        device=str(plan.device),
         models=[],
         data=DataInfo(
             path=dataset.path,
@@ -119,55 +250,58 @@ def run_scan(
         timing={"seconds": 0.0, "model_seconds": 0.0, "model_evals": 0, "evals_per_second": 0.0},
         settings={"values": _jsonable(settings.values), "sources": dict(settings.sources)},
         complete=False,
+        checkpoint={"fingerprint": fp, "models_finished": 0} if fp is not None else None,
     )
-    orbits: dict[str, np.ndarray] = {"sample_index": dataset.indices.astype(np.int64)}
-    if dataset.has_labels:
-        orbits["labels"] = dataset.y[dataset.indices]
 
-    for m, path in enumerate(models):
-        adapter, factory, dirs = first if m == 0 else _load(path, settings, device, factory_dirs, out_names)
-        _check_inputs(adapter, dataset)
-        model = _as_called(adapter, dataset, input_shape is not None)
-        try:
-            named = None if progress is None else (lambda d, t, w, name=Path(path).name: progress(d, t, f"{name} {w}"))
-            swept = sweep(model, dataset, symmetries, task, batch_size=settings.batch_size, output_kind=settings.output_kind,
-                          seed=settings.seed, progress=named, reference=settings.reference)
-        except (EqauditError, KeyboardInterrupt) as exc:
-            if write:
-                _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, task, settings, getattr(exc, "partial", None))
-            raise
-        result.models.append(_model_info(adapter, dataset, swept.output_kind, settings.output))
-        _add_symmetries(result, orbits, m, symmetries, swept, dataset, task, settings)
-        if settings.local or settings.layers:
-            _add_local(result, orbits, model, symmetries, dataset, task, settings)
-        if settings.level_at_init:
-            _add_level_at_init(result, adapter, factory, dirs, dataset, symmetries, task, settings, input_shape is not None)
-        _apply_gates(result.symmetries[-len(symmetries):], symmetries, settings)  # once every summary key exists
-        check_gates_matched([s.summary for s in result.symmetries[-len(symmetries):]], settings)
-        t = result.timing
-        t["seconds"] += swept.seconds
-        t["model_seconds"] += swept.model_seconds
-        t["model_evals"] += swept.model_evals
-        t["evals_per_second"] = t["model_evals"] / t["seconds"] if t["seconds"] > 0 else 0.0
-        result.passed = all(s.passed for s in result.symmetries)
-        if write:
-            result.complete = m == len(models) - 1
-            write_outputs(result, orbits, out_dir)
-    result.complete = True
-    comparison = None
-    if base_result is not None:
-        comparison = compare_results(base_result, result, tolerances)
-        result.baseline = {
-            "path": str(settings.baseline),
-            "passed": comparison.passed,
-            "compared": len(comparison.rows),
-            "regressions": [asdict(r) for r in comparison.regressions],
-            "missing": list(comparison.missing),
-        }
-        result.passed = result.passed and comparison.passed
-        if write:
-            result.save(out_dir / "result.json")
-    return result, out_dir, comparison
+
+def _read_checkpoint(out_dir: Path) -> AuditResult:
+    """The interrupted audit in ``out_dir`` (--resume), or a ConfigError saying why there is none."""
+    path = out_dir / "result.json"
+    if not path.is_file():
+        marker = outdir.read_marker(out_dir)
+        why = outdir.describe_marker(out_dir, marker) + " before its first checkpoint" if marker is not None else "no scan has written there"
+        raise ConfigError(f"Nothing to resume in {str(out_dir)!r} ({why}); run the scan without --resume.")
+    saved = AuditResult.load(path)
+    if not saved.checkpoint or not saved.checkpoint.get("fingerprint"):
+        raise ConfigError(f"{str(path)!r} holds no checkpoint to resume (written by an older eqaudit); run the scan without --resume.")
+    return saved
+
+
+def _resume_from(saved: AuditResult, out_dir: Path, fp: dict, settings: Settings, device, n_sym: int) -> tuple[AuditResult, OrbitTable]:
+    """The checkpointed result and orbit table to continue, once the fingerprint says it is the same audit."""
+    changed = differences(saved.checkpoint["fingerprint"], fp)
+    if changed:
+        raise ConfigError(f"Cannot resume the audit in {str(out_dir)!r}: {'; '.join(changed)}. "
+                          "Run the scan without --resume to start over (or restore what changed).")
+    orbits = OrbitTable.load(out_dir / saved.orbits_file) if (out_dir / saved.orbits_file).is_file() else None
+    finished = saved.checkpoint.get("models_finished", 0)
+    if orbits is None or len(saved.symmetries) < finished * n_sym:
+        raise ConfigError(f"The checkpoint in {str(out_dir)!r} is incomplete (orbit table missing or fewer symmetries than "
+                          "finished models); run the scan without --resume to start over.")
+    orbits.keep_first(len(saved.symmetries), len(saved.models))
+    saved.settings = {"values": _jsonable(settings.values), "sources": dict(settings.sources)}
+    saved.device = str(device)
+    return saved, orbits
+
+
+def _merge(result: AuditResult, m: int, base: int, audit: ModelAudit) -> None:
+    """Put model ``m``'s audit so far into ``result``: its info, its symmetries from index ``base``, its timing."""
+    if audit.info is not None:
+        if len(result.models) > m:
+            result.models[m] = audit.info
+        else:
+            result.models.append(audit.info)
+    result.symmetries[base:] = audit.symmetries
+    t = result.timing
+    for key, v in audit.timing.items():
+        t[key] = t.get(key, 0) + v
+    audit.timing.clear()  # counted once
+    t["evals_per_second"] = t["model_evals"] / t["seconds"] if t.get("seconds", 0) > 0 else 0.0
+
+
+def _add_timing(timing: dict[str, float], **parts: float) -> None:
+    for key, v in parts.items():
+        timing[key] = timing.get(key, 0) + v
 
 
 def _load(path: Path, settings: Settings, device, factory_dirs: list[Path], out_names: list[str | None] | None = None):
@@ -211,19 +345,6 @@ def _apply_gates(results: list[SymmetryResult], symmetries: list[Symmetry], sett
         s.passed = all(g.passed for g in s.gates)
 
 
-def _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, task, settings, partial) -> None:
-    """After a failure mid-sweep: write every measurement finished so far (complete: false)."""
-    if partial is not None and partial.tables:
-        result.models.append(_model_info(adapter, dataset, partial.output_kind))
-        done = symmetries[: len(partial.tables)]
-        _add_symmetries(result, orbits, m, done, partial, dataset, task, settings)
-        _apply_gates(result.symmetries[-len(done):], done, settings)
-    if result.symmetries:
-        result.complete = False
-        result.passed = False
-        write_outputs(result, orbits, out_dir)
-
-
 def _as_called(adapter, dataset: Dataset, reshape: bool):
     """The adapter as the sweep calls it: canonical batches in, moved to the model's own layout
     (--layout) and reshaped to its flat rows (--input-shape) before each call."""
@@ -245,7 +366,7 @@ def _model_info(adapter, dataset: Dataset, output_kind: str, outputs: list[str] 
     )
 
 
-def _add_level_at_init(result, adapter, factory, dirs, dataset: Dataset, symmetries, task: Task, settings, reshape: bool) -> None:
+def _add_level_at_init(audit: ModelAudit, adapter, factory, dirs, plan: ScanPlan) -> None:
     """The same levels for freshly initialised weights of the same architecture (seeded), so the
     report separates what the architecture gives from what training added."""
     import torch
@@ -254,9 +375,9 @@ def _add_level_at_init(result, adapter, factory, dirs, dataset: Dataset, symmetr
     from .models.factory import resolve_factory
     from .models.torch_backend import TorchAdapter
 
-    first = len(result.symmetries) - len(symmetries)
+    settings, task = plan.settings, plan.task
     if adapter.info.format != "state_dict" or factory is None:
-        for s in result.symmetries[first:]:
+        for s in audit.symmetries:
             s.summary["level_at_init"] = None
             s.summary["level_at_init_reason"] = "needs a state dict and its model factory to re-initialise the architecture"
         return
@@ -265,35 +386,33 @@ def _add_level_at_init(result, adapter, factory, dirs, dataset: Dataset, symmetr
         module = resolve_factory(factory, dirs)()
     info = AdapterInfo(adapter.info.path, "torch", "init", "", str(adapter.device), input_names=list(adapter.info.input_names))
     fresh = TorchAdapter(module.to(adapter.device).eval(), info, adapter.device)
-    model = _as_called(fresh, dataset, reshape)
-    init = sweep(model, dataset, symmetries, task_for(settings.task, settings.output)[0], batch_size=settings.batch_size, output_kind=settings.output_kind, seed=settings.seed)
-    for s, sym, table in zip(result.symmetries[first:], symmetries, init.tables):
+    model = _as_called(fresh, plan.dataset, plan.reshape)
+    init = sweep(model, plan.dataset, plan.symmetries, task_for(settings.task, settings.output)[0], batch_size=settings.batch_size,
+                 output_kind=settings.output_kind, seed=settings.seed, stop=plan.stop)
+    for s, sym, table in zip(audit.symmetries, plan.symmetries, init.tables):
         floor = per_sample_floor(table, task.main_metric, sym.identity_index)
         lv = estimate_level(table[task.main_metric], floor, init.null, sym.identity_index, seed=settings.seed)
         s.summary["level_at_init"] = lv["level"]
         s.summary["level_at_init_ci"] = lv["level_ci"]
         if lv["level"] is None:
             s.summary["level_at_init_reason"] = lv.get("level_reason")
-    result.timing["init_seconds"] = result.timing.get("init_seconds", 0.0) + init.seconds
+    _add_timing(audit.timing, init_seconds=init.seconds)
 
 
-def _add_local(result, orbits, model, symmetries: list[Symmetry], dataset: Dataset, task: Task, settings) -> None:
-    """Lie derivatives (--local) and per-layer shares (--layers) for the model's symmetries just added."""
+def _add_local(s: SymmetryResult, j: int, orbits: OrbitTable, model, sym: Symmetry, plan: ScanPlan, timing: dict[str, float]) -> None:
+    """Lie derivative (--local) and per-layer shares (--layers) of one finished symmetry ``s`` (index j)."""
     import time
 
     from .lie import layer_attribution, lie_derivative
 
     t0 = time.perf_counter()
-    first = len(result.symmetries) - len(symmetries)
-    for j, sym in enumerate(symmetries, start=first):
-        summary = result.symmetries[j].summary
-        local, per_sample = lie_derivative(model, dataset, sym, task, batch_size=settings.batch_size)
-        summary.update(local)
-        if per_sample is not None:
-            orbits[f"s{j}.lie"] = per_sample
-        if settings.layers:
-            summary.update(layer_attribution(model, dataset, sym, task))
-    result.timing["local_seconds"] = result.timing.get("local_seconds", 0.0) + time.perf_counter() - t0
+    local, per_sample = lie_derivative(model, plan.dataset, sym, plan.task, batch_size=plan.settings.batch_size)
+    s.summary.update(local)
+    if per_sample is not None:
+        orbits.put(j, "lie", per_sample)
+    if plan.settings.layers:
+        s.summary.update(layer_attribution(model, plan.dataset, sym, plan.task))
+    _add_timing(timing, local_seconds=time.perf_counter() - t0)
 
 
 def _factory_for(path: Path, settings: Settings, default_dirs: list[Path]):
@@ -316,50 +435,50 @@ def _factory_for(path: Path, settings: Settings, default_dirs: list[Path]):
     return factory, dirs, None if vouched else partial(check_vouched, origin=source, project=settings.project)
 
 
-def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepOutput, dataset: Dataset, task: Task, settings) -> None:
-    for sym, table in zip(symmetries, swept.tables):
-        j = len(result.symmetries)
-        summary, per_element = task.summarize(table, sym.identity_index)
-        _add_levels(summary, per_element, orbits, j, sym, table, swept, task, settings)
-        elements = sym.elements.tolist()
-        for e, row in enumerate(per_element):
-            row["element"] = elements[e]
-            row["label"] = sym.labels[e]
-        desc = sym.describe()
-        result.symmetries.append(
-            SymmetryResult(
-                model=m,
-                name=desc["name"],
-                spec=desc["spec"],
-                exact=desc["exact"],
-                domain=desc["domain"],
-                param_names=desc["param_names"],
-                units=desc["units"],
-                layout=desc["layout"],
-                identity_index=desc["identity_index"],
-                elements=elements,
-                labels=list(sym.labels),
-                summary=summary,
-                per_element=per_element,
-                task=task.name,
-                reference=settings.reference,
-                main_metric=task.main_metric,
-                notes=list(desc.get("notes", [])),
-            )
-        )
-        for key, arr in table.items():
-            orbits[f"s{j}.{key}"] = arr
-        worst = _worst(table, sym.identity_index, task.main_metric)
-        orbits[f"s{j}.worst_index"] = worst
-        orbits[f"s{j}.worst_x"] = dataset.take(worst).numpy()
+def _symmetry_result(m: int, j: int, sym: Symmetry, table: dict[str, np.ndarray], null: np.ndarray | None, orbits: OrbitTable,
+                     plan: ScanPlan) -> SymmetryResult:
+    """Summary, per-element rows and levels of one finished symmetry (index j of ``symmetries[]``);
+    its per-sample arrays and worst samples go into ``orbits``."""
+    task, settings = plan.task, plan.settings
+    summary, per_element = task.summarize(table, sym.identity_index)
+    _add_levels(summary, per_element, orbits, j, sym, table, null, task, settings)
+    elements = sym.elements.tolist()
+    for e, row in enumerate(per_element):
+        row["element"] = elements[e]
+        row["label"] = sym.labels[e]
+    desc = sym.describe()
+    for key, arr in table.items():
+        orbits.put(j, key, arr)
+    worst = _worst(table, sym.identity_index, task.main_metric)
+    orbits.put(j, "worst_index", worst)
+    orbits.put(j, "worst_x", plan.dataset.take(worst).numpy())
+    return SymmetryResult(
+        model=m,
+        name=desc["name"],
+        spec=desc["spec"],
+        exact=desc["exact"],
+        domain=desc["domain"],
+        param_names=desc["param_names"],
+        units=desc["units"],
+        layout=desc["layout"],
+        identity_index=desc["identity_index"],
+        elements=elements,
+        labels=list(sym.labels),
+        summary=summary,
+        per_element=per_element,
+        task=task.name,
+        reference=settings.reference,
+        main_metric=task.main_metric,
+        notes=list(desc.get("notes", [])),
+    )
 
 
-def _add_levels(summary, per_element, orbits, j, sym: Symmetry, table, swept: SweepOutput, task: Task, settings) -> None:
+def _add_levels(summary, per_element, orbits: OrbitTable, j, sym: Symmetry, table, null: np.ndarray | None, task: Task, settings) -> None:
     """Level, its CI and status, null, per-element levels, and for one-parameter symmetries the
     extent and per-sample flip points (see eqaudit.levels)."""
     metric = task.main_metric
     floor = per_sample_floor(table, metric, sym.identity_index)
-    summary.update(estimate_level(table[metric], floor, swept.null, sym.identity_index, seed=settings.seed))
+    summary.update(estimate_level(table[metric], floor, null, sym.identity_index, seed=settings.seed))
     null_mean = summary["null"] if summary["level_status"] == "ok" else None
     levels = element_levels(table[metric], floor, null_mean)
     for row, lv in zip(per_element, levels.tolist()):
@@ -370,7 +489,8 @@ def _add_levels(summary, per_element, orbits, j, sym: Symmetry, table, swept: Sw
         summary["extent"] = extent(params, levels, sym.identity_index, settings.extent_tolerance, sym.units[col])
         if "flipped" in table:
             up, down = flip_points(table["flipped"], params, sym.identity_index)
-            orbits[f"s{j}.flip_up"], orbits[f"s{j}.flip_down"] = up, down
+            orbits.put(j, "flip_up", up)
+            orbits.put(j, "flip_down", down)
 
 
 def _worst(table: dict[str, np.ndarray], identity_index: int, metric: str, k: int = WORST_SAMPLES) -> np.ndarray:
@@ -380,11 +500,10 @@ def _worst(table: dict[str, np.ndarray], identity_index: int, metric: str, k: in
     return np.argsort(-score, kind="stable")[:k].astype(np.int64)
 
 
-def write_outputs(result: AuditResult, orbits: dict[str, np.ndarray], out_dir: Path) -> None:
-    """Write the orbit table, the per-element CSV, then result.json, each atomically."""
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **orbits)
-    write_bytes_atomic(out_dir / ORBITS_FILE, buf.getvalue())
+def write_outputs(result: AuditResult, orbits: OrbitTable, out_dir: Path) -> None:
+    """Write the orbit table, the per-element CSV, then result.json, each atomically (result.json last:
+    a checkpoint never lists a symmetry whose arrays are not on disk)."""
+    write_bytes_atomic(out_dir / ORBITS_FILE, orbits.to_bytes())
     write_text_atomic(out_dir / "elements.csv", elements_frame(result).to_csv(index=False))
     result.save(out_dir / "result.json")
 

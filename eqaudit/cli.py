@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .errors import EqauditError
+from .errors import EqauditError, Interrupted
 
 app = typer.Typer(
     add_completion=False,
@@ -28,6 +28,40 @@ out = Console(width=_WIDTH)
 err = Console(stderr=True, width=_WIDTH)
 
 EXIT_PASS, EXIT_GATE_FAILED, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + the signal: stopped after the current batch, partial result kept
+
+
+class _StopOnSignal:
+    """While a scan runs: the first SIGINT or SIGTERM asks it to stop after the current batch (``check``,
+    called between batches, raises Interrupted); a second one stops at once (KeyboardInterrupt)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._saved: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    def __enter__(self) -> _StopOnSignal:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, old in self._saved.items():
+            signal.signal(sig, old)
 
 
 class State:
@@ -204,6 +238,7 @@ def scan(
     extent_tolerance: Annotated[Optional[float], typer.Option(help="level drop from 1 that bounds the extent [default: 0.1]")] = None,
     level_at_init: Annotated[bool, typer.Option("--level-at-init", help="also measure freshly initialised weights (what the architecture alone gives)")] = False,
     trust: Annotated[bool, typer.Option("--trust", help="allow pickled modules and TorchScript (they run code when loaded)")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the interrupted audit in the output folder (same models, data and settings)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only errors and the verdict")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show settings and their sources; tracebacks on errors")] = False,
 ) -> None:
@@ -223,27 +258,36 @@ def scan(
         "junit_xml": str(junit_xml) if junit_xml else None,
     }
     settings = None
+    stopper = _StopOnSignal()
     try:
         settings = resolve(flags, models=models, config_file=config)
         if verbose:
             for name, value in settings.values.items():
                 err.print(f"  {name} = {escape(repr(value))}  [dim]({escape(settings.sources[name])})[/]", highlight=False)
-        if quiet:
-            result, folder, comparison = run_scan(models, settings)
-        else:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        hooks = {"resume": resume, "notify": lambda line: err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)}
+        with stopper:
+            if quiet:
+                result, folder, comparison = run_scan(models, settings, stop=stopper.check, **hooks)
+            else:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                          console=err, transient=True) as bar:
-                task_id = bar.add_task("sweeping", total=None)
+                with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                              console=err, transient=True) as bar:
+                    task_id = bar.add_task("sweeping", total=None)
 
-                def progress(done: int, total: int, what: str) -> None:
-                    bar.update(task_id, completed=done, total=total, description=f"sweeping {what}")
+                    def progress(done: int, total: int, what: str) -> None:
+                        bar.update(task_id, completed=done, total=total, description=f"sweeping {what}")
 
-                result, folder, comparison = run_scan(models, settings, progress=_per_model(progress, len(models)))
-    except KeyboardInterrupt:
-        err.print("interrupted; results of models already finished are in the output folder")
-        raise typer.Exit(130)
+                    result, folder, comparison = run_scan(models, settings, progress=_per_model(progress, len(models)),
+                                                          stop=stopper.check, **hooks)
+    except (KeyboardInterrupt, Interrupted):
+        import signal
+
+        signum = stopper.signum or signal.SIGINT  # the first signal names the exit code (a second one stops at once)
+        code, name = 128 + signum, signal.Signals(signum).name
+        err.print(f"interrupted by {name}; every finished (model, symmetry) is in the output folder (complete: false); "
+                  "continue with --resume", highlight=False, soft_wrap=True)
+        raise typer.Exit(code)
     except Exception as exc:
         _junit_error(settings.junit_xml if settings is not None else flags["junit_xml"], exc)
         _fail(exc)
@@ -257,6 +301,16 @@ def scan(
     _print_verdict(result)
     _ci_outputs(result, comparison, settings.junit_xml)
     raise typer.Exit(EXIT_PASS if result.passed else EXIT_GATE_FAILED)
+
+
+def _warn_unfinished(folder: Path) -> None:
+    """`eqaudit report` on a folder whose scan did not finish: say so before rendering what it holds."""
+    from . import outdir
+
+    marker = outdir.read_marker(folder)
+    if marker is not None:
+        err.print(f"[yellow]warning:[/] {escape(outdir.describe_marker(folder, marker))}; the result there is partial "
+                  "or missing (continue it with scan --resume)", highlight=False, soft_wrap=True)
 
 
 def _junit_error(junit_path: str | Path | None, exc: BaseException) -> None:
@@ -362,8 +416,9 @@ def report(
 
     State.verbose = verbose
     try:
-        result = AuditResult.load(result_file)
         source = result_file if result_file.is_dir() else result_file.parent  # a scan's folder or its result.json
+        _warn_unfinished(source)
+        result = AuditResult.load(result_file)
         html = render(result, out_dir or source, source=source)
     except Exception as exc:
         _fail(exc)

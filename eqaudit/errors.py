@@ -41,3 +41,16 @@ class DataError(EqauditError):
 
 class ResultError(EqauditError):
     """A saved result.json is missing keys, has an unknown format version, or does not parse (exit 3)."""
+
+
+class Interrupted(EqauditError):
+    """The run was asked to stop (SIGINT or SIGTERM) and stopped after the current batch; every
+    finished (model, symmetry) is in the output folder (``complete: false``). Exit 128 + the signal."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
+        super().__init__(f"Interrupted by {name}; finished measurements are kept, continue with --resume.")

@@ -25,8 +25,64 @@ Keys (j indexes ``symmetries[]``): ``sample_index`` (N,) dataset rows, ``labels`
 has labels, and for each j ``s{j}.{metric}`` (N, E) per-sample values in sweep order (for
 classifiers: ``prob_tv``, ``flipped``, ``correct``, ``true_class_prob``, ``pred``), ``s{j}.floor``
 (N, E) where the action is resampled, ``s{j}.worst_index`` (k,) rows of N ranked worst first and
-``s{j}.worst_x`` (k, ...) the inputs of those samples (for thumbnails; no data file needed).
+``s{j}.worst_x`` (k, ...) the inputs of those samples (for thumbnails; no data file needed), and
+``m{m}.null`` (M,) per model the null sample its levels were estimated from. ``OrbitTable`` owns the scheme.
 """
+
+
+class OrbitTable:
+    """The per-sample arrays written as ORBITS_FILE, and the one owner of their key scheme
+    (``s{j}.{key}`` per symmetry j of ``symmetries[]``, ``m{m}.null`` per model)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray] | None = None):
+        self.arrays: dict[str, np.ndarray] = dict(arrays or {})
+
+    @staticmethod
+    def key(j: int, name: str) -> str:
+        """The file's key of symmetry ``j``'s array ``name`` (e.g. ``s0.prob_tv``)."""
+        return f"s{j}.{name}"
+
+    @classmethod
+    def start(cls, sample_index: np.ndarray, labels: np.ndarray | None) -> OrbitTable:
+        table = cls({"sample_index": np.asarray(sample_index, dtype=np.int64)})
+        if labels is not None:
+            table.arrays["labels"] = labels
+        return table
+
+    def put(self, j: int, name: str, arr: np.ndarray) -> None:
+        self.arrays[self.key(j, name)] = arr
+
+    def get(self, j: int, name: str) -> np.ndarray | None:
+        return self.arrays.get(self.key(j, name))
+
+    def put_null(self, m: int, null: np.ndarray | None) -> None:
+        """The null sample of model ``m`` (kept so that a resumed audit estimates levels identically)."""
+        if null is not None:
+            self.arrays[f"m{m}.null"] = np.asarray(null, dtype=np.float64)
+
+    def null(self, m: int) -> np.ndarray | None:
+        return self.arrays.get(f"m{m}.null")
+
+    def keep_first(self, n_symmetries: int, n_models: int) -> None:
+        """Drop every array of symmetries j >= n_symmetries and models m >= n_models (what a checkpoint's
+        result.json does not list: the orbit table is written just before it)."""
+        for k in list(self.arrays):
+            head, dot, _ = k.partition(".")
+            if dot and head[:1] in "sm" and head[1:].isdigit():
+                if int(head[1:]) >= (n_symmetries if head[0] == "s" else n_models):
+                    del self.arrays[k]
+
+    def to_bytes(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **self.arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def load(cls, path: Path) -> OrbitTable:
+        with np.load(path, allow_pickle=False) as z:
+            return cls({k: z[k] for k in z.files})
 
 
 RAW_LOGIT_KEYS = frozenset({"equivariance_error", "max_abs_error"})
@@ -130,7 +186,8 @@ class AuditResult:
     passed: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
     orbits_file: str = ORBITS_FILE
-    complete: bool = True  # False while a multi-model scan is still running (partial results)
+    complete: bool = True  # False while a scan is still running or was interrupted (a checkpoint: see --resume)
+    checkpoint: dict[str, Any] | None = None  # fingerprint (eqaudit.fingerprint) and models_finished, for --resume
     baseline: dict[str, Any] | None = None  # path, passed, compared, regressions[], missing[] (with --baseline)
     format_version: int = FORMAT_VERSION
 
@@ -198,8 +255,7 @@ class AuditResult:
         path = Path(folder) / self.orbits_file
         if not path.exists():
             raise ResultError(f"Orbit table {str(path)!r} is missing; keep it beside result.json or re-run the scan.")
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        return OrbitTable.load(path).arrays
 
 
 def _build(cls, d: dict[str, Any]):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -153,7 +153,27 @@ KEEP_BYTES = 256 * 2**20
 many bytes; otherwise the second pass evaluates the model again (same numbers, twice the model time)."""
 
 
-def sweep(
+@dataclass
+class SymmetryTable:
+    """One finished symmetry of a sweep: what ``sweep_tables`` yields as soon as its last batch is done."""
+
+    index: int  # position in the ``symmetries`` passed to the sweep
+    table: dict[str, np.ndarray]  # metric -> (N, E)
+    output_kind: str
+    null: np.ndarray | None  # (M,) main metric between reference outputs of different inputs (same for every table)
+    seconds: float  # this symmetry's wall time, model time and model rows
+    model_seconds: float
+    model_evals: int
+
+
+def sweep(model, dataset: Dataset, symmetries: list[Symmetry], task: Task, **options) -> SweepOutput:
+    """Measure every symmetry on every selected sample (``sweep_tables``, collected); see the module docstring."""
+    done = list(sweep_tables(model, dataset, symmetries, task, **options))
+    return SweepOutput([d.table for d in done], done[-1].output_kind if done else "raw", sum(d.seconds for d in done),
+                       sum(d.model_seconds for d in done), sum(d.model_evals for d in done), done[0].null if done else None)
+
+
+def sweep_tables(
     model,
     dataset: Dataset,
     symmetries: list[Symmetry],
@@ -164,13 +184,17 @@ def sweep(
     seed: int = 0,
     progress: Progress | None = None,
     reference: str = "identity",
-) -> SweepOutput:
-    """Measure every symmetry on every selected sample; see the module docstring.
+    stop: Callable[[], None] | None = None,
+) -> Iterator[SymmetryTable]:
+    """Measure every symmetry on every selected sample, yielding each symmetry's table as it finishes
+    (outside inference mode), so a caller keeps what finished whatever stops the sweep later.
 
     ``reference`` (identity, label or consensus) is what each orbit output is compared against (after
     the symmetry's output action): f(x), the label, or the orbit's consensus (two passes over each
     batch's chunks: the first sums the outputs mapped back to the canonical frame and counts class
-    votes, the second compares). The floor is always measured against f(x)."""
+    votes, the second compares). The floor is always measured against f(x). The null is measured from
+    the first symmetry's reference outputs. ``stop`` is called between batches; it raises to stop
+    the sweep (e.g. eqaudit.errors.Interrupted after SIGTERM)."""
     task.check_reference(reference, dataset.has_labels, dataset.has_targets, dataset.targets_key)
     use_targets = reference == "label" and task.supports_targets
     device = model.device
@@ -183,48 +207,42 @@ def sweep(
     slot = np.full(n, -1, dtype=np.int64)  # selection position -> row of kept_refs (-1: not kept)
     slot[null_a] = np.arange(len(null_a))
     kept_refs: Tensor | None = None  # (M, ...) converted reference outputs of the null's samples
-    tables: list[dict[str, np.ndarray]] = []
-    t_start = time.perf_counter()
-    try:
+    null = None
+    for si, sym in enumerate(symmetries):
+        t0, m0, e0 = time.perf_counter(), caller.seconds, caller.evals
         with torch.inference_mode():
-            for si, sym in enumerate(symmetries):
-                elements = sym.elements.to(device)
-                e_total = sym.n_elements
-                per_batch = max(1, batch_size // e_total)
-                e_chunk = min(e_total, max(1, batch_size // per_batch))
-                table: dict[str, np.ndarray] = {}
-                for pos, x, y in dataset.batches(per_batch, device):
-                    feed = dataset.feed(pos, x, device)
-                    raw = caller(feed)
-                    if kind is None:
-                        task.check_output(raw, x)
-                        _check_finite(raw)
-                        kind = task.setup(raw, output_kind)
-                        _check_labels(dataset, raw, task, caller, feed)
-                    ref = task.convert(raw)
-                    rows = slot[pos]
-                    if si == 0 and (rows >= 0).any():
-                        if kept_refs is None:
-                            kept_refs = torch.empty((len(null_a), *ref.shape[1:]), dtype=ref.dtype)
-                        hit = torch.from_numpy(rows >= 0)
-                        kept_refs[torch.from_numpy(rows[rows >= 0])] = ref[hit.to(ref.device)].cpu()
-                    targets = dataset.targets_at(pos, device) if use_targets else None
-                    _sweep_batch(caller, task, sym, elements, table, n, pos, x, y, ref, e_chunk, reference, targets,
-                                 feed=feed, act_on=dataset.binding.act_on if dataset.binding is not None else None)
-                    done += len(pos)
-                    if progress is not None:
-                        progress(done, total, sym.spec)
-                tables.append(table)
-            null = None
-            if len(null_a):
+            elements = sym.elements.to(device)
+            e_total = sym.n_elements
+            per_batch = max(1, batch_size // e_total)
+            e_chunk = min(e_total, max(1, batch_size // per_batch))
+            table: dict[str, np.ndarray] = {}
+            for pos, x, y in dataset.batches(per_batch, device):
+                if stop is not None:
+                    stop()
+                feed = dataset.feed(pos, x, device)
+                raw = caller(feed)
+                if kind is None:
+                    task.check_output(raw, x)
+                    _check_finite(raw)
+                    kind = task.setup(raw, output_kind)
+                    _check_labels(dataset, raw, task, caller, feed)
+                ref = task.convert(raw)
+                rows = slot[pos]
+                if si == 0 and (rows >= 0).any():
+                    if kept_refs is None:
+                        kept_refs = torch.empty((len(null_a), *ref.shape[1:]), dtype=ref.dtype)
+                    hit = torch.from_numpy(rows >= 0)
+                    kept_refs[torch.from_numpy(rows[rows >= 0])] = ref[hit.to(ref.device)].cpu()
+                targets = dataset.targets_at(pos, device) if use_targets else None
+                _sweep_batch(caller, task, sym, elements, table, n, pos, x, y, ref, e_chunk, reference, targets,
+                             feed=feed, act_on=dataset.binding.act_on if dataset.binding is not None else None)
+                done += len(pos)
+                if progress is not None:
+                    progress(done, total, sym.spec)
+            if si == 0 and len(null_a):
                 ra, rb = kept_refs[torch.from_numpy(slot[null_a])], kept_refs[torch.from_numpy(slot[null_b])]
                 null = task.null(ra, rb).cpu().numpy().astype(np.float64)
-    except (EqauditError, KeyboardInterrupt) as exc:
-        # keep what was measured: the symmetries finished before the failure travel with the error
-        exc.partial = SweepOutput(tables, kind or "raw", time.perf_counter() - t_start, caller.seconds, caller.evals)
-        raise
-    seconds = time.perf_counter() - t_start
-    return SweepOutput(tables, kind or "raw", seconds, caller.seconds, caller.evals, null)
+        yield SymmetryTable(si, table, kind or "raw", null, time.perf_counter() - t0, caller.seconds - m0, caller.evals - e0)
 
 
 def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dict[str, np.ndarray], n: int, pos: np.ndarray,

@@ -229,3 +229,27 @@ class FailsOnZeroColumn(nn.Module):
         if bool((x[..., 0].abs().amax(dim=(-1, -2)) == 0).any()):
             raise RuntimeError("blank column")
         return self.net(x)
+
+
+class SlowCNN(SmallCNN):
+    """SmallCNN that sleeps 50 ms per call: a scan slow enough to interrupt between symmetries."""
+
+    def forward(self, x):
+        import time
+
+        time.sleep(0.05)
+        return super().forward(x)
+
+
+class CallLogCNN(SmallCNN):
+    """SmallCNN that appends a line to the file named by $EQAUDIT_TEST_CALL_LOG on every call (to prove
+    that a scan stopped before calling the model)."""
+
+    def forward(self, x):
+        import os
+
+        log = os.environ.get("EQAUDIT_TEST_CALL_LOG")
+        if log:
+            with open(log, "a") as fh:
+                fh.write(f"{x.shape[0]}\n")
+        return super().forward(x)

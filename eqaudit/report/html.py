@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from ..errors import ResultError
-from ..result import AuditResult, SymmetryResult, raw_logit_key
+from ..result import AuditResult, OrbitTable, SymmetryResult, raw_logit_key
 from . import plots
 from .io import write_bytes_atomic, write_text_atomic
 
@@ -171,7 +171,7 @@ class _Builder:
     def _table(self, j: int, key: str) -> np.ndarray | None:
         if self.orbits is None:
             return None
-        return self.orbits.get(f"s{j}.{key}")
+        return self.orbits.get(OrbitTable.key(j, key))
 
     def _class_name(self, c: int) -> str:
         classes = self.result.data.classes
