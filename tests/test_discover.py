@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 import toy_discover
+from conftest import export_onnx
 from eqaudit.cli import app
 from eqaudit.config import resolve
 from eqaudit.discover import FD_METHOD, JVP_METHOD, _affine2d, build_algebra, run_discover, vector_text, verdicts
@@ -39,15 +39,6 @@ def _blobs(n: int, seed: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def _export_onnx(module: torch.nn.Module, path: Path, sample: torch.Tensor) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (sample,), str(path), input_names=["input"], output_names=["logits"],
-                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=False,
-                          verbose=False)
-    return path
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("discover")
@@ -62,8 +53,8 @@ def files(tmp_path_factory):
         module = getattr(toy_discover, name)()
         torch.save(module.state_dict(), d / f"{name}.pt")
         out[name] = d / f"{name}.pt"
-    out["RadialNet.onnx"] = _export_onnx(toy_discover.RadialNet(), d / "radial.onnx", torch.zeros(2, 1, H, H))
-    out["DistanceNet.onnx"] = _export_onnx(toy_discover.DistanceNet(), d / "distance.onnx", torch.zeros(2, 9, 3))
+    out["RadialNet.onnx"] = export_onnx(toy_discover.RadialNet(), d / "radial.onnx", torch.zeros(2, 1, H, H))
+    out["DistanceNet.onnx"] = export_onnx(toy_discover.DistanceNet(), d / "distance.onnx", torch.zeros(2, 9, 3))
     return out
 
 

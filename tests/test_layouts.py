@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from torch.testing import assert_close
 from typer.testing import CliRunner
 
 import toy_layouts
-from conftest import TESTS, smooth_images
+from conftest import TESTS, export_onnx, smooth_images
 from eqaudit.api import scan
 from eqaudit.cli import app
 from eqaudit.data import load_dataset
@@ -98,15 +97,6 @@ def test_dataset_hands_out_canonical_batches(tmp_path):
 # ---- model files -------------------------------------------------------------------------------------
 
 
-def _export_onnx(module: torch.nn.Module, path, sample: torch.Tensor):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (sample,), str(path), input_names=["input"], output_names=["logits"],
-                          dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=False,
-                          verbose=False)
-    return path
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("layouts")
@@ -136,8 +126,8 @@ def files(tmp_path_factory):
     np.savez(d / "gray_nhwc.npz", x=np.ascontiguousarray(gray.transpose(0, 2, 3, 1)))
     for key in ["rect", "nchw", "nhwc", "ncl", "nlc", "wide", "gray_nchw", "gray_nhwc"]:
         out[key] = d / f"{key}.npz"
-    out["PlainCNN3.onnx"] = _export_onnx(toy_layouts.PlainCNN3(), d / "PlainCNN3.onnx", torch.from_numpy(nchw[:2]))
-    out["ChannelsLastCNN3.onnx"] = _export_onnx(
+    out["PlainCNN3.onnx"] = export_onnx(toy_layouts.PlainCNN3(), d / "PlainCNN3.onnx", torch.from_numpy(nchw[:2]))
+    out["ChannelsLastCNN3.onnx"] = export_onnx(
         toy_layouts.ChannelsLastCNN3(), d / "ChannelsLastCNN3.onnx", torch.from_numpy(np.ascontiguousarray(nchw[:2].transpose(0, 2, 3, 1)))
     )
     return out
