@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,8 +18,10 @@ from .layouts import LayoutInput
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor, varying_column
 from .models import ReshapedInput, load_model, resolve_device
 from .models.base import check_declared_shape
-from .report.io import write_bytes_atomic, write_text_atomic
-from .result import ORBITS_FILE, AuditResult, DataInfo, ModelInfo, SymmetryResult
+from .report.base import Outcome, file_reporters
+from .report.csvfile import elements_frame  # noqa: F401  (re-exported: api.elements_frame)
+from .report.thumbs import pack as pack_thumbs, thumb_elements
+from .result import AuditResult, DataInfo, ModelInfo, SymmetryResult
 from .sweep import Progress, SweepOutput, sweep
 from .symmetries import Symmetry, parse_symmetry
 from .tasks import Task, task_for
@@ -152,7 +153,7 @@ def run_scan(
         result.passed = all(s.passed for s in result.symmetries)
         if write:
             result.complete = m == len(models) - 1
-            write_outputs(result, orbits, out_dir)
+            write_outputs(result, orbits, out_dir, formats=settings.format)
     result.complete = True
     comparison = None
     if base_result is not None:
@@ -221,7 +222,7 @@ def _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, tas
     if result.symmetries:
         result.complete = False
         result.passed = False
-        write_outputs(result, orbits, out_dir)
+        write_outputs(result, orbits, out_dir, formats=settings.format)
 
 
 def _as_called(adapter, dataset: Dataset, reshape: bool):
@@ -345,6 +346,25 @@ def _add_symmetries(result, orbits, m, symmetries: list[Symmetry], swept: SweepO
         worst = _worst(table, sym.identity_index, task.main_metric)
         orbits[f"s{j}.worst_index"] = worst
         orbits[f"s{j}.worst_x"] = dataset.take(worst).numpy()
+        _add_thumbs(orbits, j, sym, table[task.main_metric][worst], orbits[f"s{j}.worst_x"])
+
+
+def _add_thumbs(orbits, j: int, sym: Symmetry, values: np.ndarray, xs: np.ndarray) -> None:
+    """The worst samples' orbits as thumbnails: ``s{j}.thumb_elements`` (k, T) element rows (-1: none) and
+    ``s{j}.thumb_x`` (k, T, C, H, W) the transformed images, so the report draws them without torch."""
+    import torch
+
+    if sym.domain != "image" or xs.ndim != 4 or not len(xs):
+        return
+    el = sym.elements.numpy()
+    col = varying_column(el) if sym.layout in ("polar", "line") and el.shape[1] > 1 else 0
+    picks = [thumb_elements(sym.layout, el[:, col], sym.identity_index, v.astype(np.float64)) for v in values]
+    index = pack_thumbs(picks)
+    out = np.zeros(index.shape + xs.shape[1:], dtype=xs.dtype)
+    with torch.no_grad():
+        for r, (x, sel) in enumerate(zip(xs, picks)):
+            out[r, : len(sel)] = sym.act(torch.from_numpy(x[None]), sym.elements[sel])[:, 0].numpy()
+    orbits[f"s{j}.thumb_elements"], orbits[f"s{j}.thumb_x"] = index, out
 
 
 def _add_levels(summary, per_element, orbits, j, sym: Symmetry, table, swept: SweepOutput, task: Task, settings) -> None:
@@ -373,29 +393,12 @@ def _worst(table: dict[str, np.ndarray], identity_index: int, metric: str, k: in
     return np.argsort(-score, kind="stable")[:k].astype(np.int64)
 
 
-def write_outputs(result: AuditResult, orbits: dict[str, np.ndarray], out_dir: Path) -> None:
-    """Write the orbit table, the per-element CSV, then result.json, each atomically."""
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **orbits)
-    write_bytes_atomic(out_dir / ORBITS_FILE, buf.getvalue())
-    write_text_atomic(out_dir / "elements.csv", elements_frame(result).to_csv(index=False))
-    result.save(out_dir / "result.json")
-
-
-def elements_frame(result: AuditResult):
-    """One row per (model, symmetry, group element) with every per-element metric: a pandas DataFrame
-    (written as elements.csv, for spreadsheets and CI artifacts)."""
-    import pandas as pd
-
-    rows = []
-    for s in result.symmetries:
-        for e, pe in enumerate(s.per_element):
-            row = {"model": Path(result.models[s.model].path).name, "symmetry": s.spec, "element": pe.get("label", str(e)),
-                   "identity": e == s.identity_index}
-            row.update({name: value for name, value in zip(s.param_names, s.elements[e])})
-            row.update({k: v for k, v in pe.items() if k not in ("label", "element") and not isinstance(v, (list, dict))})
-            rows.append(row)
-    return pd.DataFrame(rows)
+def write_outputs(result: AuditResult, orbits: dict[str, np.ndarray], out_dir: Path, *, formats: list[str] | None = None) -> None:
+    """Write the scan's files, each atomically: the orbit table, the per-element CSV, then result.json
+    (always; ``formats`` as --format, None: all; see eqaudit.report.base)."""
+    outcome = Outcome(result, Path(out_dir), orbits=orbits)
+    for reporter in file_reporters(formats):
+        reporter.write(outcome)
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
