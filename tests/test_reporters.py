@@ -42,6 +42,11 @@ def test_scan_writes_only_the_selected_outputs(model_files, data_npz, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["elements.csv", "result.json"]
     assert ET.parse(junit).getroot().get("tests") == "1"
     assert json.loads((out / "result.json").read_text())["settings"]["values"]["format"] == ["csv", "junit"]
+    # written without pandas, the CSV reads as pandas writes it
+    from eqaudit.report.csvfile import elements_frame
+    from eqaudit.result import AuditResult
+
+    assert (out / "elements.csv").read_text() == elements_frame(AuditResult.load(out / "result.json")).to_csv(index=False)
     # the same scan with the defaults writes everything, and --format without junit leaves no JUnit file
     res = runner.invoke(app, scan_args(model_files, data_npz, tmp_path / "all", "--junit-xml", tmp_path / "all.xml"))
     assert res.exit_code == 0, res.output
