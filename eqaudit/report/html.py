@@ -2,8 +2,8 @@
 
 Reads nothing but the ``AuditResult`` and ``orbits.npz`` (so ``eqaudit report`` works after model and
 data are gone). Figures are rendered once each (PNG at a modest dpi, the sample maps as inline SVG
-so their worst-sample labels are links), written under ``out_dir/plots/`` and inlined in the page
-as data URIs. The page is a Jinja2 template with autoescaping on: every user string (class names,
+so their worst-sample labels are links), in forked worker processes where there are CPUs to spare
+(:func:`draw_all`), written under ``out_dir/plots/`` and inlined in the page as data URIs. The page is a Jinja2 template with autoescaping on: every user string (class names,
 file names, specs) is escaped; only the SVG that matplotlib wrote here is inserted as markup, and it
 holds no user text (text is drawn as paths and comments are stripped).
 """
@@ -91,7 +91,7 @@ def write_report(result: AuditResult, out_dir: Path, source_dir: Path, *, worker
 
 
 Recipe = tuple[Callable[..., Any], tuple, dict]  # a plots function, its positional and keyword arguments
-MIN_JOBS_PER_WORKER = 6  # a worker process costs about one figure to start: fewer figures are drawn here
+MIN_JOBS_PER_WORKER = 6  # a forked worker loads its fonts before its first figure: not worth it for fewer
 MAX_WORKERS = 8
 
 
