@@ -19,8 +19,10 @@ from .layouts import LayoutInput
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor, varying_column
 from .models import ReshapedInput, load_model, resolve_device
 from .models.base import check_declared_shape
-from .report.io import write_bytes_atomic, write_text_atomic
-from .result import ORBITS_FILE, AuditResult, DataInfo, ModelInfo, OrbitTable, SymmetryResult
+from .report.base import Outcome, file_reporters
+from .report.csvfile import elements_frame  # noqa: F401  (re-exported: api.elements_frame)
+from .report.thumbs import pack as pack_thumbs, thumb_elements
+from .result import AuditResult, DataInfo, ModelInfo, OrbitTable, SymmetryResult
 from .sweep import Progress, sweep, sweep_tables
 from .symmetries import Symmetry, parse_symmetry
 from .tasks import Task, task_for
@@ -162,7 +164,7 @@ def run_scan(
                 result.complete = False
                 result.passed = False  # nothing passes before it is complete
                 result.checkpoint = {"fingerprint": fp, "models_finished": m + (1 if audit.finished else 0)}
-                write_outputs(result, orbits, out_dir)
+                write_outputs(result, orbits, out_dir, formats=plan.settings.format)
 
         audit_model(plan, m, models[m], orbits, loaded=first if m == 0 else None, prior=prior, on_progress=checkpoint)
     result.complete = True
@@ -180,7 +182,7 @@ def run_scan(
         }
         result.passed = result.passed and comparison.passed
     if write:
-        write_outputs(result, orbits, out_dir)
+        write_outputs(result, orbits, out_dir, formats=plan.settings.format)
         outdir.finish(out_dir)
     return result, out_dir, comparison
 
@@ -452,6 +454,7 @@ def _symmetry_result(m: int, j: int, sym: Symmetry, table: dict[str, np.ndarray]
     worst = _worst(table, sym.identity_index, task.main_metric)
     orbits.put(j, "worst_index", worst)
     orbits.put(j, "worst_x", plan.dataset.take(worst).numpy())
+    _add_thumbs(orbits, j, sym, table[task.main_metric][worst], orbits.get(j, "worst_x"))
     return SymmetryResult(
         model=m,
         name=desc["name"],
@@ -500,28 +503,35 @@ def _worst(table: dict[str, np.ndarray], identity_index: int, metric: str, k: in
     return np.argsort(-score, kind="stable")[:k].astype(np.int64)
 
 
-def write_outputs(result: AuditResult, orbits: OrbitTable, out_dir: Path) -> None:
-    """Write the orbit table, the per-element CSV, then result.json, each atomically (result.json last:
-    a checkpoint never lists a symmetry whose arrays are not on disk)."""
-    write_bytes_atomic(out_dir / ORBITS_FILE, orbits.to_bytes())
-    write_text_atomic(out_dir / "elements.csv", elements_frame(result).to_csv(index=False))
-    result.save(out_dir / "result.json")
+def write_outputs(result: AuditResult, orbits: OrbitTable, out_dir: Path, *, formats: list[str] | None = None) -> None:
+    """Write the scan's files, each atomically: the orbit table, the per-element CSV, then result.json
+    (always, and last: a checkpoint never lists a symmetry whose arrays are not on disk; ``formats`` as
+    --format, None: all; see eqaudit.report.base)."""
+    outcome = Outcome(result, Path(out_dir), orbits=orbits.arrays)
+    for reporter in file_reporters(formats):
+        reporter.write(outcome)
 
 
-def elements_frame(result: AuditResult):
-    """One row per (model, symmetry, group element) with every per-element metric: a pandas DataFrame
-    (written as elements.csv, for spreadsheets and CI artifacts)."""
-    import pandas as pd
+def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, xs: np.ndarray) -> None:
+    """The worst samples' orbits as thumbnails: ``thumb_elements`` (k, T) element rows (-1: none) and
+    ``thumb_x`` (k, T, ...) those samples moved by those elements (images (C, H, W), point structures
+    (P, 3)), so the report draws them without torch or the symmetry code."""
+    import torch
 
-    rows = []
-    for s in result.symmetries:
-        for e, pe in enumerate(s.per_element):
-            row = {"model": Path(result.models[s.model].path).name, "symmetry": s.spec, "element": pe.get("label", str(e)),
-                   "identity": e == s.identity_index}
-            row.update({name: value for name, value in zip(s.param_names, s.elements[e])})
-            row.update({k: v for k, v in pe.items() if k not in ("label", "element") and not isinstance(v, (list, dict))})
-            rows.append(row)
-    return pd.DataFrame(rows)
+    image = sym.domain == "image" and xs.ndim == 4
+    points = sym.domain == "points" and xs.ndim == 3 and xs.shape[-1] == 3
+    if not (image or points) or not len(xs):
+        return
+    el = sym.elements.numpy()
+    col = varying_column(el) if sym.layout in ("polar", "line") and el.shape[1] > 1 else 0
+    picks = [thumb_elements(sym.layout, el[:, col], sym.identity_index, v.astype(np.float64)) for v in values]
+    index = pack_thumbs(picks)
+    out = np.zeros(index.shape + xs.shape[1:], dtype=xs.dtype)
+    with torch.no_grad():
+        for r, (x, sel) in enumerate(zip(xs, picks)):  # at most WORST_SAMPLES samples
+            out[r, : len(sel)] = sym.act(torch.from_numpy(x[None]), sym.elements[sel])[:, 0].numpy()
+    orbits.put(j, "thumb_elements", index)
+    orbits.put(j, "thumb_x", out)
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Iterator
 
 from .gates import Comparison, failure_line
+from .metricspec import METRICS
 from .result import AuditResult, Gate, SymmetryResult, raw_logit_key
 
 MAX_SUMMARY_BYTES = 64 * 1024  # GitHub accepts 1 MiB per step; a compact table stays far below
 MAX_SUMMARY_ROWS = 200
 SUMMARY_METRICS = ("flip_rate", "prob_tv", "equivariance_error", "max_abs_error", "accuracy", "worst_case_accuracy")
-PERCENT_METRICS = {"flip_rate", "accuracy", "worst_case_accuracy", "clean_accuracy"}
+PERCENT_METRICS = {k for k, m in METRICS.items() if m.percent}  # from the metric registry
 
 
 def _model(result: AuditResult, s: SymmetryResult) -> str:

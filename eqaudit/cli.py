@@ -14,6 +14,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import EqauditError, Interrupted
+from .report.base import Outcome
 
 app = typer.Typer(
     add_completion=False,
@@ -81,129 +82,17 @@ def _fail(exc: BaseException) -> None:
 
 
 def _fmt(v, pct: bool = False) -> str:
-    if v is None:
-        return "–"
-    if pct:
-        return f"{100 * v:.1f}%"
-    return f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"
+    from .report.terminal import fmt
 
-
-# (header, summary key, shown as percent); a column appears when any row has a value for it
-METRIC_COLUMNS = [
-    ("flip rate", "flip_rate", True), ("prob shift", "prob_tv", False), ("logit err", "logit_error", False),
-    ("equiv. error", "equivariance_error", False),
-    ("max abs err", "max_abs_error", False), ("EPE", "epe", False), ("IoU", "iou", False), ("mean IoU", "mean_iou", False),
-    ("accuracy", "accuracy", True), ("worst-case acc", "worst_case_accuracy", True),
-]
-
-
-def _cell(sm: dict, key: str):
-    """The terminal's value of a summary key (None: an empty cell)."""
-    from .result import raw_logit_key
-
-    if raw_logit_key(key, sm):
-        return None
-    return sm.get(key)
-
-
-def _columns(result) -> list[tuple[str, str, bool]]:
-    """METRIC_COLUMNS that some row fills, then one column per declared output's main error
-    (``energy.equivariance_error``, ``vote.flip_rate``) for scans with several outputs."""
-    shown = [c for c in METRIC_COLUMNS if any(_cell(s.summary, c[1]) is not None for s in result.symmetries)]
-    headers = {k: (h, pct) for h, k, pct in METRIC_COLUMNS}
-    seen: dict[str, tuple[str, str, bool]] = {}
-    for s in result.symmetries:
-        for key, v in s.summary.items():
-            name, _, metric = key.partition(".")
-            if metric in ("flip_rate", "equivariance_error") and name and isinstance(v, (int, float)) and key not in seen:
-                h, pct = headers[metric]
-                seen[key] = (f"{name} {h}", key, pct)
-    return shown + list(seen.values())
-
-
-def _level_text(sm: dict) -> str:
-    if sm.get("level") is None:
-        return "undetermined" if sm.get("level_status") == "undetermined" else "–"
-    lo, hi = sm.get("level_ci") or (None, None)
-    return f"{sm['level']:.3f}" + (f" [{lo:.2f}–{hi:.2f}]" if lo is not None else "")
-
-
-def fingerprint(result, model: int) -> str:
-    """One line: the level of every symmetry scanned for one model, side by side."""
-    return " | ".join(f"{spec} {'?' if lv is None else f'{lv:.2f}'}" for spec, lv in result.fingerprint(model))
+    return fmt(v, pct)
 
 
 def print_summary(result) -> None:
-    """One row per (model, symmetry), a dim sub-row per element of a small finite group (with that
-    element's gates), then each model's symmetry fingerprint."""
-    multi = len(result.models) > 1
-    table = Table(title=f"eqaudit: {result.data.n_samples} samples from {Path(result.data.path).name}", title_justify="left")
-    # narrow terminals: names and the level wrap onto a second line instead of being cut off
-    if multi:
-        table.add_column("model", overflow="fold")
-    table.add_column("symmetry", overflow="fold")
-    table.add_column("exact", justify="center")
-    shown = _columns(result)
-    for header, _, _ in shown:
-        table.add_column(header, justify="right", overflow="fold")
-    for header in ("floor", "level [95% CI]", "gates"):
-        table.add_column(header, justify="left" if header == "gates" else "right", overflow="fold")
-    for s in result.symmetries:
-        sm = s.summary
-        elements = {str(s.per_element[e].get("label", e)) for e in s.listed_elements()}  # their gates go on their sub-row
-        floor = _fmt(sm.get("floor")) + ("" if s.exact else f" ({sm.get('unresolved_elements', 0)} unres.)")
-        gates = ", ".join(("[green]pass[/]" if g.passed else "[red]FAIL[/]") + f" {escape(g.name)}" for g in s.gates
-                          if g.element is None or g.element not in elements) or "–"
-        row = [escape(s.spec), "yes" if s.exact else "no", *(_fmt(_cell(sm, k), pct) for _, k, pct in shown), floor, _level_text(sm), gates]
-        table.add_row(*([escape(Path(result.models[s.model].path).name)] if multi else []), *row)
-        for e in s.listed_elements():  # one dim sub-row per element of a small finite group
-            pe = s.per_element[e]
-            label = str(pe.get("label", e))
-            own = ", ".join(("[green]pass[/]" if g.passed else "[red]FAIL[/]") + f" {escape(g.metric)}"
-                            for g in s.gates if g.element == label)
-            cells = ["  └ " + escape(label), "", *("" if _cell(pe, k) is None else _fmt(_cell(pe, k), pct) for _, k, pct in shown),
-                     "" if pe.get("floor") is None else _fmt(pe["floor"]), "" if pe.get("level") is None else f"{pe['level']:.3f}", own]
-            table.add_row(*([""] if multi else []), *cells, style="dim")
-    out.print(table)
-    for m, info in enumerate(result.models):
-        out.print(f"fingerprint {escape(Path(info.path).name)}: {escape(fingerprint(result, m))}", highlight=False)
-    for line in extra_lines(result):
-        out.print(line, markup=False, highlight=False)
-    for note in dict.fromkeys(n for s in result.symmetries for n in s.notes):  # each once, across models
-        out.print(f"note: {note}", style="dim", markup=False, highlight=False)
+    """The terminal summary (eqaudit.report.terminal) on stdout."""
+    from .report.base import Outcome
+    from .report.terminal import TerminalReporter
 
-
-def extra_lines(result) -> list[str]:
-    """Opt-in measurements (local error, layer shares, level at init) and loader notes, one line each."""
-    lines = []
-    multi = len(result.models) > 1
-    refs = sorted({s.reference for s in result.symmetries} - {"identity"})
-    if refs:
-        what = {"label": "the ground truth (labels or targets)", "consensus": "the orbit's consensus"}
-        lines.append("reference: " + ", ".join(f"{r} ({what.get(r, r)})" for r in refs) + " instead of the untransformed output")
-    for info in result.models:
-        for note in info.notes:
-            if not note.startswith("onnxruntime providers"):
-                lines.append(f"note {Path(info.path).name}: {note}")
-    for s in result.symmetries:
-        sm, who = s.summary, (f"{Path(result.models[s.model].path).name} " if multi else "") + s.spec
-        if "lie_derivative" in sm:
-            if sm["lie_derivative"] is None:
-                lines.append(f"local error {who}: n/a ({sm.get('lie_derivative_reason', '')})")
-            else:
-                lines.append(f"local error {who}: {sm['lie_derivative']:.4g} {sm['lie_derivative_unit']} "
-                             f"({sm['lie_derivative_method']})")
-        if "layers" in sm:
-            if sm["layers"] is None:
-                lines.append(f"layers {who}: n/a ({sm.get('layers_reason', '')})")
-            else:
-                top = ", ".join(f"{r['name']} {100 * r['share']:.0f}%" for r in sm["layers"][:4])
-                lines.append(f"layers {who}: {top} (unexplained {100 * sm['layers_residual']:.0f}%)")
-        if "level_at_init" in sm:
-            init = sm["level_at_init"]
-            lines.append(f"level at init {who}: " + (f"{init:.3f} (trained: {_level_text(sm)})" if init is not None
-                                                    else f"n/a ({sm.get('level_at_init_reason', '')})"))
-    return lines
+    TerminalReporter(out).write(Outcome(result))
 
 
 @app.command()
@@ -225,6 +114,7 @@ def scan(
     baseline: Annotated[Optional[Path], typer.Option(help="a previous result.json: fail when a metric got worse than there")] = None,
     max_regression: Annotated[Optional[list[str]], typer.Option(help="allowed worsening against --baseline: 0.02, 5% or METRIC=VALUE, repeatable [default: 0.01]")] = None,
     junit_xml: Annotated[Optional[Path], typer.Option(help="write a JUnit XML file: one test case per gate and baseline metric")] = None,
+    format_: Annotated[Optional[list[str]], typer.Option("--format", help="outputs to write, comma-separated or repeated: json, orbits, csv, html, junit, summary, annotations or all; result.json is always written, html implies orbits [default: all]")] = None,
     input_shape: Annotated[Optional[str], typer.Option(help="per-sample shape for flat inputs, e.g. 1x8x8")] = None,
     layout: Annotated[Optional[str], typer.Option(help="axes of the model's input batch: auto, NCHW, NHWC (channels-last), NCL, NLC (1-D signals) or NPD (point sets) [default: auto]")] = None,
     input_: Annotated[Optional[list[str]], typer.Option("--input", help="NAME=KEY: feed model input NAME from data array KEY, repeatable (models with several inputs)")] = None,
@@ -255,7 +145,7 @@ def scan(
         "targets_key": targets_key,
         "local": True if (local or layers) else None, "layers": True if layers else None, "extent_tolerance": extent_tolerance, "level_at_init": True if level_at_init else None,
         "gates": gate or None, "baseline": str(baseline) if baseline else None, "max_regression": max_regression or None,
-        "junit_xml": str(junit_xml) if junit_xml else None,
+        "junit_xml": str(junit_xml) if junit_xml else None, "format": format_ or None,
     }
     settings = None
     stopper = _StopOnSignal()
@@ -291,15 +181,12 @@ def scan(
     except Exception as exc:
         _junit_error(settings.junit_xml if settings is not None else flags["junit_xml"], exc)
         _fail(exc)
-    if not quiet:
-        print_summary(result)
-    html = _render_report(result, folder)
-    if not quiet:
-        out.print(f"wrote {folder / 'result.json'} and {html}", markup=False)
+    lines = _write_reports(Outcome(result, folder, comparison, **_ci_targets(settings.junit_xml)), settings.format, quiet=quiet)
     if comparison is not None:
         _print_comparison(comparison, verbose=verbose, quiet=quiet)
     _print_verdict(result)
-    _ci_outputs(result, comparison, settings.junit_xml)
+    for line in lines:
+        typer.echo(line)
     raise typer.Exit(EXIT_PASS if result.passed else EXIT_GATE_FAILED)
 
 
@@ -325,23 +212,36 @@ def _junit_error(junit_path: str | Path | None, exc: BaseException) -> None:
         err.print(f"could not write {escape(str(junit_path))}: {escape(str(write_exc))}", highlight=False)
 
 
-def _ci_outputs(result, comparison, junit_path: str | Path | None) -> None:
-    """JUnit XML (when asked), the GitHub step summary (when $GITHUB_STEP_SUMMARY is set) and
-    ::error annotations (when GITHUB_ACTIONS=true)."""
-    from . import ci
+def _ci_targets(junit_path: str | Path | None) -> dict:
+    """Where the CI outputs go: the --junit-xml file, $GITHUB_STEP_SUMMARY, and annotations when GITHUB_ACTIONS=true."""
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    return {"junit_path": Path(junit_path) if junit_path else None, "step_summary": Path(summary_file) if summary_file else None,
+            "annotate": os.environ.get("GITHUB_ACTIONS") == "true"}
 
+
+def _write_reports(outcome, formats, *, quiet: bool = False) -> list[str]:
+    """Run the reporters of a finished audit in one loop: the terminal summary (unless quiet), then those
+    --format selects (HTML, JUnit, step summary, annotations; see eqaudit.report.base). Say what they
+    wrote and return their stdout lines (annotations) to print after the verdict."""
+    from .report.base import after_reporters
+    from .report.terminal import TerminalReporter
+
+    lines, html = [], None
+    terminal = [TerminalReporter(out)] if not quiet and outcome.result is not None else []
     try:
-        if junit_path:
-            path = ci.write_junit(Path(junit_path), result, comparison)
-            err.print(f"wrote {escape(str(path))}", highlight=False)
-        summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
-        if summary_file:
-            ci.append_step_summary(Path(summary_file), ci.step_summary(result, comparison))
-    except OSError as exc:
+        for reporter in [*terminal, *after_reporters(formats)]:
+            written = reporter.write(outcome)
+            lines.extend(written.lines)
+            for path in written.paths:
+                if reporter.name == "html":
+                    html = path
+                else:
+                    err.print(f"wrote {escape(str(path))}", highlight=False)
+    except Exception as exc:  # the JSON is already written, so a failure here loses no measurement
         _fail(exc)
-    if os.environ.get("GITHUB_ACTIONS") == "true":
-        for line in ci.annotations(result, comparison):
-            typer.echo(line)
+    if not quiet and outcome.result is not None:
+        out.print(f"wrote {outcome.out_dir / 'result.json'}" + (f" and {html}" if html else ""), markup=False)
+    return lines
 
 
 def _per_model(progress, n_models: int):
@@ -355,16 +255,6 @@ def _per_model(progress, n_models: int):
         progress(state["offset"] + done, total * n_models, what)
 
     return wrapped
-
-
-def _render_report(result, folder: Path) -> Path:
-    """HTML and plots beside the JSON (already written, so a failure here loses no measurement)."""
-    from .report import render
-
-    try:
-        return render(result, folder, source=folder)
-    except Exception as exc:
-        _fail(exc)
 
 
 def _print_verdict(result) -> None:
@@ -446,7 +336,8 @@ def compare(
     except Exception as exc:
         _fail(exc)
     _print_comparison(comparison, verbose=verbose)
-    _ci_outputs(None, comparison, junit_xml)
+    for line in _write_reports(Outcome(None, None, comparison, **_ci_targets(junit_xml)), ["junit", "summary", "annotations"]):
+        typer.echo(line)
     raise typer.Exit(EXIT_PASS if comparison.passed else EXIT_GATE_FAILED)
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, PathNotFoundError
 from .gates import gate_specs, parse_tolerances, tolerances_to_strings
+from .report.base import FORMATS, parse_formats
 
 ENV_PREFIX = "EQAUDIT_"
 RESERVED_ENV_PREFIX = "EQAUDIT_TEST_"  # the test suite's own variables, never settings
@@ -167,6 +168,11 @@ def _to_layout(v: Any) -> str:
     return normalise(v)
 
 
+def _to_formats(v: Any) -> list[str]:
+    """Output formats (see eqaudit.report.base): ``"json,junit"``, a list of names, or ``all``."""
+    return parse_formats(v)
+
+
 def _to_gate_list(v: Any) -> list[str]:
     """Gates (see eqaudit.gates): a gate string or a list of them, or a table keyed by symmetry
     (``[gates] rot90 = ["flip_rate <= 0.01"]``); stored as canonical strings ``rot90:flip_rate<=0.01``."""
@@ -212,6 +218,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("baseline", None, _to_str, "a previous result.json; a metric worse than there by more than max_regression fails", is_path=True),
         Setting("max_regression", {}, _to_tolerances, "allowed worsening against the baseline: 0.02, 5% or METRIC=VALUE (default 0.01)"),
         Setting("junit_xml", None, _to_str, "write a JUnit XML file (one test case per gate and baseline metric)", is_path=True),
+        Setting("format", list(FORMATS), _to_formats, "outputs to write: json, orbits, csv, html, junit, summary, annotations or all (result.json is always written)"),
         Setting("input_shape", None, _to_str, "per-sample shape for flat inputs, e.g. 1x8x8"),
         Setting("layout", "auto", _to_layout, "axes of the model's input batch: auto, NCHW, NHWC, NCL, NLC or NPD"),
         Setting("input", [], _to_input_pairs, "NAME=KEY: feed the model input NAME from the data array KEY (several inputs)"),

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
-from .metrics import DIRECTION
+from .metricspec import DIRECTION
 from .result import AuditResult, Gate, raw_logit_key
 
 OPS = ("<=", ">=")

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import non_identity
-
 N_BOOT = 1000
 # numpy >= 2 names it trapezoid; numpy 1.x (the declared floor is 1.24) only has trapz, the same rule
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz
 SEPARATION_Z = 3.0  # null - floor must exceed this many standard errors ...
 SEPARATION_MIN = 1e-6  # ... and this absolute margin
+
+
+def non_identity(arr: np.ndarray, identity_index: int) -> np.ndarray:
+    """(N, E) -> (N, E - 1) without the identity column (unchanged when E == 1)."""
+    return np.delete(arr, identity_index, axis=1) if arr.shape[1] > 1 else arr
 
 
 def _level(e, floor, null):

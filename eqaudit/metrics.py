@@ -9,29 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .levels import non_identity  # noqa: F401  (numpy-only: the report reads it without torch)
+from .metricspec import DIRECTION  # noqa: F401  (declared once in the metric registry; re-exported)
+
 PROB_TOL = 1e-4
-
-# Direction of every summary metric: +1 higher is better, -1 lower is better (used by gates and compare).
-DIRECTION: dict[str, int] = {
-    "flip_rate": -1,
-    "prob_tv": -1,
-    "floor": -1,
-    "floor_flip_rate": -1,
-    "equivariance_error": -1,
-    "max_abs_error": -1,
-    "logit_error": -1,
-    "accuracy": +1,
-    "clean_accuracy": +1,
-    "worst_case_accuracy": +1,
-    "true_class_prob": +1,
-    "level": +1,
-    "level_ci_low": +1,
-    "level_ci_high": +1,
-    "level_at_init": +1,
-    "lie_derivative": -1,
-    "layers_residual": -1,
-}
-
 
 
 def looks_like_probabilities(out: Tensor) -> bool:
@@ -86,11 +67,6 @@ def centred_logits(out: Tensor, kind: str) -> Tensor:
     return z - z.mean(-1, keepdim=True)
 
 
-def non_identity(arr: np.ndarray, identity_index: int) -> np.ndarray:
-    """(N, E) -> (N, E - 1) without the identity column (unchanged when E == 1)."""
-    return np.delete(arr, identity_index, axis=1) if arr.shape[1] > 1 else arr
-
-
 def summarize_classify(table: dict[str, np.ndarray], identity_index: int) -> tuple[dict, list[dict]]:
     """Classifier summary: the orbit means (summarize_orbit) plus worst-case and clean accuracy."""
     summary, elements = summarize_orbit(
@@ -124,21 +100,6 @@ def resolved_above_floor(err: np.ndarray, floor: np.ndarray, z: float = 2.0) -> 
 
 EPS = 1e-12
 
-DIRECTION.update(
-    {
-        "pixel_flip_rate": -1,
-        "mean_iou": +1,
-        "epe": -1,
-        "iou": +1,
-        "box_error": -1,
-        "center_error": -1,
-        "confidence": +1,
-        "rms_error": -1,
-        "relative_error": -1,
-        "abs_error": -1,
-        "error_per_atom": -1,
-    }
-)
 
 
 def _flat(t: Tensor) -> Tensor:

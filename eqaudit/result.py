@@ -25,8 +25,11 @@ Keys (j indexes ``symmetries[]``): ``sample_index`` (N,) dataset rows, ``labels`
 has labels, and for each j ``s{j}.{metric}`` (N, E) per-sample values in sweep order (for
 classifiers: ``prob_tv``, ``flipped``, ``correct``, ``true_class_prob``, ``pred``), ``s{j}.floor``
 (N, E) where the action is resampled, ``s{j}.worst_index`` (k,) rows of N ranked worst first and
-``s{j}.worst_x`` (k, ...) the inputs of those samples (for thumbnails; no data file needed), and
-``m{m}.null`` (M,) per model the null sample its levels were estimated from. ``OrbitTable`` owns the scheme.
+``s{j}.worst_x`` (k, ...) the inputs of those samples (no data file needed) and, for image symmetries,
+``s{j}.thumb_elements`` (k, T) element rows (-1: none) with ``s{j}.thumb_x`` (k, T, C, H, W) those samples
+transformed by those elements (the report's thumbnails, drawn without torch or the symmetry code; point
+symmetries store (k, T, P, 3) structures), and ``m{m}.null`` (M,) per model the null sample its levels were
+estimated from. ``OrbitTable`` owns the scheme.
 """
 
 

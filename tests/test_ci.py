@@ -136,9 +136,7 @@ def test_annotations_are_escaped():
 @pytest.fixture
 def no_render(monkeypatch):
     """Skip plots and HTML (tested elsewhere; about 2 s per scan) in tests about the verdict."""
-    import eqaudit.cli as cli
-
-    monkeypatch.setattr(cli, "_render_report", lambda result, folder: folder / "report.html")
+    monkeypatch.setenv("EQAUDIT_FORMAT", "json,orbits,csv,junit,summary,annotations")  # --format without html
 
 
 def test_scan_writes_junit_summary_and_annotations(model_files, data_npz, tmp_path, no_render):

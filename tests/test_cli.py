@@ -124,9 +124,7 @@ def no_github_env(monkeypatch):
 @pytest.fixture
 def no_render(monkeypatch):
     """Skip plots and HTML (tested elsewhere; about 2 s per scan) in tests about the verdict."""
-    import eqaudit.cli as cli
-
-    monkeypatch.setattr(cli, "_render_report", lambda result, folder: folder / "report.html")
+    monkeypatch.setenv("EQAUDIT_FORMAT", "json,orbits,csv,junit,summary,annotations")  # --format without html
 
 
 def test_gate_table(model_files, data_npz, tmp_path, no_render):

@@ -422,3 +422,43 @@ def test_products_are_laid_out_on_their_grid():
     assert len({tuple(el[i, 1:]) for i in index[0]}) == 1  # a row holds one (flip, swap)
     assert plots.finite_cells(orbit("d4")).shape == (2, 4)
     assert plots.finite_cells(orbit("rot90")).shape == (1, 4)
+
+
+# ------------------------------------------------------------------------------------------ speed and independence
+
+
+def test_parallel_drawing_writes_the_same_bytes_as_serial(report, tmp_path):
+    """Figures drawn in worker processes (the fixture's render) equal those drawn in this process."""
+    serial = tmp_path / "serial"
+    render(report["result"], serial, source=report["out"], workers=1)
+    files = sorted(p.name for p in (report["out"] / "plots").iterdir())
+    assert files == sorted(p.name for p in (serial / "plots").iterdir()) and len(files) > 12
+    assert all((serial / "plots" / f).read_bytes() == (report["out"] / "plots" / f).read_bytes() for f in files)
+    assert (serial / "report.html").read_bytes() == report["html"].read_bytes()
+
+
+def test_thumbnails_are_stored_by_the_scan_as_the_symmetry_moves_the_input(report):
+    """The report draws thumbnails from orbits.npz: for rot90 they are the worst inputs turned k quarter turns."""
+    orbits = np.load(report["out"] / "orbits.npz", allow_pickle=False)
+    j = next(j for j, s in enumerate(report["result"].symmetries) if s.spec == "rot90")
+    k = np.asarray(report["result"].symmetries[j].elements)[:, 0].astype(int)
+    index, thumbs, xs = orbits[f"s{j}.thumb_elements"], orbits[f"s{j}.thumb_x"], orbits[f"s{j}.worst_x"]
+    assert index.shape == (len(xs), 4) and (index == np.arange(4)).all()  # a small group: every element
+    for r in range(len(xs)):
+        for t, e in enumerate(index[r]):
+            np.testing.assert_array_equal(thumbs[r, t], np.rot90(xs[r], k[e], axes=(-2, -1)))
+
+
+def test_report_needs_neither_torch_nor_the_tasks(report, tmp_path):
+    """`eqaudit report` re-renders from the saved files in a process that never imports torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from eqaudit.report import render; from eqaudit.result import AuditResult; "
+            f"r = AuditResult.load(Path({str(report['out'] / 'result.json')!r})); "
+            f"render(r, Path({str(tmp_path / 'again')!r}), source=Path({str(report['out'])!r}), workers=1); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('eqaudit.tasks')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"
+    page = (tmp_path / "again" / "report.html").read_text(encoding="utf-8")
+    assert page == report["text"]  # thumbnails and all, without the symmetry code

@@ -2,8 +2,8 @@
 
 Reads nothing but the ``AuditResult`` and ``orbits.npz`` (so ``eqaudit report`` works after model and
 data are gone). Figures are rendered once each (PNG at a modest dpi, the sample maps as inline SVG
-so their worst-sample labels are links), written under ``out_dir/plots/`` and inlined in the page
-as data URIs. The page is a Jinja2 template with autoescaping on: every user string (class names,
+so their worst-sample labels are links), in forked worker processes where there are CPUs to spare
+(:func:`draw_all`), written under ``out_dir/plots/`` and inlined in the page as data URIs. The page is a Jinja2 template with autoescaping on: every user string (class names,
 file names, specs) is escaped; only the SVG that matplotlib wrote here is inserted as markup, and it
 holds no user text (text is drawn as paths and comments are stripped).
 """
@@ -11,10 +11,13 @@ holds no user text (text is drawn as paths and comments are stripped).
 from __future__ import annotations
 
 import base64
+import multiprocessing
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -30,7 +33,6 @@ PLOTS_DIR = "plots"
 WORST_PLOTTED = 4  # individual orbit plots per (model, symmetry)
 MAX_CLASSES = 20  # per-class small multiples beyond this are left out (and the page says so)
 MAX_MAP_POINTS = 3000  # sample-map points drawn (worst samples always kept)
-MAX_THUMBS = 6
 PNG_DPI = 96
 METRIC_ORDER = ["prob_tv", "flip_rate", "accuracy", "true_class_prob", "equivariance_error", "box_error", "iou",
                 "mean_iou", "pixel_flip_rate", "epe", "center_error", "max_abs_error"]
@@ -64,11 +66,12 @@ def _shown(key: str, values: dict) -> bool:
 _OWN_PLOT = re.compile(r"^[gs]\d+-.*\.(png|svg)$")
 
 
-def write_report(result: AuditResult, out_dir: Path, source_dir: Path) -> Path:
+def write_report(result: AuditResult, out_dir: Path, source_dir: Path, *, workers: int | None = None) -> Path:
     """Render every plot to ``out_dir/plots/`` and the page to ``out_dir/report.html``; return its path.
 
     ``source_dir`` holds result.json's orbit table. Without it the page still renders the summary
     and the aggregate curves from ``per_element`` (no bands, per-class views or samples) and says so.
+    ``workers``: processes drawing the figures (None: as many as pay off here, 1: this process only).
     """
     out_dir = Path(out_dir)
     try:
@@ -78,12 +81,46 @@ def write_report(result: AuditResult, out_dir: Path, source_dir: Path) -> Path:
         orbits, missing = None, str(exc)
     builder = _Builder(result, orbits, out_dir)
     context = builder.build()
+    builder.render_figures(workers)
     context["orbits_missing"] = missing
     html = _environment().get_template("report.html.j2").render(**context)
     path = out_dir / "report.html"
     write_text_atomic(path, html)
     builder.remove_stale_plots()
     return path
+
+
+Recipe = tuple[Callable[..., Any], tuple, dict]  # a plots function, its positional and keyword arguments
+MIN_JOBS_PER_WORKER = 6  # a forked worker loads its fonts before its first figure: not worth it for fewer
+MAX_WORKERS = 8
+
+
+def _draw(job: tuple[Recipe, str, str]) -> bytes | str:
+    """One figure: PNG bytes or inline SVG text (top level, so worker processes can run it)."""
+    (make, args, kwargs), kind, name = job
+    fig = make(*args, **kwargs)
+    return plots.to_png(fig, dpi=PNG_DPI) if kind == "png" else plots.to_svg(fig, salt=name)
+
+
+def report_workers(n_jobs: int) -> int:
+    """Processes worth starting for ``n_jobs`` figures: one per available CPU, at most one per
+    MIN_JOBS_PER_WORKER figures; 1 (draw here) where fork is not the platform's safe default."""
+    if sys.platform != "linux":
+        return 1
+    cpus = len(os.sched_getaffinity(0))
+    return max(1, min(cpus, MAX_WORKERS, n_jobs // MIN_JOBS_PER_WORKER))
+
+
+def draw_all(jobs: list[tuple[Recipe, str, str]], workers: int | None = None) -> list[bytes | str]:
+    """Draw ``jobs`` in order. Each figure is a pure function of its arguments, so drawing them in
+    forked processes (matplotlib is single-threaded) gives the same bytes as drawing them here."""
+    n = report_workers(len(jobs)) if workers is None else max(1, int(workers))
+    if n <= 1 or len(jobs) < 2:
+        return [_draw(job) for job in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_draw, jobs, chunksize=max(1, len(jobs) // (4 * n))))
 
 
 def _environment() -> Environment:
@@ -138,26 +175,37 @@ class _Builder:
     orbits: dict[str, np.ndarray] | None
     out_dir: Path
     written: set[str] = field(default_factory=set)  # plot file names this render wrote
-    main_metrics: dict[str, str] = field(default_factory=dict)  # task -> main metric
     models: list[dict[str, Any]] = field(default_factory=list)  # template rows of result.models
+    jobs: list[tuple[Recipe, str, str, _Figure]] = field(default_factory=list)  # figures to draw
 
     # ------------------------------------------------------------------ helpers
-    def _save_png(self, fig, name: str, alt: str) -> _Figure:
-        data = plots.to_png(fig, dpi=PNG_DPI)
-        rel = f"{PLOTS_DIR}/{name}.png"
-        write_bytes_atomic(self.out_dir / rel, data)
-        self.written.add(Path(rel).name)
-        return _Figure(rel, "data:image/png;base64," + base64.b64encode(data).decode("ascii"), alt=alt)
+    def _png(self, recipe: Recipe, name: str, alt: str) -> _Figure:
+        """A PNG figure to draw (``recipe``: a plots function and its arguments); its file, data URI and
+        bytes are filled in by :meth:`render_figures`."""
+        f = _Figure(f"{PLOTS_DIR}/{name}.png", alt=alt)
+        self.jobs.append((recipe, "png", name, f))
+        return f
 
-    def _save_svg(self, fig, name: str, alt: str) -> _Figure:
-        svg = plots.to_svg(fig, salt=name)
-        rel = f"{PLOTS_DIR}/{name}.svg"
-        standalone = svg.replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" '
-                                 'xmlns:xlink="http://www.w3.org/1999/xlink" ', 1)
-        write_text_atomic(self.out_dir / rel, standalone)
-        self.written.add(Path(rel).name)
-        svg = svg.replace("<svg ", f'<svg role="img" aria-label="{_attr(alt)}" ', 1)
-        return _Figure(rel, svg=Markup(svg), alt=alt)
+    def _svg(self, recipe: Recipe, name: str, alt: str) -> _Figure:
+        f = _Figure(f"{PLOTS_DIR}/{name}.svg", alt=alt)
+        self.jobs.append((recipe, "svg", name, f))
+        return f
+
+    def render_figures(self, workers: int | None = None) -> None:
+        """Draw every figure :meth:`build` asked for (in parallel processes where that pays, see
+        :func:`draw_all`), write each under plots/ and fill in what the page inlines."""
+        drawn = draw_all([(recipe, kind, name) for recipe, kind, name, _ in self.jobs], workers)
+        for (_, kind, name, f), data in zip(self.jobs, drawn):
+            if kind == "png":
+                write_bytes_atomic(self.out_dir / f.file, data, durable=False)
+                f.uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+            else:
+                standalone = data.replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" '
+                                          'xmlns:xlink="http://www.w3.org/1999/xlink" ', 1)
+                write_text_atomic(self.out_dir / f.file, standalone, durable=False)
+                f.svg = Markup(data.replace("<svg ", f'<svg role="img" aria-label="{_attr(f.alt)}" ', 1))
+            self.written.add(Path(f.file).name)
+        self.jobs.clear()
 
     def remove_stale_plots(self) -> None:
         """Delete plot files an earlier render of this folder wrote and this one did not."""
@@ -267,19 +315,10 @@ class _Builder:
         }
 
     def _main_metric(self, s: SymmetryResult) -> str:
+        """The task's main per-sample metric (worst-sample ranking, floor, sample map), as the result
+        records it; for results written before it did, the first of METRIC_ORDER the entry has."""
         if s.main_metric:
             return s.main_metric
-        """The task's main per-sample metric (worst-sample ranking, floor, sample map)."""
-        if s.task not in self.main_metrics:
-            try:
-                from ..tasks import TASKS
-
-                self.main_metrics[s.task] = TASKS[s.task]().main_metric
-            except Exception:  # an unknown task: the first metric the entry has
-                self.main_metrics[s.task] = ""
-        main = self.main_metrics[s.task]
-        if main and (not s.per_element or main in s.per_element[0]):
-            return main
         keys = [k for k in METRIC_ORDER if s.per_element and k in s.per_element[0]]
         return keys[0] if keys else "prob_tv"
 
@@ -312,9 +351,8 @@ class _Builder:
             series = [x for x in series if x is not None]
             if not series:
                 continue
-            fig = plots.orbit_figure(orbit, series, metric)
             info = plots.metric_info(metric)
-            f = self._save_png(fig, f"{slug}-aggregate-{_slug(metric)}", f"{first.spec}: {info.label} over the orbit")
+            f = self._png((plots.orbit_figure, (orbit, series, metric), {}), f"{slug}-aggregate-{_slug(metric)}", f"{first.spec}: {info.label} over the orbit")
             ctx["aggregate"].append({"metric": metric, "id": _css_id(metric), "label": info.label, "fig": f,
                                      "band": self._band_text(info, series), "floor": any(x.floor is not None for x in series)})
         labels = None if self.orbits is None else self.orbits.get("labels")
@@ -340,8 +378,8 @@ class _Builder:
                     per_class.append(group)
                 if not all(per_class):
                     continue
-                fig = plots.class_grid_figure(orbit, [self._class_name(int(c)) for c in shown], counts, per_class, metric)
-                f = self._save_png(fig, f"{slug}-classes-{_slug(metric)}", f"{first.spec}: {info.label} per class")
+                recipe = (plots.class_grid_figure, (orbit, [self._class_name(int(c)) for c in shown], counts, per_class, metric), {})
+                f = self._png(recipe, f"{slug}-classes-{_slug(metric)}", f"{first.spec}: {info.label} per class")
                 ctx["classes"].append({"metric": metric, "id": _css_id(metric), "label": info.label, "fig": f})
         ctx["rows"] = [self._summary_row(j, s, [entries]) | {"anchor": ctx["anchor"]} for j, s in entries]
         map_max = self._map_vmax(entries)
@@ -422,9 +460,9 @@ class _Builder:
         keep = _map_rows(mean, worst, MAX_MAP_POINTS)
         pos = {int(row): i for i, row in enumerate(keep)}
         marks = [(pos[int(row)], f"#{r + 1}", "#" + anchors[r]) for r, row in enumerate(worst) if int(row) in pos]
-        fig = plots.sample_map_figure(coords[keep], mean[keep], marks, colour_label=f"orbit mean {main.label}",
-                                      explained=explained, vmax=map_max)
-        ctx["map"] = self._save_svg(fig, f"{slug}-map", f"sample map of {m['name']} under {s.spec}")
+        recipe = (plots.sample_map_figure, (coords[keep], mean[keep], marks),
+                  dict(colour_label=f"orbit mean {main.label}", explained=explained, vmax=map_max))
+        ctx["map"] = self._svg(recipe, f"{slug}-map", f"sample map of {m['name']} under {s.spec}")
         if keep.size < mean.size:
             ctx["map_note"] = f"{keep.size} of {mean.size} samples drawn."
         # worst samples
@@ -468,12 +506,12 @@ class _Builder:
                 else:
                     tile_texts = [f"{plots.plain_text(drawn.labels[e], 10)}\n→{names[e]}\n{values[e]:.2f}"
                                   for e in range(drawn.n)]
-        thumbs = self._thumbs(s, orbit, r, xs, values, pred, label, ref)
+        thumbs = self._thumbs(j, r, xs, pred, label, ref)
         title = f"#{r + 1}  sample {sample_index}"
         if label is not None:
             title += f"  (true: {self._class_name(label)})"
-        fig = plots.sample_figure(orbit, series, main, thumbs, title=title, tile_texts=tile_texts, flags=flipped)
-        f = self._save_png(fig, f"{slug}-worst{r + 1}", f"orbit of sample {sample_index} under {s.spec}")
+        recipe = (plots.sample_figure, (orbit, series, main, thumbs), dict(title=title, tile_texts=tile_texts, flags=flipped))
+        f = self._png(recipe, f"{slug}-worst{r + 1}", f"orbit of sample {sample_index} under {s.spec}")
         non_id = np.arange(orbit.n) != orbit.identity_index
         worst_e = int(np.argmax(np.where(non_id, values, -np.inf))) if non_id.any() else orbit.identity_index
         return {
@@ -491,29 +529,21 @@ class _Builder:
             "fig": f,
         }
 
-    def _thumbs(self, s: SymmetryResult, orbit: plots.Orbit, r: int, xs, tv, pred, label, ref) -> list[plots.Thumb]:
-        if s.domain == "points" and xs is not None and r < len(xs):
-            return self._point_thumbs(s, orbit, np.asarray(xs[r]), tv)
-        if xs is None or r >= len(xs) or s.domain not in ("image", ""):
+    def _thumbs(self, j: int, r: int, xs, pred, label, ref) -> list[plots.Thumb]:
+        """Thumbnails of worst sample ``r``: the transformed inputs the scan stored (``s{j}.thumb_x``),
+        on the untransformed input's intensity scale; none for results written without them."""
+        index, images = self._table(j, "thumb_elements"), self._table(j, "thumb_x")
+        if xs is None or index is None or images is None or r >= min(len(xs), len(index), len(images)):
             return []
+        orbit_labels = self.result.symmetries[j].labels
         x = np.asarray(xs[r])
-        if x.ndim != 3:
-            return []
-        sel = _thumb_elements(orbit, tv, MAX_THUMBS)
-        try:
-            import torch
-
-            from ..symmetries import parse_symmetry
-
-            sym = parse_symmetry(s.spec)
-            with torch.no_grad():
-                xt = sym.act(torch.from_numpy(x[None].astype(np.float32)),
-                             torch.as_tensor(orbit.elements[sel], dtype=torch.float64))[:, 0].numpy()
-        except Exception:  # a symmetry this version cannot rebuild: the plot goes without thumbnails
-            return []
+        if self.result.symmetries[j].domain == "points":
+            return self._point_thumbs(x, index[r], images[r], orbit_labels)
         lo, hi = float(np.min(x)), float(np.max(x))
         thumbs = []
-        for k, e in enumerate(sel):
+        for e, img in zip(index[r].tolist(), images[r]):
+            if e < 0 or e >= len(orbit_labels):
+                continue
             if pred is None:
                 caption, ok = "", True
             else:
@@ -521,32 +551,21 @@ class _Builder:
                 caption = "→ " + self._class_name(p)
                 target = label if label is not None else ref
                 ok = target is None or p == int(target)
-            thumbs.append(plots.Thumb(plots.thumbnail(xt[k], lo, hi), orbit.labels[e], caption, ok))
+            thumbs.append(plots.Thumb(plots.thumbnail(img, lo, hi), orbit_labels[e], caption, ok))
         return thumbs
 
 
-    def _point_thumbs(self, s: SymmetryResult, orbit: plots.Orbit, x: np.ndarray, tv) -> list[plots.Thumb]:
-        """Thumbnails of a point structure (P, 3) moved by the elements with the largest error, drawn as
-        depth-shaded 3-D scatters in one frame (eqaudit.report.structures)."""
-        if x.ndim != 2 or x.shape[-1] != 3:
-            return []
+    def _point_thumbs(self, x: np.ndarray, index: np.ndarray, moved: np.ndarray, labels: list[str]) -> list[plots.Thumb]:
+        """Thumbnails of a point structure x (P, 3) as the scan stored it moved by the elements with the
+        largest error (``moved`` (T, P, 3)), drawn as depth-shaded 3-D scatters in one frame, so shifts
+        show as moves (eqaudit.report.structures)."""
         from .structures import frame_of, structure_image
 
-        sel = _thumb_elements(orbit, tv, MAX_THUMBS)
-        try:
-            import torch
-
-            from ..symmetries import parse_symmetry
-
-            sym = parse_symmetry(s.spec)
-            sym.check_input(tuple(x.shape))  # permutations are drawn for the data's P
-            with torch.no_grad():
-                xt = sym.act(torch.from_numpy(x[None].astype(np.float64)),
-                             torch.as_tensor(orbit.elements[sel], dtype=torch.float64))[:, 0].numpy()
-        except Exception:  # a symmetry this version cannot rebuild: the plot goes without thumbnails
+        keep = [(int(e), m) for e, m in zip(index.tolist(), moved) if 0 <= e < len(labels)]
+        if x.ndim != 2 or x.shape[-1] != 3 or not keep:
             return []
-        centre, half = frame_of(np.concatenate([x[None], xt]))  # one frame for all: shifts show as moves
-        return [plots.Thumb(structure_image(xt[k], centre, half), orbit.labels[e], "", True) for k, e in enumerate(sel)]
+        centre, half = frame_of(np.concatenate([x[None], np.stack([m for _, m in keep])]))
+        return [plots.Thumb(structure_image(m, centre, half), labels[e], "", True) for e, m in keep]
 
 
 def _extent_text(ext: Any) -> str | None:
@@ -591,21 +610,15 @@ def _map_rows(mean: np.ndarray, worst: np.ndarray, limit: int) -> np.ndarray:
     return np.union1d(np.arange(0, n, step), worst)
 
 
-def _thumb_elements(orbit: plots.Orbit, tv: np.ndarray, k: int) -> list[int]:
-    """Up to ``k`` element rows to show as thumbnails: all of a small group, else the identity, the
-    sample's worst element and evenly spaced ones, in sweep order."""
-    n = orbit.n
-    if n <= max(k, 8) and orbit.layout == "finite":
-        return list(range(n))
-    if n <= k:
-        return list(range(n))
-    order = np.argsort(orbit.elements[:, 0], kind="stable") if orbit.layout in ("polar", "line") else np.arange(n)
-    non_id = np.arange(n) != orbit.identity_index
-    worst = int(np.argmax(np.where(non_id, tv, -np.inf)))
-    chosen = {orbit.identity_index, worst}
-    for i in np.linspace(0, n - 1, k).round().astype(int):
-        if len(chosen) >= k:
-            break
-        chosen.add(int(order[i]))
-    pos = {int(e): i for i, e in enumerate(order)}
-    return sorted(chosen, key=lambda e: pos[e])
+class HtmlReporter:
+    """The html reporter: report.html and plots/ beside result.json (drawn from the saved orbit table)."""
+
+    name = "html"
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers
+
+    def write(self, outcome):
+        from .base import Written
+
+        return Written([write_report(outcome.result, outcome.out_dir, outcome.out_dir, workers=self.workers)])

@@ -27,6 +27,7 @@ import matplotlib.patches
 import numpy as np
 
 from ..levels import varying_column
+from ..metricspec import METRICS as REGISTRY, MetricSpec, metric_spec
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -36,51 +37,14 @@ MODEL_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"
 BAD_COLOR = "#c62828"
 
 
-@dataclass(frozen=True)
-class MetricInfo:
-    """How a per-element metric is read from the orbit table and drawn."""
-
-    key: str  # summary / per_element key
-    label: str  # axis label
-    table_key: str  # key of the (N, E) per-sample table in orbits.npz
-    higher_is_better: bool
-    binary: bool  # per-sample values are 0/1 (band: 95% Wilson interval instead of percentiles)
-    floor_key: str | None = None  # per-sample round-trip table, same metric ("floor" is the task's main metric)
-    bounded: bool = True  # values lie in [0, 1]
-    reduce: str = "mean"  # how per-sample values make a per-element value: "mean" or "max"
+MetricInfo = MetricSpec  # how a per-element metric is read from the orbit table and drawn
+METRICS: dict[str, MetricSpec] = {k: m for k, m in REGISTRY.items() if m.plotted}
 
 
-METRICS: dict[str, MetricInfo] = {
-    m.key: m
-    for m in [
-        MetricInfo("prob_tv", "probability shift (TV)", "prob_tv", False, False, "floor"),
-        MetricInfo("flip_rate", "flip rate", "flipped", False, True, "floor_flipped"),
-        MetricInfo("accuracy", "accuracy", "correct", True, True),
-        MetricInfo("true_class_prob", "true-class probability", "true_class_prob", True, False),
-        MetricInfo("equivariance_error", "equivariance error", "equivariance_error", False, False, "floor"),
-        MetricInfo("pixel_flip_rate", "pixel flip rate", "pixel_flip", False, False),
-        MetricInfo("mean_iou", "mean IoU", "mean_iou", True, False),
-        MetricInfo("iou", "IoU", "iou", True, False),
-        MetricInfo("box_error", "box error (1 - IoU)", "box_error", False, False, "floor"),
-        MetricInfo("center_error", "box centre error", "center_error", False, False, None, False),
-        MetricInfo("epe", "end-point error", "epe", False, False, None, False),
-        MetricInfo("max_abs_error", "max. abs. error", "max_abs_error", False, False, None, False, "max"),
-    ]
-}
-
-
-def metric_info(key: str) -> MetricInfo:
-    """The MetricInfo of ``key``; unknown metrics are drawn as unbounded values, lower is better
-    unless ``eqaudit.metrics.DIRECTION`` says otherwise, read from the table of the same name."""
-    if key in METRICS:
-        return METRICS[key]
-    try:
-        from ..metrics import DIRECTION
-
-        higher = DIRECTION.get(key, -1) > 0
-    except ImportError:  # pragma: no cover - the report works without the measuring side
-        higher = False
-    return MetricInfo(key, key.replace("_", " "), key, higher, False, None, False)
+def metric_info(key: str) -> MetricSpec:
+    """The registry's spec of ``key`` (eqaudit.metricspec); unknown metrics are drawn as unbounded
+    values, lower is better, read from the table of the same name."""
+    return metric_spec(key)
 
 
 LAYOUTS = ("polar", "line", "grid2d", "finite", "axis-angle")

@@ -11,8 +11,14 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+from .._lazy import LazyModule
+
+torch = LazyModule("torch", globals())  # loaded on first use: the catalogue alone needs no torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from ..errors import SymmetryError
 

@@ -36,9 +36,15 @@ import math
 from collections import OrderedDict
 from typing import ClassVar
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+from .._lazy import LazyModule
+
+torch = LazyModule("torch", globals())  # loaded on first use: the catalogue alone needs no torch
+F = LazyModule("torch.nn.functional", globals(), "F")
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from ..errors import SymmetryError
 from .base import MAX_ELEMENTS, ParamSpec, Symmetry
@@ -48,9 +54,9 @@ _ANGLE_TOL = 1e-9  # degrees: angles this close to a multiple of 90 take the exa
 _LOG_TOL = 1e-12  # log2 zoom this close to 0 is the identity
 _CACHE_SIZE = 16
 
-# cos and sin of k * 90 degrees, exactly
-_COS90 = torch.tensor([1, 0, -1, 0], dtype=torch.int64)
-_SIN90 = torch.tensor([0, 1, 0, -1], dtype=torch.int64)
+# cos and sin of k * 90 degrees, exactly (tuples: no torch at import)
+_COS90 = (1, 0, -1, 0)
+_SIN90 = (0, 1, 0, -1)
 
 
 def _doubled_coords(h: int, w: int) -> tuple[Tensor, Tensor]:
@@ -69,8 +75,8 @@ def _dihedral_source(k: Tensor, f: Tensor, flip_axis: str, h: int, w: int) -> tu
     which is torch.rot90's convention (k=1: out[i, j] = in[j, W-1-i]).
     """
     v, u = _doubled_coords(h, w)
-    c = _COS90[k].view(-1, 1, 1)
-    s = _SIN90[k].view(-1, 1, 1)
+    c = torch.tensor(_COS90, dtype=torch.int64, device=k.device)[k].view(-1, 1, 1)
+    s = torch.tensor(_SIN90, dtype=torch.int64, device=k.device)[k].view(-1, 1, 1)
     us = c * u - s * v
     vs = s * u + c * v
     flip = f.view(-1, 1, 1)
@@ -281,8 +287,8 @@ class ImageSymmetry(Symmetry):
 
 
 def _dihedral_linear(k: Tensor, f: Tensor, flip_axis: str) -> Tensor:
-    c = _COS90.to(k.device)[k].to(torch.float64)
-    s = _SIN90.to(k.device)[k].to(torch.float64)
+    c = torch.tensor(_COS90, dtype=torch.float64, device=k.device)[k]
+    s = torch.tensor(_SIN90, dtype=torch.float64, device=k.device)[k]
     m = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # (E, 2, 2)
     sign = torch.where(f, -1.0, 1.0).to(torch.float64)
     row = 0 if flip_axis == "h" else 1

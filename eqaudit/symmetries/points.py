@@ -26,8 +26,14 @@ import itertools
 import math
 from typing import ClassVar
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+from .._lazy import LazyModule
+
+torch = LazyModule("torch", globals())  # loaded on first use: the catalogue alone needs no torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from ..errors import SymmetryError
 from .base import MAX_ELEMENTS, ParamSpec, Symmetry

@@ -1,0 +1,45 @@
+"""Whole-scan wall time against the sweep's own time (result.json timing.seconds), with all outputs and with CI's.
+
+    python benchmarks/bench_wall.py [MODEL] [--repeat 3] [-- extra scan arguments]
+
+Runs `python -m eqaudit scan MODEL --out TMP -q` in a fresh interpreter (imports included) with the
+default outputs and with `--format json,junit`, and prints wall, sweep and wall / sweep per run
+(goal: <= 2 for the quick start, <= 1.3 for sweeps of 20 s or more). Numbers on a shared machine
+are noisy: compare runs made side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run(model: str, extra: list[str]) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "eqaudit", "scan", model, "--out", tmp, "-q", *extra], check=False,
+                       stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0
+        sweep = json.loads((Path(tmp) / "result.json").read_text())["timing"]["seconds"]
+    return wall, sweep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", default="sample_models/digits_cnn.pt")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("extra", nargs="*")
+    args = parser.parse_args()
+    for label, extra in (("all outputs", []), ("--format json,junit", ["--format", "json,junit"])):
+        for _ in range(args.repeat):
+            wall, sweep = run(args.model, [*args.extra, *extra])
+            print(f"{label:20s} wall {wall:6.2f} s  sweep {sweep:6.2f} s  wall/sweep {wall / sweep:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The metric registry: what each summary metric means (direction, labels, units, how it is drawn), declared once.
+
+Torch-free and import-light, so gates, `eqaudit compare`, the terminal, the CI outputs and the report
+read it without loading the measuring side. ``DIRECTION`` (+1 higher is better, -1 lower is better) is
+derived from it, in declaration order (the order in which `compare` lists metrics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One summary / per-element metric.
+
+    ``table_key``: its per-sample (N, E) table in orbits.npz; ``binary``: per-sample values are 0/1;
+    ``floor_key``: the per-sample round-trip table of the same metric (``"floor"`` is the task's main
+    metric); ``bounded``: values lie in [0, 1]; ``reduce``: how per-sample values make a per-element
+    value; ``plotted``: the report draws it (levels and floors are drawn with their metric instead).
+    """
+
+    key: str
+    direction: int  # +1 higher is better, -1 lower is better
+    label: str = ""
+    header: str = ""  # short column header
+    percent: bool = False
+    bounded: bool = True
+    table_key: str = ""
+    binary: bool = False
+    floor_key: str | None = None
+    reduce: str = "mean"
+    plotted: bool = True
+    help: str = ""
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction > 0
+
+
+def _m(key: str, direction: int, label: str, header: str = "", **kw) -> MetricSpec:
+    return MetricSpec(key, direction, label, header or label, table_key=kw.pop("table_key", key), **kw)
+
+
+METRICS: dict[str, MetricSpec] = {
+    s.key: s
+    for s in [
+        _m("flip_rate", -1, "flip rate", "flips", percent=True, table_key="flipped", binary=True, floor_key="floor_flipped",
+           help="share of non-identity elements whose prediction differs from the untransformed one"),
+        _m("prob_tv", -1, "probability shift (TV)", "prob. shift", floor_key="floor",
+           help="probability shift (total variation) from the untransformed prediction"),
+        _m("floor", -1, "floor", bounded=False, plotted=False,
+           help="the main metric of the resampling round trip alone (float noise for exact actions)"),
+        _m("floor_flip_rate", -1, "floor flip rate", "floor flips", bounded=False, plotted=False, help="flip rate of the resampling round trip alone"),
+        _m("equivariance_error", -1, "equivariance error", "equiv. err.", floor_key="floor", help="equivariance error"),
+        _m("max_abs_error", -1, "max. abs. error", "max err.", bounded=False, reduce="max", help="maximum absolute error"),
+        _m("logit_error", -1, "logit error", "logit err.", bounded=False, help="distance between raw logits"),
+        _m("accuracy", +1, "accuracy", "acc.", percent=True, table_key="correct", binary=True, help="accuracy over the orbit"),
+        _m("clean_accuracy", +1, "clean accuracy", "clean acc.", percent=True, bounded=False, plotted=False,
+           help="clean accuracy: accuracy on the untransformed inputs"),
+        _m("worst_case_accuracy", +1, "worst-case accuracy", "worst", percent=True, bounded=False, plotted=False,
+           help="worst-case accuracy: share of samples right at every element of the orbit"),
+        _m("true_class_prob", +1, "true-class probability", "true p", help="true-class probability over the orbit"),
+        _m("level", +1, "level", bounded=False, plotted=False,
+           help="learned symmetry level: 1 = as symmetric as the measurement can tell, 0 = no better than two unrelated inputs"),
+        _m("level_ci_low", +1, "level CI low", bounded=False, plotted=False),
+        _m("level_ci_high", +1, "level CI high", bounded=False, plotted=False),
+        _m("level_at_init", +1, "level at init", bounded=False, plotted=False),
+        _m("lie_derivative", -1, "local error", bounded=False, plotted=False),
+        _m("layers_residual", -1, "unexplained share", bounded=False, plotted=False),
+        _m("pixel_flip_rate", -1, "pixel flip rate", "pixel flips", table_key="pixel_flip"),
+        _m("mean_iou", +1, "mean IoU", help="mean intersection over union"),
+        _m("epe", -1, "end-point error", "EPE", bounded=False),
+        _m("iou", +1, "IoU", help="intersection over union"),
+        _m("box_error", -1, "box error (1 - IoU)", "box err.", floor_key="floor"),
+        _m("center_error", -1, "box centre error", "centre err.", bounded=False),
+        _m("confidence", +1, "confidence", bounded=False, plotted=False),
+        _m("rms_error", -1, "RMS error", "RMS err.", bounded=False, help="root-mean-square error in the data's units (e.g. forces)"),
+        _m("relative_error", -1, "relative error", "rel. err.", bounded=False, help="error relative to the reference's magnitude"),
+        _m("abs_error", -1, "absolute error", "abs. err.", bounded=False, help="absolute error in the data's units (e.g. energy)"),
+        _m("error_per_atom", -1, "error per atom", "err./atom", bounded=False, help="absolute error divided by the number of real atoms"),
+    ]
+}
+
+DIRECTION: dict[str, int] = {k: s.direction for k, s in METRICS.items()}
+"""+1 higher is better, -1 lower is better: what gates and compare read."""
+
+
+def metric_spec(key: str) -> MetricSpec:
+    """The spec of ``key``; an unknown metric (a task may add one) reads as unbounded, lower is better."""
+    return METRICS.get(key) or MetricSpec(key, -1, key.replace("_", " "), key.replace("_", " "), bounded=False, table_key=key)
