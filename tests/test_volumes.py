@@ -16,7 +16,7 @@ from eqaudit import scan
 from eqaudit.cli import app
 from eqaudit.errors import SymmetryError
 from eqaudit.symmetries import parse_symmetry
-from eqaudit.symmetries.volumes import CUBE
+from eqaudit.symmetries.volumes import cube
 
 N = 12
 
@@ -26,6 +26,7 @@ def _random(shape=(3, 2, 4, 5, 6)):
 
 
 def test_cube_group_is_the_24_rotations():
+    CUBE = cube()
     dets = torch.linalg.det(CUBE.double())
     assert CUBE.shape == (24, 3, 3) and bool((dets == 1).all())
     assert len({m.numpy().tobytes() for m in CUBE}) == 24

@@ -8,7 +8,7 @@ Conventions:
   cached (E, D*H*W) source index, bit-identical to the matching ``torch.rot90`` / ``torch.flip``.
 - ``rot90-3d``: the 24 proper rotations of the cube (det M = +1), labelled by axis and angle
   (``x90`` is a right-handed quarter turn about x; ``xyz120`` a third of a turn about the diagonal
-  (1, 1, 1); ``x-y180`` a half turn about (1, -1, 0)). Elements hold the index r into ``CUBE``.
+  (1, 1, 1); ``x-y180`` a half turn about (1, -1, 0)). Elements hold the index r into ``cube()``.
 - ``flip3d``: the mirrors of the chosen axes (``axis=x``, ``y``, ``z`` or ``all`` for the 8 elements
   of Z2^3, point inversion included); elements hold one 0/1 flag per axis (fx, fy, fz).
 - Non-cubic volumes: elements that would change the shape are dropped in ``check_input`` (the
@@ -22,12 +22,17 @@ Shapes: E elements, B batch, C channels, D slices, H rows, W columns.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import OrderedDict
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from torch import Tensor
+from .._lazy import LazyModule
+
+torch = LazyModule("torch", globals())  # loaded on first use: the catalogue alone needs no torch
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from ..errors import SymmetryError
 from .base import ParamSpec, Symmetry
@@ -90,8 +95,10 @@ def _cube_in_reading_order() -> Tensor:
     return mats[sorted(range(len(mats)), key=key)]
 
 
-CUBE: Tensor = _cube_in_reading_order()
-"""(24, 3, 3) int64: the rotations of the cube acting on (x, y, z), the identity first."""
+@functools.cache
+def cube() -> Tensor:
+    """(24, 3, 3) int64: the rotations of the cube acting on (x, y, z), the identity first (built on first use)."""
+    return _cube_in_reading_order()
 
 
 class VolumeSymmetry(Symmetry):
@@ -237,16 +244,16 @@ class Rot90_3D(VolumeSymmetry):
         super().__init__(
             resolve_params(self.NAME, self.PARAMS, {}),
             param_names=("r",),
-            elements=torch.arange(len(CUBE), dtype=torch.float64).view(-1, 1),
-            labels=[_rotation_label(m) for m in CUBE],
+            elements=torch.arange(len(cube()), dtype=torch.float64).view(-1, 1),
+            labels=[_rotation_label(m) for m in cube()],
         )
 
     def matrices(self, elements: Tensor) -> Tensor:
-        r = torch.remainder(elements[:, 0].detach().cpu().round().to(torch.int64), len(CUBE))
-        return CUBE[r]
+        r = torch.remainder(elements[:, 0].detach().cpu().round().to(torch.int64), len(cube()))
+        return cube()[r]
 
     def _element_of(self, mats: Tensor) -> Tensor:
-        return _lookup(CUBE, mats.cpu(), "the rotations of the cube").to(torch.float64).view(-1, 1)
+        return _lookup(cube(), mats.cpu(), "the rotations of the cube").to(torch.float64).view(-1, 1)
 
 
 @register
