@@ -69,6 +69,8 @@ def run_scan(
         raise ConfigError("No symmetry given; pass --symmetry SPEC (see `eqaudit symmetries`).")
     if settings.batch_size <= 0:
         raise ConfigError(f"Expected --batch-size to be a positive number of rows, got {settings.batch_size}.")
+    if settings.floor_samples < 0:
+        raise ConfigError(f"Expected --floor-samples to be a number of samples >= 0 (0: all), got {settings.floor_samples}.")
     base_result, tolerances = _load_baseline(settings)
     device = resolve_device(settings.device)
     symmetries = [parse_symmetry(spec, seed=settings.seed) for spec in settings.symmetry]
@@ -131,7 +133,8 @@ def run_scan(
         try:
             named = None if progress is None else (lambda d, t, w, name=Path(path).name: progress(d, t, f"{name} {w}"))
             swept = sweep(model, dataset, symmetries, task, batch_size=settings.batch_size, output_kind=settings.output_kind,
-                          seed=settings.seed, progress=named, reference=settings.reference)
+                          seed=settings.seed, progress=named, reference=settings.reference,
+                          floor_samples=settings.floor_samples, prefetch=settings.prefetch)
         except (EqauditError, KeyboardInterrupt) as exc:
             if write:
                 _write_partial(result, orbits, out_dir, m, adapter, dataset, symmetries, task, settings, getattr(exc, "partial", None))
@@ -266,7 +269,8 @@ def _add_level_at_init(result, adapter, factory, dirs, dataset: Dataset, symmetr
     info = AdapterInfo(adapter.info.path, "torch", "init", "", str(adapter.device), input_names=list(adapter.info.input_names))
     fresh = TorchAdapter(module.to(adapter.device).eval(), info, adapter.device)
     model = _as_called(fresh, dataset, reshape)
-    init = sweep(model, dataset, symmetries, task_for(settings.task, settings.output)[0], batch_size=settings.batch_size, output_kind=settings.output_kind, seed=settings.seed)
+    init = sweep(model, dataset, symmetries, task_for(settings.task, settings.output)[0], batch_size=settings.batch_size, output_kind=settings.output_kind, seed=settings.seed,
+                 floor_samples=settings.floor_samples, prefetch=settings.prefetch)
     for s, sym, table in zip(result.symmetries[first:], symmetries, init.tables):
         floor = per_sample_floor(table, task.main_metric, sym.identity_index)
         lv = estimate_level(table[task.main_metric], floor, init.null, sym.identity_index, seed=settings.seed)

@@ -197,6 +197,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("targets_key", "targets", _to_str, "array of ground-truth outputs in the data file, for --reference label with non-classifier tasks"),
         Setting("device", "auto", _to_str, "auto, cpu, cuda or cuda:N"),
         Setting("batch_size", 256, _to_int, "model rows per call"),
+        Setting("floor_samples", 64, _to_int, "samples (a seeded subset) the floor is measured on; 0: all"),
+        Setting("prefetch", True, _to_bool, "build the next orbit chunk in a thread while the model runs"),
         Setting("limit", None, _to_int, "audit a seeded random subset of this many samples"),
         Setting("seed", 0, _to_seed, "seed for subsets and random group elements"),
         Setting("out", None, _to_str, "output folder (default reports/<model-stem>/)", is_path=True),
