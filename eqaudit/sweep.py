@@ -70,6 +70,7 @@ class ModelCaller:
     def __init__(self, model, device: torch.device):
         self.model = model
         self.device = device
+        self.threads: int | None = None  # torch threads for the model call (the sweep may run its own work on fewer)
         self.max_rows: int | None = None
         self.evals = 0
         self.seconds = 0.0
@@ -88,7 +89,8 @@ class ModelCaller:
             self._sync()
             t0 = time.perf_counter()
             try:
-                out = self.model(part)
+                with _threads(self.threads):
+                    out = self.model(part)
                 self._sync()
             except Exception as exc:
                 if _is_oom(exc) and step > 1:
@@ -116,6 +118,26 @@ class ModelCaller:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return step
+
+
+SMALL_OUTPUT = 1 << 18
+"""Converted outputs of at most this many numbers per model call are compared on one CPU thread: the
+metric ops on them are too small to gain from threads, and waking idle workers costs more than the
+op itself (milliseconds per op on a loaded machine). The model itself always runs on every thread."""
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """Run the block on ``n`` torch CPU threads (None: as they are)."""
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @dataclass
@@ -216,8 +238,11 @@ def sweep(
     act_on = dataset.binding.act_on if dataset.binding is not None else None
     t_start = time.perf_counter()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), contextlib.ExitStack() as stack:
             state["kind"], sep_ref = _setup(caller, task, dataset, rows, device, batch_size, output_kind) if n else ("raw", None)
+            small = device.type == "cpu" and sep_ref is not None and sep_ref[:1].numel() * batch_size <= SMALL_OUTPUT
+            caller.threads = torch.get_num_threads()
+            stack.enter_context(_threads(1 if small else None))
             for si, sym in enumerate(symmetries):
                 elements = sym.elements.to(device)
                 e_total = sym.n_elements
