@@ -155,8 +155,9 @@ def raw_throughput(model, x: torch.Tensor, seconds: float = 1.5) -> tuple[float,
     return best
 
 
-def naive_loop(model, x: torch.Tensor, sym, samples: int = NAIVE_SAMPLES) -> float:
-    """Orbit elements/s of a per-sample, per-element loop (NERO-style): act, call, compare one at a time."""
+def naive_loop(model, x: torch.Tensor, sym, samples: int = NAIVE_SAMPLES, budget_s: float = 2.0) -> float:
+    """Orbit elements/s of a per-sample, per-element loop (NERO-style): act, call, compare one at a time
+    (a seeded subset of samples; stops after ``budget_s`` seconds)."""
     rng = np.random.default_rng(0)
     idx = rng.choice(len(x), size=min(samples, len(x)), replace=False)
     t0, count = time.perf_counter(), 0
@@ -168,6 +169,8 @@ def naive_loop(model, x: torch.Tensor, sym, samples: int = NAIVE_SAMPLES) -> flo
                 out = model(sym.act(xi, sym.elements[e : e + 1])[0])
                 float((out.double() - ref.double()).abs().max())
                 count += 1
+            if time.perf_counter() - t0 > budget_s:
+                break
     return count / (time.perf_counter() - t0)
 
 
