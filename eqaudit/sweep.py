@@ -15,9 +15,11 @@ is the pipeline's float noise (batch composition, kernels that depend on the bat
 measured on a seeded subset of ``floor_samples`` samples (``floor_subset``, table key ``floor_rows``),
 whose f(x) is also computed in a separate call and compared with the identity row; that comparison
 is what the identity column holds for those rows (elsewhere the identity column is 0 by
-construction, and summaries read the floor from the subset only). For resampled actions f(x) is a
-separate call per batch (their identity may resample), and the floor is the round trip
-T_{-t}(T_t x) against f(x), evaluated for the subset only (table ``floor``: NaN outside the subset).
+construction, and summaries read the floor from the subset only). Resampled actions whose identity
+is computed exactly (rotate, scale: an integer index; checked by ``_identity_is_exact``) are folded
+the same way, others keep a separate f(x) call per batch; their floor is the round trip
+T_{-t}(T_t x) against f(x), evaluated for the subset only, in the same model call as its chunk
+(table ``floor``: NaN outside the subset).
 Other references with exact actions keep the separate call and the identity-element floor on every
 sample.
 
@@ -248,7 +250,7 @@ def sweep(
                 e_total = sym.n_elements
                 per_batch = max(1, batch_size // e_total)
                 e_chunk = min(e_total, max(1, batch_size // per_batch))
-                fold = reference == "identity" and sym.exact
+                fold = reference == "identity" and (sym.exact or _identity_is_exact(sym, dataset, rows, device))
                 table: dict[str, np.ndarray] = {}
                 if fold or not sym.exact:
                     table["floor_rows"] = rows.copy()
@@ -277,6 +279,18 @@ def sweep(
         raise
     seconds = time.perf_counter() - t_start
     return SweepOutput(tables, state["kind"] or "raw", seconds, caller.seconds, caller.evals, null)
+
+
+def _identity_is_exact(sym: Symmetry, dataset: Dataset, rows: np.ndarray, device) -> bool:
+    """Does the identity element of a resampled symmetry return its input bit for bit (rotate and scale
+    compute it by an integer index)? Checked on a few samples of the floor subset and on seeded random
+    inputs of the same shape; then f(x) can be folded into the orbit call like for exact actions."""
+    if dataset.binding is not None or not len(rows):
+        return False
+    identity = sym.elements[sym.identity_index : sym.identity_index + 1].to(device)
+    probe = dataset.take(rows[:4], device)
+    noise = torch.rand(probe.shape, generator=torch.Generator().manual_seed(0)).to(device)
+    return all(torch.equal(sym.act(p, identity)[0], p) for p in (probe, noise))
 
 
 def _produce(dataset: Dataset, sym: Symmetry, elements: Tensor, per_batch: int, e_chunk: int, device, act_on, in_floor: np.ndarray,
@@ -424,7 +438,7 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
     """All elements of ``sym`` on one batch: fills table[key][pos, :] for every metric.
 
     ``chunks`` yields (slice, orbit inputs, round-trip inputs of the floor subset) per chunk of
-    elements, each going through the model in one call. Folded (exact action, identity reference):
+    elements, each going through the model in one call. Folded (identity reference, bit-exact identity action):
     f(x) is the identity chunk's output row, and on the floor subset the identity column compares it
     with the separate f(x) (``b.sep``): the pipeline's float noise. With the consensus reference a
     first pass over the chunks builds the reference."""
@@ -451,8 +465,11 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
                   for sl in slices]
     for ci, (sl, xg, back) in enumerate(chunks):
         el = elements[sl]
+        fb = None
         if kept is not None:
             out = kept[ci]
+        elif xg is not None and back is not None:
+            out, fb = _evaluate_many(caller, task, [xg, back])  # one call for the chunk and its round trips
         else:
             out = _evaluate(caller, task, xg if xg is not None else orbit(sym, feed, el, act_on))
         has_identity = sl.start <= sym.identity_index < sl.stop
@@ -471,7 +488,8 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
                     values[key] = values[key].clone()
                     values[key][i].index_copy_(0, sub.to(values[key].device), v[0].to(values[key].dtype))
         if back is not None:
-            fb = _evaluate(caller, task, back)
+            if fb is None:
+                fb = _evaluate(caller, task, back)
             sub = torch.as_tensor(b.sub, device=ref_out.device)
             floor = task.compare(ref_out.index_select(0, sub), fb, sym, identity.expand(fb.shape[0], -1),
                                  x.index_select(0, sub.to(x.device)), None)
@@ -511,6 +529,27 @@ def _evaluate(caller: ModelCaller, task: Task, xg) -> Tensor:
     if isinstance(out, Tensor):
         return task.convert(out.reshape(e, b, *out.shape[1:]))
     return task.convert(tuple(o.reshape(e, b, *o.shape[1:]) for o in out))
+
+
+def _evaluate_many(caller: ModelCaller, task: Task, parts: list) -> list[Tensor]:
+    """Several orbit batches (E_i, B_i, ...) (tensors or dicts) through one model call -> the converted
+    outputs (E_i, B_i, ...) of each: fewer, larger calls (small calls cost more per row)."""
+    shapes = [lead_shape(p) for p in parts]
+    flat = [flatten(p) for p in parts]
+    if isinstance(flat[0], dict):
+        xs = {k: torch.cat([f[k] for f in flat]) for k in flat[0]}
+    else:
+        xs = torch.cat(flat)
+    out = caller(xs)
+    res, start = [], 0
+    for e, b in shapes:
+        stop = start + e * b
+        if isinstance(out, Tensor):
+            res.append(task.convert(out[start:stop].reshape(e, b, *out.shape[1:])))
+        else:
+            res.append(task.convert(tuple(o[start:stop].reshape(e, b, *o.shape[1:]) for o in out)))
+        start = stop
+    return res
 
 
 def _np_dtype(v: Tensor):
