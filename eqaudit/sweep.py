@@ -73,6 +73,8 @@ class ModelCaller:
         self.model = model
         self.device = device
         self.threads: int | None = None  # torch threads for the model call (the sweep may run its own work on fewer)
+        self.widths: tuple[int | None, ...] | None = None  # K of every (R, K) output of the first call
+        self.first_rows = 0
         self.max_rows: int | None = None
         self.evals = 0
         self.seconds = 0.0
@@ -105,6 +107,7 @@ class ModelCaller:
                     f"{str(exc).splitlines()[0] if str(exc) else ''}; check that --data (and --input-shape) match the model's input."
                 ) from exc
             self.seconds += time.perf_counter() - t0
+            self.check_widths(out, n_rows(part))
             self.evals += n_rows(part)
             outs.append(out)
             i += n_rows(part)
@@ -113,6 +116,22 @@ class ModelCaller:
         if isinstance(outs[0], Tensor):
             return torch.cat(outs)
         return tuple(torch.cat(parts) for parts in zip(*outs))  # several outputs: each joined on its own
+
+    def check_widths(self, out, rows: int) -> None:
+        """Every call must return the same K per row for (R, K) outputs (class scores): a width that
+        follows the number of rows is the model's fault, not the data's (ModelRunError)."""
+        widths = tuple(int(o.shape[1]) if isinstance(o, Tensor) and o.ndim == 2 else None
+                       for o in ((out,) if isinstance(out, Tensor) else out))
+        if self.widths is None:
+            self.widths, self.first_rows = widths, rows
+        elif widths != self.widths:
+            path = getattr(getattr(self.model, "info", None), "path", None)
+            who = f"The model {path!r}" if path else "The model"
+            raise ModelRunError(
+                f"{who} returned {_widths(self.widths)} for a batch of {self.first_rows} rows but {_widths(widths)} for "
+                f"{rows} rows: its output width depends on the batch size; expected (B, K) with K fixed, do fix the "
+                "model's output layer (is something sized by the batch?)."
+            )
 
     def _back_off(self, step: int) -> int:
         step = max(1, step // 2)
@@ -266,12 +285,14 @@ def sweep_tables(
     if binding is not None and "mask" in [*binding.names, *binding.extras]:
         prefetch = False  # the mask bound per batch (eqaudit.inputs.orbit) must not change under the consumer
     null = None
+    t0, m0, e0 = time.perf_counter(), caller.seconds, caller.evals  # the setup call counts with the first symmetry
     with torch.inference_mode():
         state["kind"], sep_ref = _setup(caller, task, dataset, rows, device, batch_size, output_kind) if n else ("raw", None)
     small = device.type == "cpu" and sep_ref is not None and sep_ref[:1].numel() * batch_size <= SMALL_OUTPUT
     caller.threads = torch.get_num_threads()
     for si, sym in enumerate(symmetries):
-        t0, m0, e0 = time.perf_counter(), caller.seconds, caller.evals
+        if si > 0:
+            t0, m0, e0 = time.perf_counter(), caller.seconds, caller.evals
         with torch.inference_mode(), _threads(1 if small else None):
             elements = sym.elements.to(device)
             e_total = sym.n_elements
@@ -607,6 +628,11 @@ def _check_labels(dataset: Dataset, raw: Tensor, task: Task, caller: ModelCaller
         raise DataError(
             f"{dataset.path!r} names {len(dataset.classes)} classes, but the model has {n_classes} outputs; fix 'classes' in the data file."
         )
+
+
+def _widths(widths: tuple[int | None, ...]) -> str:
+    shown = [f"(R, {w})" if w is not None else "(R, ...)" for w in widths]
+    return shown[0] + " outputs" if len(shown) == 1 else "outputs " + ", ".join(shown)
 
 
 def _probe_width(caller: ModelCaller, feed) -> None:
