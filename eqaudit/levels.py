@@ -79,13 +79,19 @@ def estimate_level(
     level = float(_level(e_mean, f_mean, n_mean))
     rng = np.random.default_rng(seed + 104729)
     boots = np.empty(n_boot)
+    constant_floor = len(f_i) > 0 and bool(np.all(f_i == f_i[0]))
     n, m = len(e_i), len(null)
     # chunked so memory stays ~ 64 x N per step
     for start in range(0, n_boot, 64):
         k = min(64, n_boot - start)
         idx = rng.integers(0, n, size=(k, n))
         jdx = rng.integers(0, m, size=(k, m))
-        f_boot = f_i[idx].mean(1) if len(f_i) == n else f_i[rng.integers(0, len(f_i), size=(k, len(f_i)))].mean(1)
+        if len(f_i) == n:
+            f_boot = f_i[idx].mean(1)
+        elif constant_floor:  # a floor that reads the same on every sample (exact actions: 0) needs no draws
+            f_boot = np.full(k, f_i[0])
+        else:
+            f_boot = f_i[rng.integers(0, len(f_i), size=(k, len(f_i)))].mean(1)
         boots[start : start + k] = _level(e_i[idx].mean(1), f_boot, null[jdx].mean(1))
     boots = boots[np.isfinite(boots)]
     lo, hi = (np.percentile(boots, [2.5, 97.5]) if len(boots) else (level, level))
