@@ -105,6 +105,8 @@ def scan(
     targets_key: Annotated[Optional[str], typer.Option(help="array of ground-truth outputs in the data file, for --reference label with non-classifier tasks [default: targets]")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="model rows per call [default: 256]")] = None,
+    floor_samples: Annotated[Optional[int], typer.Option(help="samples (a seeded subset) the floor is measured on; 0: all [default: 64]")] = None,
+    prefetch: Annotated[Optional[bool], typer.Option("--prefetch/--no-prefetch", help="build the next orbit chunk in a thread while the model runs (same numbers) [default: on]")] = None,
     limit: Annotated[Optional[int], typer.Option(help="audit a seeded random subset of N samples")] = None,
     seed: Annotated[Optional[int], typer.Option(help="seed for subsets and random elements [default: 0]")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: reports/<model-stem>/]")] = None,
@@ -139,6 +141,7 @@ def scan(
     State.verbose = verbose
     flags = {
         "data": data, "symmetry": symmetry or None, "task": task, "device": device, "batch_size": batch_size,
+        "floor_samples": floor_samples, "prefetch": prefetch,
         "limit": limit, "seed": seed, "out": str(out_dir) if out_dir else None, "fail_over": fail_over or None,
         "input_shape": input_shape, "layout": layout, "input": input_ or None, "act_on": act_on, "output_name": output_name, "output_kind": output_kind, "output": output or None,
         "model_factory": model_factory, "trust": True if trust else None, "reference": reference,

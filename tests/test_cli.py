@@ -280,3 +280,15 @@ def test_help_shows_defaults_and_every_task():
     assert "[default: 256]" in flat and "[default: classify]" in flat
     for task in ("dense", "vector-field", "points", "boxes"):
         assert task in flat
+
+
+def test_floor_subset_and_prefetch_flags(tmp_path):
+    sample = TESTS.parent / "sample_models" / "digits_cnn.pt"
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["scan", str(sample), "-s", "rotate:step=90", "--limit", "20", "--floor-samples", "5",
+                                 "--no-prefetch", "--format", "json", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    d = json.loads((out / "result.json").read_text())
+    assert d["symmetries"][0]["summary"]["floor_samples"] == 5 and d["settings"]["values"]["prefetch"] is False
+    bad = CliRunner().invoke(app, ["scan", str(sample), "--floor-samples", "-1", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "floor_samples" in bad.output and ">= 0" in bad.output
