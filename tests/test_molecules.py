@@ -305,7 +305,8 @@ def test_structure_thumbnails_draw_points_where_they_are_and_the_nearest_in_fron
     assert one.shape == (size, size, 3) and (one[0, 0] == 1).all()  # white background
     assert drawn_centroid(one) == pytest.approx((16.0, 16.0))
     moved = structure_image(to_world([[0.5, 0.25, 0.0]]), centre, 1.0, size)  # right and up in the view
-    assert drawn_centroid(moved) == pytest.approx((16.0 + 0.25 * 32, 16.0 - 0.125 * 32), abs=0.01)
+    # within half a pixel: a disc edge that falls exactly on pixel centres rounds either way (numpy builds differ)
+    assert drawn_centroid(moved) == pytest.approx((16.0 + 0.25 * 32, 16.0 - 0.125 * 32), abs=0.5)
     # two points on one line of sight and a third aside: the nearer (view z = +1) owns the shared pixel
     img = structure_image(to_world([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [0.6, 0.6, 0.0]]), centre, 1.0, size)
     assert_close(torch.from_numpy(img[16, 16]), torch.tensor([0.95, 0.8, 0.15], dtype=torch.float64), rtol=0, atol=1e-9)
