@@ -171,3 +171,40 @@ def test_show_any_sample_draws_its_orbit(browser, built):  # noqa: F811
     assert len(shot) > 10_000
     assert not problems, problems
     context.close()
+
+
+def test_ten_thousand_samples_by_72_elements_stay_under_15_mb(tmp_path):
+    """The issue's size case: 10,000 samples x 72 elements of a resampled rotation, 28x28 inputs: every sample
+    embedded (thumbnails halved to fit) and the whole page under 15 MB."""
+    from eqaudit.result import DataInfo, ModelInfo, SymmetryResult
+    from eqaudit.report.io import write_bytes_atomic
+
+    n, angles = 10_000, list(range(0, 360, 5))
+    rng = np.random.default_rng(0)
+    tv = rng.random((n, len(angles)), dtype=np.float32) * 0.3
+    tv[:, 0] = 0
+    pred = rng.integers(0, 10, (n, len(angles)))
+    floor = rng.random((n, len(angles)), dtype=np.float32) * 0.01
+    rows = [{"prob_tv": float(tv[:, e].mean()), "flip_rate": float((pred[:, e] != pred[:, 0]).mean()), "floor": float(floor[:, e].mean())}
+            for e in range(len(angles))]
+    sym = SymmetryResult(model=0, name="rotate", spec="rotate:step=5", exact=False, domain="image", param_names=["angle"],
+                         units=["deg"], layout="polar", identity_index=0, elements=[[float(a)] for a in angles],
+                         labels=[f"{a}°" for a in angles], summary={"prob_tv": float(tv.mean())}, per_element=rows,
+                         main_metric="prob_tv")
+    result = AuditResult("0", "now", 0, "cpu", [ModelInfo("m.pt", "torch", "0" * 64, [1, 28, 28])],
+                         DataInfo("d.npz", n, False, [1, 28, 28], n), [sym], {})
+    table = OrbitTable.start(np.arange(n), None)  # no labels, one worst sample: fewer figures to draw
+    for key, arr in {"prob_tv": tv, "pred": pred, "flipped": pred != pred[:, :1], "floor": floor,
+                     "worst_index": np.argsort(-tv.mean(1))[:1]}.items():
+        table.put(0, key, arr)
+    table.put_small_inputs(rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8))
+    result.save(tmp_path / "result.json")
+    write_bytes_atomic(tmp_path / "orbits.npz", table.to_bytes())
+    page = html_report.write_report(result, tmp_path, tmp_path, workers=1)
+    text = page.read_text(encoding="utf-8")
+    assert len(text.encode()) < 15_000_000
+    t = json.loads(BLOCK.search(text).group(1))
+    assert t["rows"] is None and t["note"] == ""  # every sample
+    assert t["small"]["shape"] == [14, 14, 1]  # halved once to fit
+    tr = t["groups"][0]["traces"][0]
+    assert tr["pred_type"] == "u1" and _decode(tr["pred"], "u1").size == n * len(angles)
