@@ -358,7 +358,7 @@ class _Builder:
             group["param"] = orbit.elements[:, 0].tolist()
         elif orbit.layout == "grid2d":
             xs, ys, index = plots.grid_cells(orbit.elements)
-            group["cells"] = {"shape": list(index.shape), "index": index[::-1].reshape(-1).tolist(),
+            group["cells"] = {"shape": list(index.shape), "index": index.reshape(-1).tolist(),  # as the static heatmaps: first y on top
                               "x": [orbit.axis_label(0), float(xs[0]), float(xs[-1])],
                               "y": [orbit.axis_label(1), float(ys[0]), float(ys[-1])]}
         elif orbit.layout == "finite":

@@ -212,6 +212,14 @@
       });
       fig.appendChild(h("figcaption", {}, g.spec + " — " + g.metric + " (" + mean.join("; ") + ")"));
       fig.appendChild(g.cells ? cells(g, traces, vmax) : curves(g, traces, vmax));
+      if (g.cells && g.cells.x) {  // a 2-D grid: say which way its axes run
+        fig.appendChild(h("p", {class: "muted"}, "columns: " + g.cells.x[0] + " " + fmt(g.cells.x[1]) + " … " + fmt(g.cells.x[2]) +
+                          " (left to right); rows: " + g.cells.y[0] + " " + fmt(g.cells.y[1]) + " … " + fmt(g.cells.y[2]) +
+                          " (top to bottom); red outline: the identity; colour: " + g.metric + ", 0 … " + fmt(vmax)));
+      } else if (g.cells) {
+        fig.appendChild(h("p", {class: "muted"}, "red outline: the identity; written in: the class predicted there; colour: " +
+                          g.metric + ", 0 … " + fmt(vmax)));
+      }
       if (traces.some(function (t) { return t.floor; })) fig.appendChild(h("p", {class: "muted"}, "dashed: the floor (the resampling round trip alone)"));
       view.appendChild(fig);
       if (focusGroup != null && String(gi) === String(focusGroup)) target = fig;
