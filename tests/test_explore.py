@@ -49,6 +49,14 @@ def test_small_images_box_average_known_answer():
     assert small_images(np.ones((1, 3, 5, 5)), side=32).shape == (1, 5, 5, 3)  # small enough already: kept
 
 
+def test_script_can_be_inlined():
+    """explore.js goes into the page as is: nothing in it could end its <script> element or name a URL."""
+    script = (html_report.TEMPLATES / "explore.js").read_text(encoding="utf-8")
+    assert "</" not in script and "<!--" not in script
+    assert "http" not in script.lower() and "//cdn" not in script.lower()
+    assert 50 < len(script.splitlines()) < 400  # a small amount of own code
+
+
 def test_embedded_table_agrees_with_orbits(built):
     o, t, result = built["orbits"], built["table"], built["result"]
     n = len(o["sample_index"])
