@@ -144,6 +144,7 @@ def run_scan(
         result, orbits = _resume_from(saved, out_dir, fp, settings, device, len(symmetries))
     else:
         result, orbits = _new_result(plan, fp), OrbitTable.start(dataset.indices, dataset.y[dataset.indices] if dataset.has_labels else None)
+        _add_small_inputs(orbits, dataset, symmetries)
     if write:
         previous = outdir.start(out_dir, keep=saved is not None)
         if previous is not None and saved is None and notify is not None:
@@ -512,6 +513,22 @@ def write_outputs(result: AuditResult, orbits: OrbitTable, out_dir: Path, *, for
     outcome = Outcome(result, Path(out_dir), orbits=orbits.arrays)
     for reporter in file_reporters(formats):
         reporter.write(outcome)
+
+
+SMALL_INPUT_CHUNK = 512
+
+
+def _add_small_inputs(orbits: OrbitTable, dataset, symmetries) -> None:
+    """Image data: every sample's untransformed input, small and 8-bit, for the report's sample explorer."""
+    from .report.thumbs import small_images
+
+    if len(dataset.sample_shape) != 3 or not any(sym.domain == "image" for sym in symmetries):
+        return
+    n = len(dataset.indices)
+    parts = [small_images(dataset.take(np.arange(i, min(i + SMALL_INPUT_CHUNK, n))).numpy())
+             for i in range(0, n, SMALL_INPUT_CHUNK)]  # chunks of samples, so large images never all sit in float32
+    if parts:
+        orbits.put_small_inputs(np.concatenate(parts))
 
 
 def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, xs: np.ndarray) -> None:

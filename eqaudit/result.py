@@ -28,8 +28,9 @@ classifiers: ``prob_tv``, ``flipped``, ``correct``, ``true_class_prob``, ``pred`
 ``s{j}.worst_x`` (k, ...) the inputs of those samples (no data file needed) and, for image symmetries,
 ``s{j}.thumb_elements`` (k, T) element rows (-1: none) with ``s{j}.thumb_x`` (k, T, C, H, W) those samples
 transformed by those elements (the report's thumbnails, drawn without torch or the symmetry code; point
-symmetries store (k, T, P, 3) structures), and ``m{m}.null`` (M,) per model the null sample its levels were
-estimated from. ``OrbitTable`` owns the scheme.
+symmetries store (k, T, P, 3) structures), ``m{m}.null`` (M,) per model the null sample its levels were
+estimated from, and for image data ``x_small`` (N, h, w, c) uint8 every sample's untransformed input, box-averaged
+to at most 32 pixels a side (the report's sample explorer). ``OrbitTable`` owns the scheme.
 """
 
 
@@ -65,6 +66,12 @@ class OrbitTable:
 
     def null(self, m: int) -> np.ndarray | None:
         return self.arrays.get(f"m{m}.null")
+
+    SMALL_INPUTS = "x_small"
+
+    def put_small_inputs(self, small: np.ndarray) -> None:
+        """Every sample's untransformed input as a small 8-bit image (N, h, w, c) (eqaudit.report.thumbs.small_images)."""
+        self.arrays[self.SMALL_INPUTS] = np.asarray(small, dtype=np.uint8)
 
     def keep_first(self, n_symmetries: int, n_models: int) -> None:
         """Drop every array of symmetries j >= n_symmetries and models m >= n_models (what a checkpoint's

@@ -11,6 +11,7 @@ holds no user text (text is drawn as paths and comments are stripped).
 from __future__ import annotations
 
 import base64
+import json
 import multiprocessing
 import os
 import re
@@ -34,6 +35,8 @@ WORST_PLOTTED = 4  # individual orbit plots per (model, symmetry)
 MAX_CLASSES = 20  # per-class small multiples beyond this are left out (and the page says so)
 MAX_MAP_POINTS = 3000  # sample-map points drawn (worst samples always kept)
 PNG_DPI = 96
+MIN_SMALL_SIDE = 12  # the explorer's thumbnails shrink to fit the budget, not below this many pixels a side
+EXPLORE_BUDGET = 12_000_000  # bytes of per-sample data (base64) the sample explorer embeds; beyond it a seeded subset
 METRIC_ORDER = ["prob_tv", "flip_rate", "accuracy", "true_class_prob", "equivariance_error", "box_error", "iou",
                 "mean_iou", "pixel_flip_rate", "epe", "center_error", "max_abs_error"]
 NOT_METRICS = {"floor", "floor_flip_rate", "resolved", "element", "label", "null", "level", "level_ci", "extent"}
@@ -268,7 +271,108 @@ class _Builder:
             "fingerprints": [(m, r.fingerprint(i)) for i, m in enumerate(models)],
         }
         context["groups"] = [self._group_context(gi, entries, metrics) for gi, entries in enumerate(groups)]
+        context["explore"] = self._explore(groups)
+        if context["explore"] is not None:
+            # inlined in a <script> element: the file holds no "</" (tests/test_explore.py checks)
+            context["explore"]["script"] = Markup((TEMPLATES / "explore.js").read_text(encoding="utf-8"))
         return context
+
+    # ------------------------------------------------------------------ sample explorer
+    def _explore(self, groups) -> dict[str, Any] | None:
+        """The per-sample table the page's sample explorer draws from (see the template's script): per
+        group of symmetry entries the main metric (float32), the predicted class and the floor per element and
+        model, and the untransformed inputs small and 8-bit (``x_small``), all base64 in one JSON block. Larger
+        than EXPLORE_BUDGET: a subset seeded by the result's seed, every worst sample in it, and a note."""
+        o = self.orbits
+        if o is None or "sample_index" not in o:
+            return None
+        n = int(len(o["sample_index"]))
+        parts, worst, per_row = [], [], 0
+        for entries in groups:
+            traces = []
+            for j, s in entries:
+                t = self._profile_table(j, s)
+                if t is None or t.shape[0] != n:
+                    continue
+                pred = self._table(j, "pred")
+                pred = pred if pred is not None and pred.shape == t.shape else None
+                floor = self._table(j, "floor")
+                floor = floor if floor is not None and floor.shape == t.shape else None
+                if floor is not None and s.exact and float(np.max(np.abs(floor), initial=0.0)) < 1e-9:
+                    floor = None
+                traces.append((j, s, t, pred, floor))
+                per_row += t.shape[1] * (4 + (np.dtype(_class_dtype(pred)).itemsize if pred is not None else 0)
+                                         + (2 if floor is not None else 0))
+                w = self._table(j, "worst_index")
+                if w is not None:
+                    worst.extend(int(r) for r in w[:WORST_PLOTTED] if 0 <= r < n)
+            if traces:
+                parts.append((entries[0][1], traces))
+        if not parts:
+            return None
+        small = o.get(OrbitTable.SMALL_INPUTS)
+        if small is not None and (small.ndim != 4 or small.shape[0] != n or small.dtype != np.uint8):
+            small = None
+        budget = EXPLORE_BUDGET * 3 // 4  # raw bytes (base64 writes 4 characters per 3)
+        while small is not None and n * (per_row + small[0].size) > budget and max(small.shape[1:3]) > MIN_SMALL_SIDE:
+            small = _halve(small)  # smaller thumbnails before fewer samples
+        if small is not None:
+            per_row += int(small[0].size)
+        cap = max(1, int(budget // max(per_row, 1)))
+        note = ""
+        if n <= cap:
+            rows = np.arange(n)
+        else:
+            keep = np.unique(np.asarray(worst, dtype=np.int64))[:cap]
+            rest = np.setdiff1d(np.arange(n), keep)
+            fill = np.random.default_rng(self.result.seed).choice(rest, cap - keep.size, replace=False)
+            rows = np.union1d(keep, fill)
+            note = (f"Per-sample orbits are embedded for {rows.size} of {n} samples (a subset seeded with "
+                    f"{self.result.seed} that holds every worst sample) to keep this page small; the other points "
+                    "of the sample maps open no view.")
+        labels = o.get("labels")
+        data = {
+            "n": n,
+            "rows": rows.tolist() if rows.size < n else None,
+            "sample_index": o["sample_index"][rows].astype(np.int64).tolist(),
+            "labels": None if labels is None or labels.shape[0] != n else labels[rows].astype(np.int64).tolist(),
+            "classes": [str(c) for c in self.result.data.classes] if self.result.data.classes else None,
+            "models": [{"name": m["name"], "path": m["path"], "color": m["color"]} for m in self.models],
+            "groups": [self._explore_group(first, traces, rows) for first, traces in parts],
+            "small": None if small is None else {"shape": list(small.shape[1:]), "data": _b64(small[rows])},
+            "note": note,
+        }
+        # JSON in a <script> block: no "<" (hence no "</script>") survives as such, strings stay JSON
+        text = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        return {"json": Markup(text), "note": note}
+
+    def _explore_group(self, first: SymmetryResult, traces, rows: np.ndarray) -> dict[str, Any]:
+        orbit = plots.Orbit.from_symmetry(first).drawable()
+        group: dict[str, Any] = {"spec": first.spec, "layout": orbit.layout, "labels": list(orbit.labels),
+                                 "identity": orbit.identity_index, "metric": plots.metric_info(self._main_metric(first)).label,
+                                 "axis": orbit.axis_label(0), "param": None, "cells": None, "traces": []}
+        if orbit.layout in ("polar", "line"):
+            group["param"] = orbit.elements[:, 0].tolist()
+        elif orbit.layout == "grid2d":
+            xs, ys, index = plots.grid_cells(orbit.elements)
+            group["cells"] = {"shape": list(index.shape), "index": index.reshape(-1).tolist(),  # as the static heatmaps: first y on top
+                              "x": [orbit.axis_label(0), float(xs[0]), float(xs[-1])],
+                              "y": [orbit.axis_label(1), float(ys[0]), float(ys[-1])]}
+        elif orbit.layout == "finite":
+            index = plots.finite_cells(orbit)
+            group["cells"] = {"shape": list(index.shape), "index": index.reshape(-1).tolist()}
+        else:  # axis-angle: drawn over the element index
+            group["layout"], group["param"], group["axis"] = "line", list(range(orbit.n)), "element"
+        for j, s, t, pred, floor in traces:
+            group["traces"].append({
+                "j": j, "model": s.model,
+                "values": _b64(t[rows].astype("<f4")),
+                "pred": None if pred is None else _b64(pred[rows].astype(_class_dtype(pred))),
+                "pred_type": None if pred is None else _class_dtype(pred),
+                "floor": None if floor is None else _b64(floor[rows].astype("<f2")),  # a reference line: half precision
+            })
+        return group
 
     def _metrics(self) -> list[str]:
         keys: list[str] = []
@@ -446,7 +550,7 @@ class _Builder:
     def _entry_context(self, j: int, s: SymmetryResult, orbit: plots.Orbit, map_max: float) -> dict[str, Any]:
         m = self.models[s.model]
         slug = f"s{j}-{_slug(s.spec)}-m{s.model}"
-        ctx: dict[str, Any] = {"j": j, "model": m, "map": None, "worst": [], "map_note": ""}
+        ctx: dict[str, Any] = {"j": j, "model": m, "map": None, "worst": [], "map_note": "", "map_rows": ""}
         table = self._profile_table(j, s)
         worst = self._table(j, "worst_index")
         if table is None:
@@ -465,6 +569,9 @@ class _Builder:
         recipe = (plots.sample_map_figure, (coords[keep], mean[keep], marks),
                   dict(colour_label=f"orbit mean {main.label}", explained=explained, vmax=map_max))
         ctx["map"] = self._svg(recipe, f"{slug}-map", f"sample map of {m['name']} under {s.spec}")
+        # the map's points in the order matplotlib drew them (see plots.sample_map_figure): the page's
+        # sample explorer makes each one a button for its row of the orbit table
+        ctx["map_rows"] = " ".join(str(int(r)) for r in keep[np.argsort(mean[keep], kind="stable")])
         if keep.size < mean.size:
             ctx["map_note"] = f"{keep.size} of {mean.size} samples drawn."
         # worst samples
@@ -589,6 +696,26 @@ def _level_note(summary: dict) -> str:
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
         return f"95% CI {ci[0]:.3f}–{ci[1]:.3f}"
     return ""
+
+
+def _class_dtype(pred: np.ndarray) -> str:
+    """The smallest little-endian integer type that holds every predicted class in ``pred``."""
+    lo, hi = (int(pred.min()), int(pred.max())) if pred.size else (0, 0)
+    return "u1" if lo >= 0 and hi < 256 else "<i2" if -32768 <= lo and hi < 32768 else "<i4"
+
+
+def _halve(small: np.ndarray) -> np.ndarray:
+    """8-bit thumbnails (N, h, w, c) at half the resolution (box means)."""
+    from .thumbs import box_means
+
+    x = small.astype(np.float32)
+    x = box_means(box_means(x, 1, max(1, x.shape[1] // 2)), 2, max(1, x.shape[2] // 2))
+    return np.round(x).astype(np.uint8)
+
+
+def _b64(a: np.ndarray) -> str:
+    """An array's bytes (C order, its own little-endian dtype) as base64 text for the page's JSON."""
+    return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
 
 
 def _attr(text: str) -> str:

@@ -844,6 +844,7 @@ def sample_map_figure(coords: np.ndarray, colour: np.ndarray, marks: Sequence[tu
     order = np.argsort(colour, kind="stable")  # worst drawn last, on top
     sc = ax.scatter(coords[order, 0], coords[order, 1], c=colour[order], cmap="viridis", vmin=0,
                     vmax=max(hi, 1e-9), s=11, linewidths=0, alpha=0.9)
+    sc.set_gid("samples")  # the page finds the points (one <use> each, in this order) by this id
     if marks:
         rows = np.array([r for r, _, _ in marks], dtype=np.int64)
         ring = ax.scatter(coords[rows, 0], coords[rows, 1], s=80, facecolor="none", edgecolor=BAD_COLOR, linewidths=1.5)

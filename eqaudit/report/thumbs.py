@@ -35,3 +35,36 @@ def pack(selections: list[list[int]]) -> np.ndarray:
     for r, sel in enumerate(selections):
         out[r, : len(sel)] = sel
     return out
+
+
+SMALL_SIDE = 32  # longest side of the untransformed inputs the scan stores for the report's sample explorer
+
+
+def box_means(x: np.ndarray, axis: int, n: int) -> np.ndarray:
+    """Average ``x`` along ``axis`` into ``n`` nearly equal boxes (no-op when already at most n long)."""
+    size = x.shape[axis]
+    if size <= n:
+        return x
+    edges = np.linspace(0, size, n + 1).round().astype(np.int64)[:-1]
+    counts = np.diff(np.append(edges, size)).astype(np.float32)
+    shape = [1] * x.ndim
+    shape[axis] = n
+    return np.add.reduceat(x, edges, axis=axis) / counts.reshape(shape)
+
+
+def small_images(x: np.ndarray, side: int = SMALL_SIDE) -> np.ndarray:
+    """Images (N, C, H, W) -> 8-bit thumbnails (N, h, w, c) with max(h, w) <= ``side``: box-averaged,
+    each sample stretched to its own min..max; c is 1 (grey, also for other channel counts: their
+    mean) or 3 (RGB)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[0] == 0:
+        return np.zeros((0, 0, 0, 1), np.uint8)
+    if x.shape[1] != 3:
+        x = x.mean(1, keepdims=True)
+    scale = side / max(x.shape[2], x.shape[3])
+    x = box_means(x, 2, max(1, int(round(x.shape[2] * scale))))
+    x = box_means(x, 3, max(1, int(round(x.shape[3] * scale))))
+    lo = x.min(axis=(1, 2, 3), keepdims=True)
+    span = x.max(axis=(1, 2, 3), keepdims=True) - lo
+    out = np.where(span > 0, (x - lo) / np.where(span > 0, span, 1), 0.5)
+    return np.round(out * 255).astype(np.uint8).transpose(0, 2, 3, 1)

@@ -1,0 +1,254 @@
+/* eqaudit sample explorer: draws any sample's orbit from the page's embedded table (#eqaudit-samples).
+   Own code, no library and no network: inline SVG for the plots, a canvas for the input thumbnail.
+   window.eqauditShowSample(k) opens the view of row k of orbits.npz in #sample-view; the points of the
+   sample maps call it when clicked or when Enter/Space is pressed on a focused point. */
+(function () {
+  "use strict";
+  var block = document.getElementById("eqaudit-samples");
+  var view = document.getElementById("sample-view");
+  if (!block || !view) return;
+  var D = JSON.parse(block.textContent);
+  var probe = document.createElement("div");
+  probe.innerHTML = "<svg>";  // the SVG namespace, as the HTML parser gives it (no URL written here)
+  var SVGNS = probe.firstChild.namespaceURI;
+  var VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  var pos = null;
+  if (D.rows) { pos = new Map(); D.rows.forEach(function (r, i) { pos.set(r, i); }); }
+
+  function position(k) {
+    if (pos) return pos.has(k) ? pos.get(k) : -1;
+    return k >= 0 && k < D.n ? k : -1;
+  }
+  function bytes(b64) {
+    var s = atob(b64), a = new Uint8Array(s.length);
+    for (var i = 0; i < s.length; i++) a[i] = s.charCodeAt(i);
+    return a;
+  }
+  function half(u) {  // IEEE half-precision bits -> numbers
+    var out = new Float32Array(u.length);
+    for (var i = 0; i < u.length; i++) {
+      var b = u[i], sgn = b & 0x8000 ? -1 : 1, ex = (b >> 10) & 31, fr = b & 1023;
+      out[i] = sgn * (ex === 0 ? fr * Math.pow(2, -24) : ex === 31 ? (fr ? NaN : Infinity) : (1 + fr / 1024) * Math.pow(2, ex - 15));
+    }
+    return out;
+  }
+  function decode(t) {  // typed arrays of one trace, decoded on first use
+    if (!t.v) {
+      t.v = new Float32Array(bytes(t.values).buffer);
+      var P = {"u1": Uint8Array, "<i2": Int16Array, "<i4": Int32Array}[t.pred_type] || Int32Array;
+      t.p = t.pred ? new P(bytes(t.pred).buffer) : null;
+      t.f = t.floor ? half(new Uint16Array(bytes(t.floor).buffer)) : null;
+    }
+    return t;
+  }
+  function row(arr, i, e) { return arr ? Array.prototype.slice.call(arr, i * e, (i + 1) * e) : null; }
+  function className(c) { return D.classes && c >= 0 && c < D.classes.length ? D.classes[c] : String(c); }
+  function fmt(v) { return v == null || !isFinite(v) ? "–" : Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3); }
+  function h(tag, attrs, text) {
+    var e = document.createElement(tag);
+    for (var k in attrs || {}) e.setAttribute(k, attrs[k]);
+    if (text != null) e.textContent = text;
+    return e;
+  }
+  function s(parent, tag, attrs, text) {
+    var e = document.createElementNS(SVGNS, tag);
+    for (var k in attrs || {}) e.setAttribute(k, attrs[k]);
+    if (text != null) e.textContent = text;
+    if (parent) parent.appendChild(e);
+    return e;
+  }
+  function colour(t) {  // viridis at t in [0, 1]
+    t = Math.max(0, Math.min(1, isFinite(t) ? t : 0)) * (VIRIDIS.length - 1);
+    var i = Math.min(Math.floor(t), VIRIDIS.length - 2), f = t - i, a = VIRIDIS[i], b = VIRIDIS[i + 1];
+    return "rgb(" + [0, 1, 2].map(function (c) { return Math.round(a[c] + f * (b[c] - a[c])); }).join(",") + ")";
+  }
+  function tip(g, e, v, p) {
+    return g.labels[e] + ": " + g.metric + " " + fmt(v) + (p != null ? ", predicts " + className(p) : "");
+  }
+
+  /* one-parameter orbits: line (x = parameter) or polar (angle = parameter in degrees, radius = value) */
+  function curves(g, traces, vmax) {
+    var polar = g.layout === "polar", W = polar ? 300 : 460, H = polar ? 300 : 210;
+    var svg = s(null, "svg", {viewBox: "0 0 " + W + " " + H, width: W, height: H, class: "orbit-plot", role: "img",
+                             "aria-label": g.metric + " over the orbit of " + g.spec});
+    var order = g.param.map(function (_, i) { return i; }).sort(function (a, b) { return g.param[a] - g.param[b]; });
+    var x0 = g.param[order[0]], x1 = g.param[order[order.length - 1]];
+    var cx = W / 2, cy = H / 2, R = W / 2 - 30, L = 46, T = 12, PW = W - L - 12, PH = H - T - 36;
+    function at(x, v) {
+      if (polar) {
+        var a = (x * Math.PI) / 180, r = (R * v) / vmax;
+        return [cx + r * Math.cos(a), cy - r * Math.sin(a)];
+      }
+      return [L + (x1 > x0 ? ((x - x0) / (x1 - x0)) * PW : PW / 2), T + PH - (PH * v) / vmax];
+    }
+    if (polar) {
+      [0.5, 1].forEach(function (f) { s(svg, "circle", {cx: cx, cy: cy, r: R * f, fill: "none", stroke: "#ccd", "stroke-dasharray": f < 1 ? "3 3" : ""}); });
+      s(svg, "text", {x: cx + R + 2, y: cy - 3, "font-size": 10, fill: "#667"}, "0°");
+      s(svg, "text", {x: cx + 3, y: cy - R * 0.5 - 2, "font-size": 9, fill: "#667"}, fmt(vmax / 2));
+      s(svg, "text", {x: cx + 3, y: cy - R - 2, "font-size": 9, fill: "#667"}, fmt(vmax));
+    } else {
+      s(svg, "rect", {x: L, y: T, width: PW, height: PH, fill: "none", stroke: "#ccd"});
+      s(svg, "text", {x: L - 4, y: T + 4, "font-size": 10, "text-anchor": "end", fill: "#667"}, fmt(vmax));
+      s(svg, "text", {x: L - 4, y: T + PH, "font-size": 10, "text-anchor": "end", fill: "#667"}, "0");
+      s(svg, "text", {x: L, y: H - 18, "font-size": 10, fill: "#667"}, fmt(x0));
+      s(svg, "text", {x: L + PW, y: H - 18, "font-size": 10, "text-anchor": "end", fill: "#667"}, fmt(x1));
+      s(svg, "text", {x: L + PW / 2, y: H - 4, "font-size": 11, "text-anchor": "middle", fill: "#333"}, g.axis);
+      var id = at(g.param[g.identity], 0)[0];
+      s(svg, "line", {x1: id, x2: id, y1: T, y2: T + PH, stroke: "#999", "stroke-dasharray": "2 3"});
+    }
+    traces.forEach(function (tr) {
+      var gEl = s(svg, "g", {class: "trace", "data-model": tr.model, fill: tr.color, stroke: tr.color});
+      function path(vals, dashed) {
+        var pts = order.map(function (e) { return at(g.param[e], vals[e]).map(function (c) { return c.toFixed(1); }).join(","); });
+        if (polar) pts.push(pts[0]);
+        s(gEl, "polyline", {points: pts.join(" "), fill: "none", "stroke-width": dashed ? 1 : 1.6,
+                            "stroke-dasharray": dashed ? "4 3" : "", class: dashed ? "floor" : "curve"});
+      }
+      if (tr.floor) path(tr.floor, true);
+      path(tr.values, false);
+      order.forEach(function (e) {
+        var p = at(g.param[e], tr.values[e]);
+        var c = s(gEl, "circle", {cx: p[0].toFixed(1), cy: p[1].toFixed(1), r: 2.6, class: "pt", "data-element": e,
+                                 fill: tr.pred && tr.pred[e] !== tr.pred[g.identity] ? "#fff" : tr.color});
+        s(c, "title", {}, tr.name + " · " + tip(g, e, tr.values[e], tr.pred ? tr.pred[e] : null));
+      });
+    });
+    return svg;
+  }
+
+  /* finite groups (tiles, the predicted class written in) and 2-D grids (heatmap): one panel per model */
+  function cells(g, traces, vmax) {
+    var rows = g.cells.shape[0], cols = g.cells.shape[1], small = rows * cols > 100;
+    var C = Math.max(8, Math.min(44, Math.floor(440 / cols))), head = 16;
+    var W = cols * C + 8, H = traces.length * (rows * C + head + 6) + 4;
+    var svg = s(null, "svg", {viewBox: "0 0 " + W + " " + H, width: W, height: H, class: "orbit-plot", role: "img",
+                             "aria-label": g.metric + " over the orbit of " + g.spec});
+    traces.forEach(function (tr, m) {
+      var top = m * (rows * C + head + 6);
+      var gEl = s(svg, "g", {class: "trace", "data-model": tr.model});
+      s(gEl, "text", {x: 4, y: top + 12, "font-size": 11, fill: tr.color, "font-weight": 600}, tr.name);
+      g.cells.index.forEach(function (e, i) {
+        if (e < 0) return;
+        var x = 4 + (i % cols) * C, y = top + head + Math.floor(i / cols) * C, v = tr.values[e];
+        var r = s(gEl, "rect", {x: x, y: y, width: C - 1, height: C - 1, fill: colour(v / vmax), class: "pt", "data-element": e,
+                               stroke: e === g.identity ? "#d33" : "none"});
+        s(r, "title", {}, tr.name + " · " + tip(g, e, v, tr.pred ? tr.pred[e] : null));
+        if (tr.pred && !small && C >= 22) {
+          s(gEl, "text", {x: x + C / 2, y: y + C / 2 + 4, "font-size": 10, "text-anchor": "middle", "pointer-events": "none",
+                          fill: v / vmax > 0.6 ? "#000" : "#fff"}, className(tr.pred[e]).slice(0, 5));
+        }
+      });
+    });
+    return svg;
+  }
+
+  function thumbnail(i) {
+    if (!D.small) return null;
+    var sh = D.small.shape, hgt = sh[0], wid = sh[1], ch = sh[2], n = hgt * wid * ch;
+    if (!D.small.bytes) D.small.bytes = bytes(D.small.data);
+    var src = D.small.bytes.subarray(i * n, (i + 1) * n), cv = document.createElement("canvas");
+    cv.width = wid; cv.height = hgt;
+    var ctx = cv.getContext("2d"), img = ctx.createImageData(wid, hgt);
+    for (var p = 0; p < hgt * wid; p++) {
+      for (var c = 0; c < 3; c++) img.data[4 * p + c] = src[p * ch + (ch === 3 ? c : 0)];
+      img.data[4 * p + 3] = 255;
+    }
+    ctx.putImageData(img, 0, 0);
+    return h("img", {class: "sample-thumb", src: cv.toDataURL("image/png"), width: 96, alt: "the untransformed input"});
+  }
+
+  function show(k, focusGroup) {
+    k = Number(k);
+    var i = position(k);
+    view.textContent = "";
+    view.hidden = false;
+    var close = h("button", {type: "button", class: "close", "aria-label": "close the sample view"}, "×");
+    close.addEventListener("click", function () { view.hidden = true; });
+    view.appendChild(close);
+    view.appendChild(h("h3", {}, "sample " + k));
+    if (i < 0) {
+      view.appendChild(h("p", {class: "muted"}, "sample " + k + " is not embedded in this page. " + (D.note || "")));
+      return false;
+    }
+    var facts = "data-file row " + D.sample_index[i];
+    if (D.labels) facts += " · true class " + className(D.labels[i]);
+    view.appendChild(h("p", {class: "facts"}, facts));
+    var top = h("div", {class: "sv-top"});
+    var th = thumbnail(i);
+    if (th) top.appendChild(th);
+    var ul = h("ul", {class: "sv-models"});
+    D.models.forEach(function (m, mi) {
+      var li = h("li", {});
+      li.appendChild(h("span", {class: "swatch", style: "background:" + m.color}));
+      li.appendChild(h("code", {title: m.path}, m.name));
+      D.groups.forEach(function (g) {
+        g.traces.forEach(function (t) {
+          if (t.model !== mi) return;
+          decode(t);
+          var e = g.labels.length, p = t.p ? t.p[i * e + g.identity] : null;
+          if (p != null && !li.dataset.pred) { li.dataset.pred = "1"; li.appendChild(document.createTextNode(" predicts " + className(p) + " untransformed")); }
+        });
+      });
+      ul.appendChild(li);
+    });
+    top.appendChild(ul);
+    view.appendChild(top);
+    var target = null;
+    D.groups.forEach(function (g, gi) {
+      var E = g.labels.length, vmax = 1e-9;
+      var traces = g.traces.map(function (t) {
+        decode(t);
+        var tr = {model: t.model, name: D.models[t.model].name, color: D.models[t.model].color,
+                  values: row(t.v, i, E), pred: row(t.p, i, E), floor: row(t.f, i, E)};
+        tr.values.concat(tr.floor || []).forEach(function (v) { if (isFinite(v)) vmax = Math.max(vmax, v); });
+        return tr;
+      });
+      var fig = h("figure", {class: "sv-group", "data-group": gi});
+      var mean = traces.map(function (t) {
+        var sum = 0, c = 0;
+        t.values.forEach(function (v, e) { if (e !== g.identity || E === 1) { sum += v; c++; } });
+        var flips = t.pred ? t.pred.filter(function (p) { return p !== t.pred[g.identity]; }).length : null;
+        return t.name + ": mean " + fmt(sum / Math.max(c, 1)) + (flips != null ? ", " + flips + "/" + (E - 1) + " flips" : "");
+      });
+      fig.appendChild(h("figcaption", {}, g.spec + " — " + g.metric + " (" + mean.join("; ") + ")"));
+      fig.appendChild(g.cells ? cells(g, traces, vmax) : curves(g, traces, vmax));
+      if (g.cells && g.cells.x) {  // a 2-D grid: say which way its axes run
+        fig.appendChild(h("p", {class: "muted"}, "columns: " + g.cells.x[0] + " " + fmt(g.cells.x[1]) + " … " + fmt(g.cells.x[2]) +
+                          " (left to right); rows: " + g.cells.y[0] + " " + fmt(g.cells.y[1]) + " … " + fmt(g.cells.y[2]) +
+                          " (top to bottom); red outline: the identity; colour: " + g.metric + ", 0 … " + fmt(vmax)));
+      } else if (g.cells) {
+        fig.appendChild(h("p", {class: "muted"}, "red outline: the identity; written in: the class predicted there; colour: " +
+                          g.metric + ", 0 … " + fmt(vmax)));
+      }
+      if (traces.some(function (t) { return t.floor; })) fig.appendChild(h("p", {class: "muted"}, "dashed: the floor (the resampling round trip alone)"));
+      view.appendChild(fig);
+      if (focusGroup != null && String(gi) === String(focusGroup)) target = fig;
+    });
+    if (D.note) view.appendChild(h("p", {class: "muted"}, D.note));
+    if (target) view.scrollTop = target.offsetTop - 40;
+    return true;
+  }
+  window.eqauditShowSample = function (k) { return show(k, null); };
+
+  Array.prototype.forEach.call(document.querySelectorAll("figure.mapbox[data-rows]"), function (fig) {
+    var rows = fig.getAttribute("data-rows").split(" ").map(Number);
+    var pts = fig.querySelectorAll('g[id$="-samples"] use');
+    if (pts.length !== rows.length) return;  // a map drawn otherwise: its points stay plain
+    Array.prototype.forEach.call(pts, function (p, n) {
+      if (position(rows[n]) < 0) return;
+      p.setAttribute("tabindex", "0");
+      p.setAttribute("role", "button");
+      p.setAttribute("aria-label", "show sample " + rows[n]);
+      p.setAttribute("data-sample", rows[n]);
+      p.setAttribute("class", "pick");
+    });
+    function pick(ev) {
+      var t = ev.target.closest && ev.target.closest("[data-sample]");
+      if (!t || (ev.type === "keydown" && ev.key !== "Enter" && ev.key !== " ")) return;
+      ev.preventDefault();
+      show(t.getAttribute("data-sample"), fig.getAttribute("data-group"));
+    }
+    fig.addEventListener("click", pick);
+    fig.addEventListener("keydown", pick);
+  });
+})();

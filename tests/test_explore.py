@@ -1,0 +1,218 @@
+"""The report's sample explorer: any sample's orbit from the embedded per-sample table, in headless Chromium and in Python."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+
+from eqaudit.report import html as html_report
+from eqaudit.report.thumbs import small_images
+from eqaudit.result import AuditResult, OrbitTable
+from test_browser import browser  # noqa: F401  (the shared headless Chromium fixture, with its skips)
+from test_report import build_report
+
+BLOCK = re.compile(r'<script type="application/json" id="eqaudit-samples">(.*?)</script>', re.S)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    b = build_report(tmp_path_factory.mktemp("explore"))
+    b["orbits"] = OrbitTable.load(b["out"] / "orbits.npz").arrays
+    b["table"] = json.loads(BLOCK.search(b["html"].read_text(encoding="utf-8")).group(1))
+    return b
+
+
+def _decode(text: str, dtype: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=dtype)
+
+
+def _not_worst(built) -> int:
+    """A sample no (model, symmetry) lists among its worst."""
+    o, n = built["orbits"], len(built["orbits"]["sample_index"])
+    worst = {int(r) for k, v in o.items() if k.endswith(".worst_index") for r in v}
+    return max(set(range(n)) - worst)
+
+
+def test_small_images_box_average_known_answer():
+    x = np.zeros((2, 1, 4, 4), np.float32)
+    x[0, 0, :2, :2] = 1.0  # one bright quarter
+    x[1, 0] = np.arange(16).reshape(4, 4)
+    out = small_images(x, side=2)
+    assert out.shape == (2, 2, 2, 1) and out.dtype == np.uint8
+    assert out[0, :, :, 0].tolist() == [[255, 0], [0, 0]]
+    means = np.array([[2.5, 4.5], [10.5, 12.5]])  # block means of 0..15, stretched to 0..255
+    assert np.allclose(out[1, :, :, 0], np.round((means - 2.5) / 10 * 255))
+    assert small_images(np.ones((1, 3, 5, 5)), side=32).shape == (1, 5, 5, 3)  # small enough already: kept
+
+
+def test_script_can_be_inlined():
+    """explore.js goes into the page as is: nothing in it could end its <script> element or name a URL."""
+    script = (html_report.TEMPLATES / "explore.js").read_text(encoding="utf-8")
+    assert "</" not in script and "<!--" not in script
+    assert "http" not in script.lower() and "//cdn" not in script.lower()
+    assert 50 < len(script.splitlines()) < 400  # a small amount of own code
+
+
+def test_embedded_table_agrees_with_orbits(built):
+    o, t, result = built["orbits"], built["table"], built["result"]
+    n = len(o["sample_index"])
+    assert t["n"] == n and t["rows"] is None and t["note"] == ""  # small audit: every sample
+    assert t["sample_index"] == o["sample_index"].tolist() and t["labels"] == o["labels"].tolist()
+    assert [m["name"] for m in t["models"]] == ["plain.pt", "other <b>&.pt"]
+    small = o["x_small"]  # the untransformed inputs, small and 8-bit, as the scan stored them
+    x = np.load(built["data"])["x"][o["sample_index"]]
+    assert x.shape[1:] == (1, 12, 12) and np.array_equal(small, small_images(x))
+    assert np.array_equal(_decode(t["small"]["data"], "u1").reshape(n, *t["small"]["shape"]), small)
+    traces = [tr for g in t["groups"] for tr in g["traces"]]
+    assert sorted(tr["j"] for tr in traces) == list(range(len(result.symmetries)))
+    assert all(len(g["traces"]) == 2 for g in t["groups"])  # both models side by side in every group
+    for g in t["groups"]:
+        for tr in g["traces"]:
+            e = len(g["labels"])
+            values = _decode(tr["values"], "<f4").reshape(n, e)
+            pred = _decode(tr["pred"], tr["pred_type"]).reshape(n, e)
+            for k in (0, 7, n - 1):
+                assert np.array_equal(values[k], o[f"s{tr['j']}.prob_tv"][k].astype(np.float32))
+                assert np.array_equal(pred[k], o[f"s{tr['j']}.pred"][k])
+            floor = o.get(f"s{tr['j']}.floor")
+            if tr["floor"] is not None:
+                assert np.allclose(_decode(tr["floor"], "<f2").reshape(n, e), floor, atol=1e-3)
+    assert {g["layout"] for g in t["groups"]} == {"polar", "grid2d", "finite"}
+
+
+def test_large_audit_embeds_a_seeded_subset(built, tmp_path, monkeypatch):
+    """Over the budget: thumbnails shrink first, then a subset seeded by the result's seed, worst samples kept."""
+    result = AuditResult.load(built["out"])
+    n = len(built["orbits"]["sample_index"])
+    full = built["table"]
+    raw = sum(len(base64.b64decode(tr[k])) for g in full["groups"] for tr in g["traces"] for k in ("values", "pred", "floor")
+              if tr[k] is not None) + len(base64.b64decode(full["small"]["data"]))
+    worst = {int(r) for k, v in built["orbits"].items() if k.endswith(".worst_index") for r in v[:html_report.WORST_PLOTTED]}
+    want = len(worst) + (n - len(worst)) // 2
+    assert len(worst) < want < n
+    monkeypatch.setattr(html_report, "EXPLORE_BUDGET", (want * raw // n + 1) * 4 // 3)  # base64 for `want` samples
+    context = html_report._Builder(result, dict(built["orbits"]), tmp_path).build()
+    t = json.loads(str(context["explore"]["json"]))
+    assert t["small"]["shape"][:2] == [12, 12]  # thumbnails shrink no further than MIN_SMALL_SIDE
+    rows = t["rows"]
+    assert rows is not None and len(rows) == want and rows == sorted(set(rows))
+    assert worst <= set(rows)
+    assert f"{len(rows)} of {n} samples" in t["note"] and str(result.seed) in t["note"]
+    again = json.loads(str(html_report._Builder(result, dict(built["orbits"]), tmp_path).build()["explore"]["json"]))
+    assert again["rows"] == rows  # seeded: the same subset every render
+    g = t["groups"][0]
+    assert _decode(g["traces"][0]["values"], "<f4").size == len(rows) * len(g["labels"])
+
+
+def _open(browser, built):  # noqa: F811
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    problems: list[str] = []
+    context.route(re.compile(r"^(?!file:|data:).*"), lambda route: (problems.append("request " + route.request.url), route.abort()))
+    page = context.new_page()
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.goto(built["html"].as_uri(), wait_until="load")
+    return context, page, problems
+
+
+def test_click_a_map_point_opens_that_sample(browser, built):  # noqa: F811
+    context, page, problems = _open(browser, built)
+    view = page.locator("#sample-view")
+    assert not view.is_visible()
+    points = page.locator("#sym-0 .model-1 figure.mapbox use[data-sample]")  # the second model's map
+    assert points.count() == len(built["orbits"]["sample_index"])  # every point of the map is a button
+    point = points.nth(3)
+    point.evaluate("p => p.closest('figure').scrollIntoView({block: 'center', behavior: 'instant'})")
+    box = point.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.click(x, y)
+    k = page.evaluate("([x, y]) => Number(document.elementFromPoint(x, y).closest('[data-sample]').dataset.sample)", [x, y])
+    assert view.is_visible()
+    text = view.inner_text()
+    assert f"sample {k}" in text
+    assert f"data-file row {int(built['orbits']['sample_index'][k])}" in text
+    assert "plain.pt" in text and "other <b>&.pt" in text  # every model's file name, as text
+    # keyboard: Enter on a focused point opens it too
+    other = points.nth(7)
+    other.focus()
+    page.keyboard.press("Enter")
+    assert f"sample {other.get_attribute('data-sample')}" in view.inner_text()
+    assert not problems, problems
+    context.close()
+
+
+def test_show_any_sample_draws_its_orbit(browser, built):  # noqa: F811
+    context, page, problems = _open(browser, built)
+    k = _not_worst(built)
+    assert page.evaluate(f"window.eqauditShowSample({k})") is True
+    view = page.locator("#sample-view")
+    assert f"sample {k}" in view.inner_text()
+    result = built["result"]
+    plots_ = view.locator("svg.orbit-plot")
+    assert plots_.count() == len(built["table"]["groups"]) == len(result.symmetries) // 2
+    for g, group in enumerate(built["table"]["groups"]):
+        plot = plots_.nth(g)
+        traces = plot.locator("g.trace")
+        assert traces.count() == 2  # both models
+        for m in range(2):
+            assert traces.nth(m).locator(".pt").count() == len(group["labels"])  # a mark per element
+    thumb = view.locator("img.sample-thumb")
+    assert thumb.evaluate("img => img.complete && img.naturalWidth === 12")
+    # the tile of the rot90 orbit names the element, the value and the class predicted there
+    finite = next(i for i, g in enumerate(built["table"]["groups"]) if g["layout"] == "finite")
+    j = built["table"]["groups"][finite]["traces"][0]["j"]
+    tips = plots_.nth(finite).locator("g.trace").first.locator(".pt").evaluate_all(
+        "els => els.map(e => [Number(e.dataset.element), e.textContent])")
+    pred, values = built["orbits"][f"s{j}.pred"][k], built["orbits"][f"s{j}.prob_tv"][k]
+    labels = result.symmetries[j].labels
+    assert sorted(e for e, _ in tips) == list(range(len(labels)))
+    for e, tip in tips:
+        assert tip.startswith(f"plain.pt · {labels[e]}: ")
+        assert tip.endswith("predicts " + result.data.classes[int(pred[e])])
+        shown = float(re.search(r"\(TV\) ([-+0-9.e]+),", tip).group(1))  # three significant digits
+        assert shown == pytest.approx(float(values[e]), rel=5e-3, abs=1e-12)
+    shot = page.screenshot(full_page=False)
+    assert len(shot) > 10_000
+    assert not problems, problems
+    context.close()
+
+
+def test_ten_thousand_samples_by_72_elements_stay_under_15_mb(tmp_path):
+    """The issue's size case: 10,000 samples x 72 elements of a resampled rotation, 28x28 inputs: every sample
+    embedded (thumbnails halved to fit) and the whole page under 15 MB."""
+    from eqaudit.result import DataInfo, ModelInfo, SymmetryResult
+    from eqaudit.report.io import write_bytes_atomic
+
+    n, angles = 10_000, list(range(0, 360, 5))
+    rng = np.random.default_rng(0)
+    tv = rng.random((n, len(angles)), dtype=np.float32) * 0.3
+    tv[:, 0] = 0
+    pred = rng.integers(0, 10, (n, len(angles)))
+    floor = rng.random((n, len(angles)), dtype=np.float32) * 0.01
+    rows = [{"prob_tv": float(tv[:, e].mean()), "flip_rate": float((pred[:, e] != pred[:, 0]).mean()), "floor": float(floor[:, e].mean())}
+            for e in range(len(angles))]
+    sym = SymmetryResult(model=0, name="rotate", spec="rotate:step=5", exact=False, domain="image", param_names=["angle"],
+                         units=["deg"], layout="polar", identity_index=0, elements=[[float(a)] for a in angles],
+                         labels=[f"{a}°" for a in angles], summary={"prob_tv": float(tv.mean())}, per_element=rows,
+                         main_metric="prob_tv")
+    result = AuditResult("0", "now", 0, "cpu", [ModelInfo("m.pt", "torch", "0" * 64, [1, 28, 28])],
+                         DataInfo("d.npz", n, False, [1, 28, 28], n), [sym], {})
+    table = OrbitTable.start(np.arange(n), None)  # no labels, one worst sample: fewer figures to draw
+    for key, arr in {"prob_tv": tv, "pred": pred, "flipped": pred != pred[:, :1], "floor": floor,
+                     "worst_index": np.argsort(-tv.mean(1))[:1]}.items():
+        table.put(0, key, arr)
+    table.put_small_inputs(rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8))
+    result.save(tmp_path / "result.json")
+    write_bytes_atomic(tmp_path / "orbits.npz", table.to_bytes())
+    page = html_report.write_report(result, tmp_path, tmp_path, workers=1)
+    text = page.read_text(encoding="utf-8")
+    assert len(text.encode()) < 15_000_000
+    t = json.loads(BLOCK.search(text).group(1))
+    assert t["rows"] is None and t["note"] == ""  # every sample
+    assert t["small"]["shape"] == [14, 14, 1]  # halved once to fit
+    tr = t["groups"][0]["traces"][0]
+    assert tr["pred_type"] == "u1" and _decode(tr["pred"], "u1").size == n * len(angles)
