@@ -14,7 +14,7 @@ from .config import Settings, parse_input_map, parse_input_shape, read_toml, res
 from .data import Dataset, load_dataset
 from .errors import ConfigError, PathNotFoundError
 from .fingerprint import audit_fingerprint, differences
-from .gates import Comparison, check_gates_matched, check_settings_gates, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
+from .gates import Comparison, check_gates, check_gates_matched, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
 from .layouts import LayoutInput
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor, varying_column
 from .models import ReshapedInput, load_model, resolve_device
@@ -136,7 +136,8 @@ def run_scan(
             sym.check_input(dataset.input_shape(name))
         sym.check_input(dataset.sample_shape)
     task.check_reference(settings.reference, dataset.has_labels, dataset.has_targets, dataset.targets_key)
-    check_settings_gates(settings, symmetries, dataset.has_labels, task.label_metrics)
+    check_gates([*settings.fail_over, *settings.gates], symmetries=symmetries, has_labels=dataset.has_labels,
+                label_metrics=task.label_metrics)
     plan = ScanPlan(settings, symmetries, task, dataset, device, input_shape is not None, factory_dirs, out_names, progress, stop)
     fp = audit_fingerprint(models, dataset.path, dataset.key, settings.values, __version__) if write else None
 
@@ -219,7 +220,7 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
     if settings.level_at_init:
         _add_level_at_init(audit, adapter, factory, dirs, plan)
     _apply_gates(audit.symmetries, symmetries, settings)  # once every summary key exists
-    check_gates_matched([s.summary for s in audit.symmetries], settings)
+    check_gates_matched([s.summary for s in audit.symmetries], [*settings.fail_over, *settings.gates])
     audit.finished = True
     if on_progress is not None:
         on_progress(audit)
@@ -343,7 +344,7 @@ def _load_baseline(settings: Settings):
 
 def _apply_gates(results: list[SymmetryResult], symmetries: list[Symmetry], settings) -> None:
     for s, sym in zip(results, symmetries):
-        s.gates = gates_for(s.summary, sym, settings, s.per_element)
+        s.gates = gates_for(s.summary, sym, [*settings.fail_over, *settings.gates], s.per_element)
         s.passed = all(g.passed for g in s.gates)
 
 
@@ -535,4 +536,6 @@ def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, x
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
+    from .config import plain_values
+
+    return plain_values(values)
