@@ -16,7 +16,50 @@ from . import __version__
 from .errors import EqauditError, Interrupted
 from .report.base import Outcome
 
+class _Command(typer.core.TyperCommand):
+    """Help in click's plain words: ``eqaudit scan [OPTIONS] MODEL...`` and ``--data TEXT``, never typer's
+    internal type names (``<list[str]>``) or its braces around a required argument (``{models}``)."""
+
+    WORDS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH", "file": "FILE", "directory": "DIR"}
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if isinstance(p, typer.core.TyperArgument):
+                p.display_type_rich = lambda ctx: None  # the metavar says it all; no "<list[Path]>" beside it
+            if p.metavar is None and not getattr(p, "is_flag", False) and not getattr(p, "count", False):
+                if isinstance(p, typer.core.TyperArgument):
+                    p.metavar = p.name.upper().removesuffix("S") + ("..." if p.nargs != 1 else "")  # models -> MODEL...
+                else:
+                    bare = p.display_type(ctx).strip("<>").removeprefix("list[").removesuffix("]")
+                    p.metavar = self.WORDS.get(bare.lower(), bare.upper())
+        return params
+
+    def collect_usage_pieces(self, ctx):
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if isinstance(p, typer.core.TyperArgument):
+                pieces.append(p.metavar if p.required else f"[{p.metavar}]")
+        return pieces
+
+
+class _Group(typer.core.TyperGroup):
+    """``eqaudit --help`` lists each command with its whole first sentence, not one cut to the width."""
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                first = (cmd.short_help or cmd.help or "").split("\n\n")[0]
+                rows.append((name, " ".join(first.split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     help="Audit trained models for symmetry: orbit sweeps, metrics, CI gates and reports.",
@@ -490,9 +533,14 @@ def _root(
     warnings.showwarning = _show_warning
 
 
+for _info in app.registered_commands:  # every command gets the plain help of _Command
+    if _info.cls in (None, typer.core.TyperCommand):
+        _info.cls = _Command
+
+
 def main() -> None:
     try:
-        app()
+        app(prog_name="eqaudit")
     except EqauditError as exc:  # pragma: no cover - commands catch their own
         err.print(f"error: {exc}", markup=False)
         sys.exit(exc.exit_code)

@@ -280,3 +280,20 @@ def test_help_shows_defaults_and_every_task():
     assert "[default: 256]" in flat and "[default: classify]" in flat
     for task in ("dense", "vector-field", "points", "boxes"):
         assert task in flat
+
+
+def test_help_names_no_internal_types_and_cuts_no_command():
+    import re
+
+    import typer
+
+    res = runner.invoke(app, ["scan", "--help"], prog_name="eqaudit", env={"COLUMNS": "100"})
+    assert res.exit_code == 0
+    assert "Usage: eqaudit scan [OPTIONS] MODEL..." in res.output
+    assert not re.search(r"<[a-zA-Z\[\]]+>|\{models\}", res.output), res.output
+    assert "--data TEXT" in res.output and "--batch-size INTEGER" in res.output
+    res = runner.invoke(app, ["--help"], prog_name="eqaudit", env={"COLUMNS": "100"})
+    flat = " ".join(res.output.split())
+    for cmd in typer.main.get_command(app).commands.values():
+        first = " ".join((cmd.help or "").split("\n\n")[0].split())
+        assert first and first in flat, first  # the whole first paragraph, no "..."
