@@ -482,8 +482,10 @@ def _add_levels(summary, per_element, orbits: OrbitTable, j, sym: Symmetry, tabl
     extent and per-sample flip points (see eqaudit.levels)."""
     metric = task.main_metric
     floor = per_sample_floor(table, metric, sym.identity_index)
-    summary.update(estimate_level(table[metric], floor, null, sym.identity_index, seed=settings.seed))
-    null_mean = summary["null"] if summary["level_status"] == "ok" else None
+    resolved = [row.get("resolved") for row in per_element]  # a resampled orbit's: nothing resolved = floor-limited
+    resolved = np.array(resolved, bool) if not sym.exact and None not in resolved else None
+    summary.update(estimate_level(table[metric], floor, null, sym.identity_index, seed=settings.seed, resolved=resolved))
+    null_mean = summary["null"] if summary["level_status"] in ("ok", "floor-limited") else None
     levels = element_levels(table[metric], floor, null_mean)
     for row, lv in zip(per_element, levels.tolist()):
         row["level"] = lv
