@@ -197,6 +197,8 @@ def scan(
         if verbose:
             for name, value in settings.values.items():
                 err.print(f"  {name} = {escape(repr(value))}  [dim]({escape(settings.sources[name])})[/]", highlight=False)
+        elif not quiet and _applied_files(settings):
+            err.print(escape(_applied_files(settings)), highlight=False, soft_wrap=True)
         hooks = {"resume": resume, "notify": lambda line: err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)}
         with stopper:
             if quiet:
@@ -260,6 +262,18 @@ def _ci_targets(junit_path: str | Path | None) -> dict:
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     return {"junit_path": Path(junit_path) if junit_path else None, "step_summary": Path(summary_file) if summary_file else None,
             "annotate": os.environ.get("GITHUB_ACTIONS") == "true"}
+
+
+def _applied_files(settings) -> str | None:
+    """One line naming each sidecar or config file the settings came from and the keys it still sets
+    (``settings from sidecar models/net.eqaudit.toml: data, symmetry``); None when no file applied."""
+    keys: dict[str, list[str]] = {}
+    for name, source in settings.sources.items():
+        if source.startswith(("sidecar ", "config ", "[tool.eqaudit] in ")):
+            keys.setdefault(source, []).append(name)
+    if not keys:
+        return None
+    return "settings from " + "; ".join(f"{source}: {', '.join(names)}" for source, names in keys.items())
 
 
 def _write_reports(outcome, formats, *, quiet: bool = False) -> list[str]:

@@ -297,3 +297,28 @@ def test_help_names_no_internal_types_and_cuts_no_command():
     for cmd in typer.main.get_command(app).commands.values():
         first = " ".join((cmd.help or "").split("\n\n")[0].split())
         assert first and first in flat, first  # the whole first paragraph, no "..."
+
+
+@pytest.mark.parametrize(
+    "sidecar, key",
+    [
+        ('symmetry = ["rot91"]\n', "symmetry"),
+        ('symmetry = ["rot90"]\ngates = ["flip_rat <= 0.1"]\n', "gates"),
+        ('symmetry = ["rot90"]\ngates = ["rot90:accuracy >= 0"]\n', "gates"),  # passes: a normal scan
+        ('symmetry = ["rot90"]\ndata = "missing.npz"\n', "data"),
+    ],
+)
+def test_errors_name_the_sidecar_and_key(model_files, data_npz, tmp_path, sidecar, key):
+    import shutil
+
+    model = tmp_path / "net.pt"
+    shutil.copy(model_files["SmallCNN"], model)
+    data = "" if "data =" in sidecar else f'data = "{data_npz}"\n'
+    (tmp_path / "net.eqaudit.toml").write_text(data + f'model_factory = "toy_models:SmallCNN"\n' + sidecar)
+    code, output = run("scan", model, "--out", tmp_path / "o")
+    flat = " ".join(output.split())
+    if "accuracy" in sidecar:  # a normal scan names the file it applied, in one line
+        assert code == 0 and f"settings from sidecar {tmp_path / 'net.eqaudit.toml'}: data, symmetry, gates, model_factory" in flat
+        return
+    assert code == 2, output
+    assert f"{key} from sidecar {tmp_path / 'net.eqaudit.toml'}" in flat, output

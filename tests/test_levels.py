@@ -273,3 +273,34 @@ def test_floor_limited_scan_fails_its_level_gate(model_files, data_npz, tmp_path
     [g] = sym.gates
     assert not g.passed and g.value is None
     assert "level is floor-limited (no element's error is clearly above" in failure_line("d4.pt", sym.spec, g, sym.summary)
+
+
+def test_report_words_for_levels_and_extents():
+    from eqaudit.report.html import _extent_text, _level_note
+
+    base = {"unit": "deg", "tolerance": 0.1, "auc": 0.2}
+    assert _extent_text({**base, "lower": 0.0, "upper": 0.0, "full": False}) == "none within tolerance"
+    assert _extent_text({**base, "lower": -30.0, "upper": 45.0, "full": False}) == "-30 … 45 deg"
+    assert _extent_text({**base, "lower": -180.0, "upper": 180.0, "full": True}) == "whole orbit"
+    assert _extent_text(None) is None
+    und = {"level": None, "level_status": "undetermined", "level_reason": "null 0.1 is not clearly above floor 0.1"}
+    assert _level_note(und) == "undetermined: null 0.1 is not clearly above floor 0.1"
+    assert _level_note({"level": 0.5, "level_status": "ok", "level_ci": [0.4, 0.6]}) == "95% CI 0.400–0.600"
+
+
+def test_terminal_gives_the_reason_for_a_missing_level_and_no_empty_extent(model_files, data_npz, tmp_path):
+    path = tmp_path / "const.pt"
+    torch.save(toy_models.ConstantModel().state_dict(), path)
+    runner = CliRunner()
+    res = runner.invoke(app, ["scan", str(path), "--data", str(data_npz), "-s", "rotate:step=45", "--model-factory",
+                              factory("ConstantModel"), "--out", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    assert "level rotate:step=45: undetermined: null" in res.output and "barely depend" in res.output
+    res = runner.invoke(app, ["scan", str(model_files["SmallCNN"]), "--data", str(data_npz), "-s", "rotate:step=45",
+                              "--model-factory", factory("SmallCNN"), "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    sm = json.loads((tmp_path / "s" / "result.json").read_text())["symmetries"][0]["summary"]
+    assert sm["extent"]["lower"] == sm["extent"]["upper"] == 0.0  # the level drops at the first element
+    assert "none within" in res.output and "tolerance" in res.output and "0 … 0" not in res.output  # the cell may wrap
+    lo, hi = sm["level_ci"]
+    assert f"{sm['level']:.3f} [{lo:.2f}–{hi:.2f}]" in res.output  # the CI beside the level
