@@ -414,11 +414,12 @@ def _decimals(x: float) -> int:
 
 
 def shown_value(value: float, threshold: float) -> str:
-    """``value`` rounded to the precision of the gate's bound (as many decimals as the bound has), with
-    more decimals only where rounding would make it read as the bound itself."""
-    if not math.isfinite(value):
+    """``value`` rounded to the precision of the gate's bound (as many decimals as the bound has, at
+    least two below 1: an accuracy of 0.125 against 1 reads 0.12, not 0), with more decimals only
+    where rounding would make it read as the bound itself."""
+    if not math.isfinite(value) or threshold is None:
         return repr(value)
-    d = _decimals(threshold)
+    d = max(_decimals(threshold), 2 if abs(value) < 1 else 0)
     while d < 17 and round(value, d) == threshold and value != threshold:
         d += 1
     return f"{value:.{d}f}"
@@ -426,8 +427,11 @@ def shown_value(value: float, threshold: float) -> str:
 
 def failure_line(model: str, spec: str, gate: Gate, summary: Mapping[str, Any] | None = None) -> str:
     """One line for a failed gate: model, symmetry, the compared value (to the gate's precision) and the bound."""
-    t = gate.threshold
-    bound = f"{gate.op} {t:g}" if math.isfinite(t) and float(f"{t:g}") == t else f"{gate.op} {t!r}"
+    t = gate.threshold  # None: an infinite bound read back from result.json (JSON has no inf)
+    if t is None:
+        bound = f"{gate.op} {'inf' if gate.op.startswith('<') else '-inf'}"
+    else:
+        bound = f"{gate.op} {t:g}" if math.isfinite(t) and float(f"{t:g}") == t else f"{gate.op} {t!r}"
     if gate.value is None:
         why = "was not measured"
         if summary is not None and gate.metric.startswith("level") and summary.get("level_status") in ("undetermined", "floor-limited"):

@@ -183,7 +183,8 @@ def test_messages_quote_the_gate_as_written():
     "gate, value, shown",
     [
         ("level>=0.1", 0.0723020493368165, "level = 0.07, bound >= 0.1"),  # 0.1 would read as the bound
-        ("level>=0.5", 0.0723020493368165, "level = 0.1, bound >= 0.5"),
+        ("level>=0.5", 0.0723020493368165, "level = 0.07, bound >= 0.5"),  # at least two decimals below 1
+        ("accuracy>=1", 0.125, "accuracy = 0.12, bound >= 1"),
         ("flip_rate<=1000", 1234.5678, "flip_rate = 1235, bound <= 1000"),
         ("flip_rate<=1%", 0.2624839846997501, "flip_rate = 0.26, bound <= 0.01"),
         ("flip_rate<0.01", 0.01, "flip_rate = 0.01, bound < 0.01"),
