@@ -177,7 +177,7 @@ def scan(
 ) -> None:
     """Sweep each input through the orbit of each symmetry and measure how far outputs move."""
     from .api import run_scan
-    from .config import resolve
+    from .config import plain_values, resolve
 
     State.verbose = verbose
     flags = {
@@ -195,7 +195,7 @@ def scan(
     try:
         settings = resolve(flags, models=models, config_file=config)
         if verbose:
-            for name, value in settings.values.items():
+            for name, value in plain_values(settings.values).items():  # gates as their text
                 err.print(f"  {name} = {escape(repr(value))}  [dim]({escape(settings.sources[name])})[/]", highlight=False)
         elif not quiet and _applied_files(settings):
             err.print(escape(_applied_files(settings)), highlight=False, soft_wrap=True)
@@ -469,7 +469,7 @@ def discover(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show settings and their sources; tracebacks on errors")] = False,
 ) -> None:
     """Which symmetries has the model learned? The spectrum of its Lie derivatives over a Lie algebra's generators (LieGG)."""
-    from .config import resolve
+    from .config import plain_values, resolve
     from .discover import run_discover
     from .report.discover import write_discover_report
 
@@ -480,7 +480,7 @@ def discover(
     try:
         settings = resolve(flags, models=[model], config_file=config)
         if verbose:
-            for name, value in settings.values.items():
+            for name, value in plain_values(settings.values).items():  # gates as their text
                 err.print(f"  {name} = {escape(repr(value))}  [dim]({escape(settings.sources[name])})[/]", highlight=False)
         result, folder = run_discover(model, settings, algebra=algebra or None, learned_at=learned_at, not_at=not_at,
                                       floor_factor=floor_factor, layers=layers)
