@@ -127,8 +127,6 @@ def parse_number(text: Any, what: str) -> float:
     return v
 
 
-_number = parse_number
-
 
 def parse_gate(text: str, symmetry: str | None = None) -> GateSpec:
     """``"[SYMMETRY:]METRIC OP VALUE"`` -> GateSpec; ``symmetry`` is the selector when the text has none
@@ -468,7 +466,7 @@ def _tolerance(text: Any, what: str) -> Tolerance:
         t = Tolerance(parse_number(text, what))
     elif isinstance(text, str):
         rel = text.strip().endswith("%")
-        t = Tolerance(_number(text, what), rel)
+        t = Tolerance(parse_number(text, what), rel)
     else:
         raise ConfigError(f"Expected a tolerance (0.01 or 5%) for {what}, got {text!r}.")
     if t.value < 0:
