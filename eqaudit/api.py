@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,9 +13,9 @@ import numpy as np
 from . import __version__, outdir
 from .config import Settings, parse_input_map, parse_input_shape, read_toml, resolve, sidecar_for
 from .data import Dataset, load_dataset
-from .errors import ConfigError, PathNotFoundError
+from .errors import ConfigError, EqauditError, PathNotFoundError
 from .fingerprint import audit_fingerprint, differences
-from .gates import Comparison, check_gates_matched, check_settings_gates, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
+from .gates import Comparison, check_gates, check_gates_matched, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
 from .layouts import LayoutInput
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor, varying_column
 from .models import ReshapedInput, load_model, resolve_device
@@ -113,30 +114,39 @@ def run_scan(
     elif resume:
         raise ConfigError("Expected an output folder to resume from, got write=False; drop resume or write the result.")
     saved = _read_checkpoint(out_dir) if resume else None
-    base_result, tolerances = _load_baseline(settings)
+    with _from_files(settings, "baseline", "max_regression"):
+        base_result, tolerances = _load_baseline(settings)
     device = resolve_device(settings.device)
-    symmetries = [parse_symmetry(spec, seed=settings.seed) for spec in settings.symmetry]
+    with _from_files(settings, "symmetry"):
+        symmetries = [parse_symmetry(spec, seed=settings.seed) for spec in settings.symmetry]
     input_shape = parse_input_shape(settings.input_shape) if settings.input_shape else None
     factory_dirs = [settings.bases["model_factory"]] if "model_factory" in settings.bases else []
     input_map = parse_input_map(settings.input)
-    task, out_names = task_for(settings.task, settings.output)
+    with _from_files(settings, "task", "output"):
+        task, out_names = task_for(settings.task, settings.output)
     if out_names is not None and len(out_names) > 1 and (settings.local or settings.layers):
         raise ConfigError("Expected one output for --local/--layers, got several --output declarations, do audit one output at a time.")
     # the first model's input names say whether it takes one tensor or several, fed from arrays by name
-    first = _load(models[0], settings, device, factory_dirs, out_names)
-    dataset = load_dataset(settings.data, limit=settings.limit, seed=settings.seed, input_shape=input_shape,
-                           targets_key=settings.targets_key, layout=settings.layout, model_inputs=first[0].info.input_names, input_map=input_map,
-                           act_on=settings.act_on)
+    with _from_files(settings, "model_factory", "output_name", "output_kind"):
+        first = _load(models[0], settings, device, factory_dirs, out_names)
+    with _from_files(settings, "data", "limit", "input_shape", "targets_key", "layout", "input", "act_on"):
+        dataset = load_dataset(settings.data, limit=settings.limit, seed=settings.seed, input_shape=input_shape,
+                               targets_key=settings.targets_key, layout=settings.layout, model_inputs=first[0].info.input_names,
+                               input_map=input_map, act_on=settings.act_on)
     binding = dataset.binding
     if binding is not None and (settings.local or settings.layers):
         raise ConfigError(f"Expected --local/--layers only for models with one input, got a model with inputs "
                           f"{', '.join(binding.names)}, do drop --local and --layers for this model.")
-    for sym in symmetries:
-        for name in (binding.act_on[1:] if binding is not None else []):  # x last: permute binds to its points
-            sym.check_input(dataset.input_shape(name))
-        sym.check_input(dataset.sample_shape)
-    task.check_reference(settings.reference, dataset.has_labels, dataset.has_targets, dataset.targets_key)
-    check_settings_gates(settings, symmetries, dataset.has_labels, task.label_metrics)
+    with _from_files(settings, "symmetry", "data", "layout", "act_on"):
+        for sym in symmetries:
+            for name in (binding.act_on[1:] if binding is not None else []):  # x last: permute binds to its points
+                sym.check_input(dataset.input_shape(name))
+            sym.check_input(dataset.sample_shape)
+    with _from_files(settings, "reference", "targets_key", "data"):
+        task.check_reference(settings.reference, dataset.has_labels, dataset.has_targets, dataset.targets_key)
+    with _from_files(settings, "gates", "fail_over"):
+        check_gates([*settings.fail_over, *settings.gates], symmetries=symmetries, has_labels=dataset.has_labels,
+                    label_metrics=task.label_metrics)
     plan = ScanPlan(settings, symmetries, task, dataset, device, input_shape is not None, factory_dirs, out_names, progress, stop)
     fp = audit_fingerprint(models, dataset.path, dataset.key, settings.values, __version__) if write else None
 
@@ -220,8 +230,9 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
             on_progress(audit)
     if settings.level_at_init:
         _add_level_at_init(audit, adapter, factory, dirs, plan)
-    _apply_gates(audit.symmetries, symmetries, settings)  # once every summary key exists
-    check_gates_matched([s.summary for s in audit.symmetries], settings)
+    with _from_files(settings, "gates", "fail_over"):
+        _apply_gates(audit.symmetries, symmetries, settings)  # once every summary key exists
+        check_gates_matched([s.summary for s in audit.symmetries], [*settings.fail_over, *settings.gates])
     audit.finished = True
     if on_progress is not None:
         on_progress(audit)
@@ -345,7 +356,7 @@ def _load_baseline(settings: Settings):
 
 def _apply_gates(results: list[SymmetryResult], symmetries: list[Symmetry], settings) -> None:
     for s, sym in zip(results, symmetries):
-        s.gates = gates_for(s.summary, sym, settings, s.per_element)
+        s.gates = gates_for(s.summary, sym, [*settings.fail_over, *settings.gates], s.per_element)
         s.passed = all(g.passed for g in s.gates)
 
 
@@ -484,8 +495,10 @@ def _add_levels(summary, per_element, orbits: OrbitTable, j, sym: Symmetry, tabl
     extent and per-sample flip points (see eqaudit.levels)."""
     metric = task.main_metric
     floor = per_sample_floor(table, metric, sym.identity_index)
-    summary.update(estimate_level(table[metric], floor, null, sym.identity_index, seed=settings.seed))
-    null_mean = summary["null"] if summary["level_status"] == "ok" else None
+    resolved = [row.get("resolved") for row in per_element]  # a resampled orbit's: nothing resolved = floor-limited
+    resolved = np.array(resolved, bool) if not sym.exact and None not in resolved else None
+    summary.update(estimate_level(table[metric], floor, null, sym.identity_index, seed=settings.seed, resolved=resolved))
+    null_mean = summary["null"] if summary["level_status"] in ("ok", "floor-limited") else None
     levels = element_levels(table[metric], floor, null_mean)
     for row, lv in zip(per_element, levels.tolist()):
         row["level"] = lv
@@ -553,5 +566,28 @@ def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, x
     orbits.put(j, "thumb_x", out)
 
 
+FILE_SOURCES = ("sidecar ", "config ", "[tool.eqaudit] in ")
+
+
+@contextmanager
+def _from_files(settings, *keys: str):
+    """An eqaudit error raised while using settings ``keys`` names the sidecar or config file (and key)
+    any of them came from, so a value the user did not type on this command line can be found."""
+    try:
+        yield
+    except EqauditError as exc:
+        by_file: dict[str, list[str]] = {}
+        for k in keys:
+            source = settings.sources.get(k, "")
+            if source.startswith(FILE_SOURCES) and settings.values.get(k) not in (None, [], {}):
+                by_file.setdefault(source, []).append(k)
+        if by_file and exc.args and isinstance(exc.args[0], str) and not any(f in exc.args[0] for f in by_file):
+            named = "; ".join(f"{', '.join(ks)} from {source}" for source, ks in by_file.items())
+            exc.args = (f"{exc.args[0].rstrip()} (setting {named})", *exc.args[1:])
+        raise
+
+
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
+    from .config import plain_values
+
+    return plain_values(values)

@@ -177,7 +177,9 @@ def _fmt(metric: str, v: object) -> str:
 def _level(sm: dict) -> str:
     lv = sm.get("level")
     if lv is None:
-        return "undetermined" if sm.get("level_status") == "undetermined" else "–"
+        from .report.words import level_missing
+
+        return level_missing(sm)  # undetermined, floor-limited
     lo, hi = sm.get("level_ci_low"), sm.get("level_ci_high")
     ci = f" [{lo:.2f}, {hi:.2f}]" if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else ""
     return f"{lv:.3f}{ci}"

@@ -16,7 +16,50 @@ from . import __version__
 from .errors import EqauditError, Interrupted
 from .report.base import Outcome
 
+class _Command(typer.core.TyperCommand):
+    """Help in click's plain words: ``eqaudit scan [OPTIONS] MODEL...`` and ``--data TEXT``, never typer's
+    internal type names (``<list[str]>``) or its braces around a required argument (``{models}``)."""
+
+    WORDS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH", "file": "FILE", "directory": "DIR"}
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if isinstance(p, typer.core.TyperArgument):
+                p.display_type_rich = lambda ctx: None  # the metavar says it all; no "<list[Path]>" beside it
+            if p.metavar is None and not getattr(p, "is_flag", False) and not getattr(p, "count", False):
+                if isinstance(p, typer.core.TyperArgument):
+                    p.metavar = p.name.upper().removesuffix("S") + ("..." if p.nargs != 1 else "")  # models -> MODEL...
+                else:
+                    bare = p.display_type(ctx).strip("<>").removeprefix("list[").removesuffix("]")
+                    p.metavar = self.WORDS.get(bare.lower(), bare.upper())
+        return params
+
+    def collect_usage_pieces(self, ctx):
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for p in self.get_params(ctx):
+            if isinstance(p, typer.core.TyperArgument):
+                pieces.append(p.metavar if p.required else f"[{p.metavar}]")
+        return pieces
+
+
+class _Group(typer.core.TyperGroup):
+    """``eqaudit --help`` lists each command with its whole first sentence, not one cut to the width."""
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                first = (cmd.short_help or cmd.help or "").split("\n\n")[0]
+                rows.append((name, " ".join(first.split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
+    cls=_Group,
     add_completion=False,
     no_args_is_help=True,
     help="Audit trained models for symmetry: orbit sweeps, metrics, CI gates and reports.",
@@ -136,7 +179,7 @@ def scan(
 ) -> None:
     """Sweep each input through the orbit of each symmetry and measure how far outputs move."""
     from .api import run_scan
-    from .config import resolve
+    from .config import plain_values, resolve
 
     State.verbose = verbose
     flags = {
@@ -155,8 +198,10 @@ def scan(
     try:
         settings = resolve(flags, models=models, config_file=config)
         if verbose:
-            for name, value in settings.values.items():
+            for name, value in plain_values(settings.values).items():  # gates as their text
                 err.print(f"  {name} = {escape(repr(value))}  [dim]({escape(settings.sources[name])})[/]", highlight=False)
+        elif not quiet and _applied_files(settings):
+            err.print(escape(_applied_files(settings)), highlight=False, soft_wrap=True)
         hooks = {"resume": resume, "notify": lambda line: err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)}
         with stopper:
             if quiet:
@@ -220,6 +265,18 @@ def _ci_targets(junit_path: str | Path | None) -> dict:
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     return {"junit_path": Path(junit_path) if junit_path else None, "step_summary": Path(summary_file) if summary_file else None,
             "annotate": os.environ.get("GITHUB_ACTIONS") == "true"}
+
+
+def _applied_files(settings) -> str | None:
+    """One line naming each sidecar or config file the settings came from and the keys it still sets
+    (``settings from sidecar models/net.eqaudit.toml: data, symmetry``); None when no file applied."""
+    keys: dict[str, list[str]] = {}
+    for name, source in settings.sources.items():
+        if source.startswith(("sidecar ", "config ", "[tool.eqaudit] in ")):
+            keys.setdefault(source, []).append(name)
+    if not keys:
+        return None
+    return "settings from " + "; ".join(f"{source}: {', '.join(names)}" for source, names in keys.items())
 
 
 def _write_reports(outcome, formats, *, quiet: bool = False) -> list[str]:
@@ -415,7 +472,7 @@ def discover(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show settings and their sources; tracebacks on errors")] = False,
 ) -> None:
     """Which symmetries has the model learned? The spectrum of its Lie derivatives over a Lie algebra's generators (LieGG)."""
-    from .config import resolve
+    from .config import plain_values, resolve
     from .discover import run_discover
     from .report.discover import write_discover_report
 
@@ -426,7 +483,7 @@ def discover(
     try:
         settings = resolve(flags, models=[model], config_file=config)
         if verbose:
-            for name, value in settings.values.items():
+            for name, value in plain_values(settings.values).items():  # gates as their text
                 err.print(f"  {name} = {escape(repr(value))}  [dim]({escape(settings.sources[name])})[/]", highlight=False)
         result, folder = run_discover(model, settings, algebra=algebra or None, learned_at=learned_at, not_at=not_at,
                                       floor_factor=floor_factor, layers=layers)
@@ -493,9 +550,14 @@ def _root(
     warnings.showwarning = _show_warning
 
 
+for _info in app.registered_commands:  # every command gets the plain help of _Command
+    if _info.cls in (None, typer.core.TyperCommand):
+        _info.cls = _Command
+
+
 def main() -> None:
     try:
-        app()
+        app(prog_name="eqaudit")
     except EqauditError as exc:  # pragma: no cover - commands catch their own
         err.print(f"error: {exc}", markup=False)
         sys.exit(exc.exit_code)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import ConfigError, PathNotFoundError
-from .gates import gate_specs, parse_tolerances, tolerances_to_strings
+from .gates import GateSpec, fail_over_specs, gate_specs, parse_tolerances, tolerances_to_strings
 from .report.base import FORMATS, parse_formats
 
 ENV_PREFIX = "EQAUDIT_"
@@ -142,30 +142,10 @@ def _to_float(v: Any) -> float:
         raise ValueError("a number") from None
 
 
-def _to_gates(v: Any) -> dict[str, float]:
-    """``{"flip_rate": 0.05}`` or ``["flip_rate=0.05", ...]`` or ``"flip_rate=0.05,prob_tv=0.1"``."""
-    items: list[tuple[str, Any]]
-    if isinstance(v, Mapping):
-        items = list(v.items())
-    else:
-        parts = v.split(",") if isinstance(v, str) else v
-        if not isinstance(parts, (list, tuple)):
-            raise ValueError("METRIC=VALUE pairs")
-        items = []
-        for p in parts:
-            if not isinstance(p, str) or "=" not in p:
-                raise ValueError("METRIC=VALUE pairs")
-            k, val = p.split("=", 1)
-            items.append((k.strip(), val.strip()))
-    out = {}
-    for k, val in items:
-        text = str(val).strip()
-        scale = 0.01 if text.endswith("%") else 1.0  # 5% = 0.05, as in --gate
-        try:
-            out[str(k)] = float(text[:-1] if scale != 1.0 else text) * scale
-        except (TypeError, ValueError):
-            raise ValueError(f"a number or a percentage for {k}") from None
-    return out
+def _to_gates(v: Any) -> list[GateSpec]:
+    """``{"flip_rate": 0.05}`` or ``["flip_rate=0.05", ...]`` or ``"flip_rate=0.05,prob_tv=5%"``: parsed
+    once into GateSpecs (see eqaudit.gates), each in its metric's natural direction."""
+    return fail_over_specs(v)
 
 
 def _to_layout(v: Any) -> str:
@@ -180,10 +160,20 @@ def _to_formats(v: Any) -> list[str]:
     return parse_formats(v)
 
 
-def _to_gate_list(v: Any) -> list[str]:
+def _to_gate_list(v: Any) -> list[GateSpec]:
     """Gates (see eqaudit.gates): a gate string or a list of them, or a table keyed by symmetry
-    (``[gates] rot90 = ["flip_rate <= 0.01"]``); stored as canonical strings ``rot90:flip_rate<=0.01``."""
-    return [g.text() for g in gate_specs(v)]
+    (``[gates] rot90 = ["flip_rate <= 0.01"]``); parsed once into GateSpecs."""
+    return gate_specs(v)
+
+
+def plain_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings values as JSON holds them: gates as their canonical text, --fail-over as METRIC -> bound."""
+    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
+    if isinstance(out.get("fail_over"), list):
+        out["fail_over"] = {g.metric: g.threshold for g in out["fail_over"]}
+    if isinstance(out.get("gates"), list):
+        out["gates"] = [g.text() if isinstance(g, GateSpec) else g for g in out["gates"]]
+    return out
 
 
 def _to_tolerances(v: Any) -> dict[str, str]:
@@ -222,7 +212,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("limit", None, _to_count, "audit a seeded random subset of this many samples"),
         Setting("seed", 0, _to_seed, "seed for subsets and random group elements"),
         Setting("out", None, _to_str, "output folder (default reports/<model-stem>/)", is_path=True),
-        Setting("fail_over", {}, _to_gates, "gates METRIC=VALUE on every symmetry: fail when a metric is worse than VALUE"),
+        Setting("fail_over", [], _to_gates, "gates METRIC=VALUE on every symmetry: fail when a metric is worse than VALUE"),
         Setting("gates", [], _to_gate_list, "gates [SYMMETRY:]METRIC<=VALUE or >=VALUE, e.g. rot90:flip_rate<=0.01", flag="--gate"),
         Setting("baseline", None, _to_str, "a previous result.json; a metric worse than there by more than max_regression fails", is_path=True),
         Setting("max_regression", {}, _to_tolerances, "allowed worsening against the baseline: 0.02, 5% or METRIC=VALUE (default 0.01)"),

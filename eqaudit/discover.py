@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from . import __version__
+from .config import plain_values
 from .errors import ConfigError, DataError, ModelRunError, PathNotFoundError, SymmetryError
 from .symmetries.images import spectral_derivative
 
@@ -568,7 +569,7 @@ def run_discover(model_path: Path, settings, *, algebra: list[str] | None = None
                     "output_name": info.output_name, "device": str(device)},
         data_info={"path": dataset.path, "key": dataset.key, "n_samples": len(dataset), "n_total": dataset.n_total,
                    "sample_shape": list(dataset.sample_shape), "layout": dataset.layout.name},
-        settings={"values": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.values.items()},
+        settings={"values": plain_values(settings.values),
                   "sources": dict(settings.sources)},
         learned_at=learned_at, not_at=not_at, floor_factor=floor_factor,
     )

@@ -2,7 +2,8 @@
 
 Gate syntax (``--gate``, ``gates = [...]`` in a config file)::
 
-    [SYMMETRY:]METRIC OP VALUE        OP is <= (upper bound) or >= (lower bound); VALUE may end in %
+    [SYMMETRY:]METRIC OP VALUE        OP is <= or < (upper bound), >= or > (lower bound); VALUE may
+                                      end in %, and may be inf or -inf (never NaN)
 
     flip_rate <= 0.01                 every audited symmetry
     rot90:flip_rate<=1%               symmetries named rot90 (any parameters)
@@ -35,7 +36,7 @@ from .errors import ConfigError
 from .metricspec import DIRECTION
 from .result import AuditResult, Gate, raw_logit_key
 
-OPS = ("<=", ">=")
+OPS = ("<=", ">=", "<", ">")
 DEFAULT_TOLERANCE = 0.01
 
 # Summary keys that hold numbers eqaudit knows about besides DIRECTION (which lists metrics with a
@@ -71,10 +72,22 @@ class GateSpec:
     symmetry: str | None = None  # a symmetry name ("rot90") or full spec ("rotate:step=15"); None = every one
     origin: str = "gate"  # "gate" (--gate / gates) or "fail_over"
     element: str | None = None  # one orbit element's label as the user wrote it ("180"); None = the summary
+    source: str = field(default="", compare=False)  # the gate as the user wrote it ("rot90: flip_rate <= 1%"), quoted in every message
 
     def text(self) -> str:
+        """The canonical form, ``rot90[180]:flip_rate<=0.01`` (what a config file or --gate accepts back)."""
         head = f"{self.symmetry}[{self.element}]:" if self.element is not None else (f"{self.symmetry}:" if self.symmetry else "")
         return f"{head}{self.metric}{self.op}{self.threshold!r}"
+
+    def written(self) -> str:
+        """Where messages name this gate: ``gate 'rot90:flip_rate <= 1%'`` or ``--fail-over 'flip_rate=5%'``."""
+        quoted = repr(self.source or self.text())
+        return f"--fail-over {quoted}" if self.origin == "fail_over" else f"gate {quoted}"
+
+    def passes(self, value: float) -> bool:
+        """``value op threshold`` (value a finite number or +-inf)."""
+        t = self.threshold
+        return {"<=": value <= t, ">=": value >= t, "<": value < t, ">": value > t}[self.op]
 
     def applies_to(self, name: str, spec: str) -> bool:
         if self.symmetry is None:
@@ -94,18 +107,25 @@ def _canonical(selector: str) -> str | None:
         return None
 
 
-def _number(text: str, what: str) -> float:
-    t = text.strip()
+def parse_number(text: Any, what: str) -> float:
+    """The one number parser of gates, --fail-over and tolerances: a number, or a string holding one,
+    optionally ending in % (``5%`` = 0.05); ``inf`` and ``-inf`` are accepted (a bound that always
+    holds or never does), NaN never is (a bound nothing satisfies): ConfigError (exit 2)."""
+    if isinstance(text, bool) or not isinstance(text, (int, float, str)):
+        raise ConfigError(f"Expected a number (or a percentage like 5%) for {what}, got {text!r}.")
+    t = str(text).strip()
     scale = 1.0
     if t.endswith("%"):
         t, scale = t[:-1].strip(), 0.01
     try:
         v = float(t) * scale
     except ValueError:
-        raise ConfigError(f"Expected a number (or a percentage like 5%) for {what}, got {text.strip()!r}.") from None
-    if not math.isfinite(v):
-        raise ConfigError(f"Expected a finite number for {what}, got {text.strip()!r}.")
+        raise ConfigError(f"Expected a number (or a percentage like 5%) for {what}, got {str(text).strip()!r}.") from None
+    if math.isnan(v):
+        raise ConfigError(f"Expected a number for {what}, got {str(text).strip()!r}: NaN is no bound (nothing compares "
+                          "to it); write a number, or inf for no bound.")
     return v
+
 
 
 def parse_gate(text: str, symmetry: str | None = None) -> GateSpec:
@@ -121,11 +141,10 @@ def parse_gate(text: str, symmetry: str | None = None) -> GateSpec:
         hint = " (--fail-over takes METRIC=VALUE)" if "=" in raw else ""
         raise ConfigError(f"Expected a gate like 'rot90:flip_rate<=0.01' or 'level_ci_low>=0.9', got {raw!r}; "
                           f"use <= for an upper bound or >= for a lower bound{hint}.")
-    op = raw[i : i + 2]
-    if op not in OPS:
-        raise ConfigError(f"Gate {raw!r}: expected the operator <= or >=, got {raw[i:i + 2].strip() or raw[i]!r}; "
-                          "strict bounds are not supported (use <= or >=).")
-    left, right = raw[:i].strip(), raw[i + 2 :].strip()
+    op = raw[i : i + 2] if raw[i + 1 : i + 2] == "=" else raw[i]
+    if raw[i + len(op) : i + len(op) + 1] in "<>" and raw[i + len(op) : i + len(op) + 1]:
+        raise ConfigError(f"Gate {raw!r}: expected one operator (<=, <, >= or >), got {raw[i:i + len(op) + 1]!r}.")
+    left, right = raw[:i].strip(), raw[i + len(op) :].strip()
     if "[" in left:
         lb, rb = left.find("["), left.find("]", left.find("["))
         rest = left[rb + 1 :].strip() if rb > lb else ""
@@ -154,8 +173,8 @@ def parse_gate(text: str, symmetry: str | None = None) -> GateSpec:
     if element is not None and (selector is None or not element):
         what = "an element label between the brackets" if not element else "a symmetry before the element"
         raise ConfigError(f"Gate {raw!r}: expected {what}, got {left!r}; write e.g. 'rot90[180]:flip_rate<=0.01'.")
-    threshold = _number(right, f"the bound of gate {raw!r}")
-    return GateSpec(metric, op, threshold, selector, element=element)
+    threshold = parse_number(right, f"the bound of gate {raw!r}")
+    return GateSpec(metric, op, threshold, selector, element=element, source=raw)
 
 
 def _split_element(key: str, raw: str) -> tuple[str, str]:
@@ -203,6 +222,8 @@ def gate_specs(raw: Any) -> list[GateSpec]:
         return []
     if isinstance(raw, str):
         return [parse_gate(p) for p in _split_gate_text(raw)]
+    if isinstance(raw, (list, tuple)) and all(isinstance(g, GateSpec) for g in raw):
+        return list(raw)
     if isinstance(raw, Mapping):
         out = []
         for selector, items in raw.items():
@@ -223,13 +244,39 @@ def _split_gate_text(s: str) -> list[str]:
     return [p.strip() for chunk in s.split("\n") for p in chunk.split(";") if p.strip()]
 
 
-def fail_over_specs(fail_over: Mapping[str, float]) -> list[GateSpec]:
-    return [GateSpec(m, natural_op(m), float(t), None, "fail_over") for m, t in fail_over.items()]
+def fail_over_specs(fail_over: Any) -> list[GateSpec]:
+    """``--fail-over`` gates, each in its metric's natural direction, from ``{"flip_rate": 0.05}``,
+    ``["flip_rate=0.05", ...]``, ``"flip_rate=0.05,prob_tv=5%"`` or GateSpecs already parsed."""
+    if fail_over is None:
+        return []
+    if isinstance(fail_over, Mapping):
+        items = [(str(k), v, f"{k}={v}") for k, v in fail_over.items()]
+    else:
+        parts = fail_over.split(",") if isinstance(fail_over, str) else fail_over
+        if not isinstance(parts, (list, tuple)):
+            raise ConfigError(f"Expected --fail-over METRIC=VALUE pairs, got {fail_over!r}; write e.g. flip_rate=0.05.")
+        if all(isinstance(p, GateSpec) for p in parts):
+            return list(parts)
+        items = []
+        for p in parts:
+            if not isinstance(p, str) or "=" not in p:
+                raise ConfigError(f"Expected --fail-over METRIC=VALUE, got {p!r}; write e.g. flip_rate=0.05 "
+                                  "(--gate takes METRIC<=VALUE).")
+            k, v = p.split("=", 1)
+            items.append((k.strip(), v.strip(), p.strip()))
+    out = []
+    for metric, value, written in items:
+        metric = metric.strip().lower()
+        if not all(part.isidentifier() for part in metric.split(".")):
+            raise ConfigError(f"Expected --fail-over METRIC=VALUE with a metric name such as flip_rate, got {written!r}.")
+        threshold = parse_number(value, f"--fail-over {written!r}")
+        out.append(GateSpec(metric, natural_op(metric), threshold, None, "fail_over", source=written))
+    return out
 
 
-def all_specs(fail_over: Mapping[str, float] | None, gates: Any = None) -> list[GateSpec]:
+def all_specs(fail_over: Any, gates: Any = None) -> list[GateSpec]:
     """Every gate requested by the ``fail_over`` and ``gates`` settings, in that order."""
-    return fail_over_specs(fail_over or {}) + gate_specs(gates)
+    return fail_over_specs(fail_over) + gate_specs(gates)
 
 
 def _unknown_metric(metric: str, where: str, candidates: Iterable[str]) -> ConfigError:
@@ -252,29 +299,29 @@ def check_gates(
     accepts them when the summary has them (tasks may add metrics)."""
     known = known_metrics()
     for g in specs:
-        where = "--fail-over" if g.origin == "fail_over" else f"gate {g.text()!r}"
+        where = g.written()
         if g.metric in NOT_NUMERIC:
             raise ConfigError(f"Gate metric {g.metric!r} in {where} is not a number; {NOT_NUMERIC[g.metric]}.")
         if "." not in g.metric and g.metric not in known and difflib.get_close_matches(g.metric, known, n=1, cutoff=0.8):
             raise _unknown_metric(g.metric, where, known)
         if g.metric in label_metrics and not has_labels:
-            raise ConfigError(f"Gate on {g.metric!r} needs labels, but the data has no 'y'; drop the gate or add labels.")
+            raise ConfigError(f"{where[0].upper()}{where[1:]} needs labels ({g.metric!r}), but the data has no 'y'; drop the gate or add labels.")
         if g.symmetry is not None and symmetries is not None:
             if not any(g.applies_to(s.name, s.spec) for s in symmetries):
                 audited = list(dict.fromkeys([x for s in symmetries for x in (s.name, s.spec)]))
                 close = difflib.get_close_matches(g.symmetry, audited, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"this scan audits {', '.join(audited)}"
                 raise ConfigError(
-                    f"Gate {g.text()!r} names symmetry {g.symmetry!r}, which this scan does not audit; {hint} "
+                    f"{where[0].upper()}{where[1:]} names symmetry {g.symmetry!r}, which this scan does not audit; {hint} "
                     "(or add it with --symmetry)."
                 )
         if g.element is not None and symmetries is not None:
             for s in symmetries:
                 if g.applies_to(s.name, s.spec) and getattr(s, "labels", None) is not None:
-                    element_index(g.element, list(s.labels), f"gate {g.text()!r} (symmetry {s.spec})")
+                    element_index(g.element, list(s.labels), f"{where} (symmetry {s.spec})")
 
 
-def evaluate_gates(summary: dict, fail_over: Mapping[str, float] | None, specs: Iterable[GateSpec] = (), *,
+def evaluate_gates(summary: dict, fail_over: Any, specs: Iterable[GateSpec] = (), *,
                    symmetry: Any = None, per_element: list[dict] | None = None) -> list[Gate]:
     """The gates of one symmetry's summary.
 
@@ -289,7 +336,7 @@ def evaluate_gates(summary: dict, fail_over: Mapping[str, float] | None, specs: 
     name = getattr(symmetry, "name", None)
     spec = getattr(symmetry, "spec", None)
     gates = []
-    for g in [*fail_over_specs(fail_over or {}), *specs]:
+    for g in [*fail_over_specs(fail_over), *specs]:
         if g.symmetry is not None and (symmetry is None or not g.applies_to(name, spec)):
             continue
         if g.element is not None:
@@ -298,8 +345,7 @@ def evaluate_gates(summary: dict, fail_over: Mapping[str, float] | None, specs: 
         if g.metric not in summary:
             if g.metric not in known_metrics():
                 numeric = [k for k, v in summary.items() if _is_number(v)]
-                where = "--fail-over" if g.origin == "fail_over" else f"gate {g.text()!r}"
-                raise _unknown_metric(g.metric, where, [*numeric, *known_metrics()])
+                raise _unknown_metric(g.metric, g.written(), [*numeric, *known_metrics()])
             if g.symmetry is None:
                 continue
         gates.append(_compare(g, summary.get(g.metric)))
@@ -308,17 +354,17 @@ def evaluate_gates(summary: dict, fail_over: Mapping[str, float] | None, specs: 
 
 def _compare(g: GateSpec, value: Any, element: str | None = None) -> Gate:
     if value is not None and not _is_number(value):
-        raise ConfigError(f"Gate metric {g.metric!r} holds {type(value).__name__}, not a number; gate a numeric summary key.")
+        raise ConfigError(f"Gate metric {g.metric!r} in {g.written()} holds {type(value).__name__}, not a number; "
+                          "gate a numeric summary key.")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return Gate(g.metric, g.op, float(g.threshold), None, False, element)
     value = float(value)
-    passed = value >= g.threshold if g.op == ">=" else value <= g.threshold
-    return Gate(g.metric, g.op, float(g.threshold), value, bool(passed), element)
+    return Gate(g.metric, g.op, float(g.threshold), value, bool(g.passes(value)), element)
 
 
 def _element_gate(g: GateSpec, per_element: list[dict], spec: str | None) -> Gate:
     """A gate on one element's row: the element by its label, the metric among the row's metrics."""
-    where = f"gate {g.text()!r} (symmetry {spec})"
+    where = f"{g.written()} (symmetry {spec})"
     labels = [str(row.get("label", e)) for e, row in enumerate(per_element)]
     row = per_element[element_index(g.element, labels, where)]
     if g.metric not in row:
@@ -330,52 +376,67 @@ def _element_gate(g: GateSpec, per_element: list[dict], spec: str | None) -> Gat
     return _compare(g, row[g.metric], str(row.get("label", g.element)))
 
 
-def check_gates_matched(summaries: list[dict], settings: Any) -> None:
+def check_gates_matched(summaries: list[dict], specs: Iterable[GateSpec]) -> None:
     """A gate without a symmetry selector skips symmetries that lack its metric; when no symmetry of
     the scan has it at all, the gate would check nothing: a usage error (exit 2), not a silent pass."""
-    values = getattr(settings, "values", settings)
     measured = {k for sm in summaries for k, v in sm.items() if _is_number(v) or v is None}
-    for g in [*fail_over_specs(values.get("fail_over") or {}), *gate_specs(values.get("gates"))]:
+    for g in specs:
         if g.symmetry is None and g.metric not in measured:
-            where = "--fail-over" if g.origin == "fail_over" else f"gate {g.text()!r}"
             numeric = sorted(k for sm in summaries for k, v in sm.items() if _is_number(v))
             close = difflib.get_close_matches(g.metric, numeric, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
-                f"{where} names {g.metric!r}, which no symmetry of this scan measures; {hint}measured here: "
+                f"{g.written()} names {g.metric!r}, which no symmetry of this scan measures; {hint}measured here: "
                 f"{', '.join(dict.fromkeys(numeric))}. Drop the gate, or add the option that measures it "
                 "(--local for lie_derivative, --level-at-init, or another --task)."
             )
 
 
-def gates_for(summary: dict, symmetry: Any, settings: Any, per_element: list[dict] | None = None) -> list[Gate]:
-    """The gates ``settings`` (``fail_over`` and ``gates``) put on one symmetry's final summary (and,
-    for gates naming an element, on its ``per_element`` rows)."""
-    values = getattr(settings, "values", settings)
-    return evaluate_gates(summary, values.get("fail_over") or {}, gate_specs(values.get("gates")), symmetry=symmetry,
-                          per_element=per_element)
-
-
-def check_settings_gates(settings: Any, symmetries: list, has_labels: bool, label_metrics: frozenset[str] = frozenset()) -> None:
-    """:func:`check_gates` over every gate ``settings`` requests (before the sweep)."""
-    values = getattr(settings, "values", settings)
-    check_gates(all_specs(values.get("fail_over"), values.get("gates")), symmetries=symmetries, has_labels=has_labels,
-                label_metrics=label_metrics)
+def gates_for(summary: dict, symmetry: Any, specs: Iterable[GateSpec], per_element: list[dict] | None = None) -> list[Gate]:
+    """The gates ``specs`` (``--fail-over`` and ``--gate`` alike) put on one symmetry's final summary
+    (and, for gates naming an element, on its ``per_element`` rows)."""
+    return evaluate_gates(summary, None, specs, symmetry=symmetry, per_element=per_element)
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _decimals(x: float) -> int:
+    """Decimal places of ``x`` as its shortest repr writes it: 0.01 -> 2, 5.0 -> 0, 1e-05 -> 5."""
+    if not math.isfinite(x):
+        return 0
+    mantissa, _, exp = repr(abs(x)).partition("e")
+    frac = mantissa.partition(".")[2].rstrip("0")
+    return max(0, len(frac) - (int(exp) if exp else 0))
+
+
+def shown_value(value: float, threshold: float) -> str:
+    """``value`` rounded to the precision of the gate's bound (as many decimals as the bound has, at
+    least two below 1: an accuracy of 0.125 against 1 reads 0.12, not 0), with more decimals only
+    where rounding would make it read as the bound itself."""
+    if not math.isfinite(value) or threshold is None:
+        return repr(value)
+    d = max(_decimals(threshold), 2 if abs(value) < 1 else 0)
+    while d < 17 and round(value, d) == threshold and value != threshold:
+        d += 1
+    return f"{value:.{d}f}"
+
+
 def failure_line(model: str, spec: str, gate: Gate, summary: Mapping[str, Any] | None = None) -> str:
-    """One line for a failed gate: model, symmetry, the exact compared value and the bound."""
-    bound = f"{gate.op} {gate.threshold!r}"
+    """One line for a failed gate: model, symmetry, the compared value (to the gate's precision) and the bound."""
+    t = gate.threshold  # None: an infinite bound read back from result.json (JSON has no inf)
+    if t is None:
+        bound = f"{gate.op} {'inf' if gate.op.startswith('<') else '-inf'}"
+    else:
+        bound = f"{gate.op} {t:g}" if math.isfinite(t) and float(f"{t:g}") == t else f"{gate.op} {t!r}"
     if gate.value is None:
         why = "was not measured"
-        if summary is not None and gate.metric.startswith("level") and summary.get("level_status") == "undetermined":
-            why = f"is undetermined ({summary.get('level_reason') or 'null and floor too close to tell'})"
+        if summary is not None and gate.metric.startswith("level") and summary.get("level_status") in ("undetermined", "floor-limited"):
+            status = summary.get("level_status")
+            why = f"is {status} ({summary.get('level_reason') or 'null and floor too close to tell'})"
         return f"{model}, symmetry {spec}: {gate.name} {why}, so it cannot satisfy {bound}"
-    return f"{model}, symmetry {spec}: {gate.name} = {gate.value!r}, bound {bound}"
+    return f"{model}, symmetry {spec}: {gate.name} = {shown_value(gate.value, gate.threshold)}, bound {bound}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -390,7 +451,9 @@ class Tolerance:
     relative: bool = False
 
     def allowed(self, base: float) -> float:
-        return self.value * abs(base) if self.relative else self.value
+        if self.relative and not math.isinf(self.value):
+            return self.value * abs(base)
+        return self.value  # inf: any worsening is allowed (also relative to a zero baseline)
 
     def __str__(self) -> str:
         return f"{100 * self.value:g}%" if self.relative else f"{self.value:g}"
@@ -400,14 +463,14 @@ def _tolerance(text: Any, what: str) -> Tolerance:
     if isinstance(text, bool):
         raise ConfigError(f"Expected a tolerance (0.01 or 5%) for {what}, got {text!r}.")
     if isinstance(text, (int, float)):
-        t = Tolerance(float(text))
+        t = Tolerance(parse_number(text, what))
     elif isinstance(text, str):
         rel = text.strip().endswith("%")
-        t = Tolerance(_number(text, what), rel)
+        t = Tolerance(parse_number(text, what), rel)
     else:
         raise ConfigError(f"Expected a tolerance (0.01 or 5%) for {what}, got {text!r}.")
-    if t.value < 0 or not math.isfinite(t.value):
-        raise ConfigError(f"Expected a tolerance >= 0 for {what}, got {text!r}.")
+    if t.value < 0:
+        raise ConfigError(f"Expected a tolerance >= 0 (or inf) for {what}, got {text!r}.")
     return t
 
 

@@ -6,7 +6,9 @@ Definitions (DESIGN.md section 4), for one (model, symmetry) and the task's main
          orbit pipeline; resampled actions: the round trip T_{-t}(T_t x) against x);
   null   the same metric between outputs of two different inputs (what "no symmetry" looks like);
   level  = clip(1 - (E - floor) / (null - floor), 0, 1), "undetermined" when null and floor are not
-         clearly separated (a model that ignores its input is not "perfectly symmetric").
+         clearly separated (a model that ignores its input is not "perfectly symmetric"), and
+         "floor-limited" (no level) when no element of a resampled orbit has an error clearly above the
+         floor: the model is as symmetric as the measurement can tell, which is no level of 1.
 The level CI is a percentile bootstrap over inputs (E and floor resampled together, null resampled
 on its own pairs), widened if needed so it always contains the point estimate.
 """
@@ -57,10 +59,15 @@ def estimate_level(
     *,
     seed: int = 0,
     n_boot: int = N_BOOT,
+    resolved: np.ndarray | None = None,
 ) -> dict:
     """Summary keys level, level_ci, level_ci_low, level_ci_high, level_status, null from
     err (N, E) and floor (N, E) per-sample values and null (M,) values of random pairs. A floor
-    measured on a subset (F, E) with F != N is resampled on its own in the bootstrap, like the null."""
+    measured on a subset (F, E) with F != N is resampled on its own in the bootstrap, like the null.
+
+    ``resolved`` (E,) bool, given for resampled orbits (a round-trip floor): when no non-identity
+    element is resolved above the floor the status is "floor-limited" and the level and CI are None
+    (the null is kept: per-element levels still read against it)."""
     e_i = non_identity(err.astype(np.float64), identity_index).mean(1)  # (N,)
     f_i = non_identity(np.asarray(floor, np.float64), identity_index).mean(1)  # (N,)
     out: dict = {"null": None, "level": None, "level_ci": None, "level_ci_low": None, "level_ci_high": None}
@@ -75,6 +82,11 @@ def estimate_level(
     if not (n_mean - f_mean > max(SEPARATION_MIN, SEPARATION_Z * se)):
         out["level_status"] = "undetermined"
         out["level_reason"] = f"null {n_mean:.3g} is not clearly above floor {f_mean:.3g}: outputs barely depend on the input"
+        return out
+    if resolved is not None and err.shape[1] > 1 and not non_identity(np.asarray(resolved, bool)[None], identity_index).any():
+        out["level_status"] = "floor-limited"
+        out["level_reason"] = (f"no element's error is clearly above the measurement floor {f_mean:.3g} (interpolation): "
+                               "the model is as symmetric as this orbit can measure")
         return out
     level = float(_level(e_mean, f_mean, n_mean))
     rng = np.random.default_rng(seed + 104729)

@@ -82,15 +82,20 @@ def summarize_classify(table: dict[str, np.ndarray], identity_index: int) -> tup
     return summary, elements
 
 
+RESOLVE_MIN = 1e-6  # an error this close to the floor is float noise (as levels.SEPARATION_MIN for null vs floor)
+
+
 def resolved_above_floor(err: np.ndarray, floor: np.ndarray, z: float = 2.0) -> np.ndarray:
     """Per element: is the error clearly above the floor? err, floor (N, E) -> (E,) bool.
 
-    Paired test over samples: mean(err - floor) > z standard errors (and > 0)."""
+    Paired test over samples: mean(err - floor) > z standard errors and > RESOLVE_MIN, so the exact
+    elements of a resampled orbit (rotate by 90 degrees: error and round trip both float noise) are
+    not resolved on a difference of 1e-9 that happens to be consistent."""
     d = err.astype(np.float64) - floor.astype(np.float64)
     n = d.shape[0]
     mean = d.mean(0)
     se = d.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(mean)
-    return mean > np.maximum(z * se, 1e-12)
+    return mean > np.maximum(z * se, RESOLVE_MIN)
 
 
 # ---- equivariant outputs (dense maps, vector fields, points, boxes) ----------------------------------------

@@ -137,7 +137,7 @@ class DataInfo:
 @dataclass
 class Gate:
     metric: str
-    op: str  # "<=" | ">="
+    op: str  # "<=" | ">=" | "<" | ">" (strict)
     threshold: float
     value: float | None
     passed: bool
@@ -150,7 +150,8 @@ class Gate:
 
     def describe(self) -> str:
         shown = "n/a" if self.value is None else f"{self.value:.6g}"
-        return f"{self.name} = {shown} (must be {self.op} {self.threshold:g})"
+        bound = ("inf" if self.op.startswith("<") else "-inf") if self.threshold is None else f"{self.threshold:g}"  # JSON has no inf
+        return f"{self.name} = {shown} (must be {self.op} {bound})"
 
 
 @dataclass

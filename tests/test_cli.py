@@ -128,6 +128,8 @@ def no_render(monkeypatch):
 
 
 def test_gate_table(model_files, data_npz, tmp_path, no_render):
+    from eqaudit.gates import shown_value
+
     plain = [model_files["SmallCNN"], "--model-factory", factory("SmallCNN"), "--data", data_npz, "--out", tmp_path / "o"]
     inv = [model_files["Rot90Averaged"], "--model-factory", factory("Rot90Averaged"), "--data", data_npz, "--out", tmp_path / "o"]
     # the measured level and its CI on a resampled symmetry, to put bounds between them
@@ -144,20 +146,23 @@ def test_gate_table(model_files, data_npz, tmp_path, no_render):
         ([*inv, "-s", "rot90", "-s", "flip", "--gate", "flip:prob_tv<=0.001", "--gate", "rot90:prob_tv<=0.001"], 1,
          ["symmetry flip: prob_tv = ", "bound <= 0.001", "1 of 2 gate(s) failed"], ["symmetry rot90"]),
         ([*plain, "-s", "rot90", "--gate", "accuracy>=1", "--fail-over", "accuracy=1"], 1,
-         ["accuracy = ", "bound >= 1.0", "2 of 2 gate(s) failed"], []),
+         ["accuracy = ", "bound >= 1", "2 of 2 gate(s) failed"], ["bound >= 1.0"]),
         # CI-bound gates on the CLI: the point estimate passes where the CI's lower end fails, and vice versa
         ([*plain, "-s", "rotate:step=45", "--gate", f"level>={below!r}", "--gate", f"level_ci_low>={below!r}",
           "--gate", f"level>={above!r}", "--gate", f"rotate:level_ci_high>={above!r}"], 1,
-         [f"symmetry rotate:step=45: level_ci_low = {lo!r}, bound >= {below!r}",
-          f"symmetry rotate:step=45: level = {level!r}, bound >= {above!r}", "2 of 4 gate(s) failed"],
-         [f"level = {level!r}, bound >= {below!r}", "level_ci_high = "]),
+         [f"symmetry rotate:step=45: level_ci_low = {shown_value(lo, below)}, bound >= {below!r}",
+          f"symmetry rotate:step=45: level = {shown_value(level, above)}, bound >= {above!r}", "2 of 4 gate(s) failed"],
+         [f"level = {shown_value(level, below)}, bound >= {below!r}", "level_ci_high = "]),
         ([*plain, "-s", "rotate:step=45", "--gate", f"level>={below!r}", "--gate", f"rotate:level_ci_high>={above!r}"], 0,
          ["all gates passed (2 checked)"], []),
         # usage errors: exit 2 with a suggestion, before any sweep
         ([*plain, "-s", "rot90", "--gate", "rot45:flip_rate<=0.1"], 2, ["did you mean 'rot90'"], []),
         ([*plain, "-s", "rot90", "--gate", "flip_rat<=0.1"], 2, ["did you mean 'flip_rate'"], []),
         ([*plain, "-s", "rot90", "--gate", "pixel_iuo>=0.1"], 2, ["Unknown gate metric 'pixel_iuo'"], []),
-        ([*plain, "-s", "rot90", "--gate", "flip_rate<0.1"], 2, ["strict bounds"], []),
+        ([*plain, "-s", "rot90", "--gate", "flip_rate<=nan"], 2, ["NaN is no bound"], []),
+        ([*plain, "-s", "rot90", "--fail-over", "flip_rate=nan"], 2, ["--fail-over 'flip_rate=nan'", "NaN is no bound"], []),
+        ([*plain, "-s", "rot90", "--gate", "flip_rate<=inf", "--fail-over", "prob_tv=inf", "--gate", "rot90:flip_rate<1.01"], 0,
+         ["all gates passed (3 checked)"], []),
         ([*plain, "-s", "rot90", "--gate", "level_ci>=0.1"], 2, ["level_ci_low or level_ci_high"], []),
         ([*plain, "-s", "rot90", "--config", tmp_path / "none.toml"], 2, ["none.toml"], []),
     ]
@@ -292,3 +297,45 @@ def test_floor_subset_and_prefetch_flags(tmp_path):
     assert d["symmetries"][0]["summary"]["floor_samples"] == 5 and d["settings"]["values"]["prefetch"] is False
     bad = CliRunner().invoke(app, ["scan", str(sample), "--floor-samples", "-1", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "floor_samples" in bad.output and ">= 0" in bad.output
+
+
+def test_help_names_no_internal_types_and_cuts_no_command():
+    import re
+
+    import typer
+
+    res = runner.invoke(app, ["scan", "--help"], prog_name="eqaudit", env={"COLUMNS": "100"})
+    assert res.exit_code == 0
+    assert "Usage: eqaudit scan [OPTIONS] MODEL..." in res.output
+    assert not re.search(r"<[a-zA-Z\[\]]+>|\{models\}", res.output), res.output
+    assert "--data TEXT" in res.output and "--batch-size INTEGER" in res.output
+    res = runner.invoke(app, ["--help"], prog_name="eqaudit", env={"COLUMNS": "100"})
+    flat = " ".join(res.output.split())
+    for cmd in typer.main.get_command(app).commands.values():
+        first = " ".join((cmd.help or "").split("\n\n")[0].split())
+        assert first and first in flat, first  # the whole first paragraph, no "..."
+
+
+@pytest.mark.parametrize(
+    "sidecar, key",
+    [
+        ('symmetry = ["rot91"]\n', "symmetry"),
+        ('symmetry = ["rot90"]\ngates = ["flip_rat <= 0.1"]\n', "gates"),
+        ('symmetry = ["rot90"]\ngates = ["rot90:accuracy >= 0"]\n', "gates"),  # passes: a normal scan
+        ('symmetry = ["rot90"]\ndata = "missing.npz"\n', "data"),
+    ],
+)
+def test_errors_name_the_sidecar_and_key(model_files, data_npz, tmp_path, sidecar, key):
+    import shutil
+
+    model = tmp_path / "net.pt"
+    shutil.copy(model_files["SmallCNN"], model)
+    data = "" if "data =" in sidecar else f'data = "{data_npz}"\n'
+    (tmp_path / "net.eqaudit.toml").write_text(data + f'model_factory = "toy_models:SmallCNN"\n' + sidecar)
+    code, output = run("scan", model, "--out", tmp_path / "o")
+    flat = " ".join(output.split())
+    if "accuracy" in sidecar:  # a normal scan names the file it applied, in one line
+        assert code == 0 and f"settings from sidecar {tmp_path / 'net.eqaudit.toml'}: data, symmetry, gates, model_factory" in flat
+        return
+    assert code == 2, output
+    assert f"{key} from sidecar {tmp_path / 'net.eqaudit.toml'}" in flat, output

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eqaudit.config import parse_input_shape, resolve
+from eqaudit.config import parse_input_shape, plain_values, resolve
 from eqaudit.errors import ConfigError, PathNotFoundError
 
 
@@ -56,7 +56,7 @@ def test_precedence_table(project, flags, env, config, expect):
     s = resolve(flags, models=[project / "models" / "net.pt"], config_file=project / config if config else None, env=env, cwd=project)
     for name, (value, source) in expect.items():
         if value is not None:  # None: a path, checked in test_config_paths_are_relative_to_their_file
-            assert s.values[name] == value, name
+            assert plain_values(s.values)[name] == value, name
         assert s.sources[name].startswith(source), (name, s.sources[name])
 
 
@@ -82,7 +82,9 @@ def test_config_paths_are_relative_to_their_file(project):
         ("output_kind = 'probs'\n", "one of auto, logits, probabilities"),
         ("gate = ['flip_rate<=0.1']\n", "did you mean 'gates'"),
         ("gates = ['flip_rate=0.1']\n", "Setting 'gates' from config"),
-        ("gates = ['flip_rate < 0.1']\n", "strict bounds"),
+        ("gates = ['flip_rate <= nan']\n", "NaN is no bound"),
+        ("fail_over = { flip_rate = nan }\n", "NaN is no bound"),
+        ("fail_over = ['flip_rate=NaN%']\n", "NaN is no bound"),
         ("gates = 3\n", "list of gate strings"),
         ("[gates]\nrot90 = ['flip:flip_rate<=0.1']\n", "names a symmetry again"),
         ("max_regression = '-1'\n", ">= 0"),
@@ -96,6 +98,7 @@ def test_bad_config_files(tmp_path, content, message):
     with pytest.raises(ConfigError) as exc:
         resolve({}, config_file=cfg, env={}, cwd=tmp_path)
     assert message in str(exc.value)
+    assert str(cfg) in str(exc.value)  # the file the value came from
     assert exc.value.exit_code == 2
 
 

@@ -13,6 +13,7 @@ from eqaudit.gates import (
     compare_results,
     evaluate_gates,
     failure_line,
+    fail_over_specs,
     gate_specs,
     parse_gate,
     parse_tolerances,
@@ -56,12 +57,14 @@ def test_parse_gate(text, expect):
     "text, message",
     [
         ("flip_rate=0.01", "--fail-over takes METRIC=VALUE"),
-        ("flip_rate<0.01", "strict bounds"),
+        ("flip_rate<<0.01", "one operator"),
+        ("flip_rate<=>0.01", "one operator"),
         ("flip_rate==0.01", "<= for an upper bound"),
         ("rot90:<=0.01", "metric name"),
         ("flip rate<=0.01", "metric name"),
         ("flip_rate<=abc", "Expected a number"),
-        ("flip_rate<=nan", "finite"),
+        ("flip_rate<=nan", "NaN is no bound"),
+        ("rot90: flip_rate <= NaN%", "'rot90: flip_rate <= NaN%'"),
     ],
 )
 def test_bad_gate_text(text, message):
@@ -131,6 +134,69 @@ def test_failure_line_has_exact_value_bound_and_symmetry():
     line = failure_line("net.pt", "rotate:step=30", g)
     assert not g.passed
     assert line == "net.pt, symmetry rotate:step=30: flip_rate = 0.30000000000000004, bound <= 0.3"
+
+
+
+@pytest.mark.parametrize(
+    "gate, value, passed",
+    [
+        ("flip_rate<0.0125", 0.0125, False), ("flip_rate<=0.0125", 0.0125, True), ("flip_rate < 0.0126", 0.0125, True),
+        ("accuracy>0.95", 0.95, False), ("accuracy>=0.95", 0.95, True), ("accuracy > 94%", 0.95, True),
+        ("flip_rate<=inf", 1e300, True), ("flip_rate<inf", float("inf"), False), ("level>=-inf", 0.0, True),
+        ("flip_rate<=-inf", 0.0, False),
+    ],
+)
+def test_strict_and_infinite_bounds(gate, value, passed):
+    [spec] = gate_specs([gate])
+    assert spec.op == gate.replace(" ", "").split(spec.metric)[1].rstrip("0123456789.%inf-")  # kept as written
+    [g] = evaluate_gates({**SUMMARY, spec.metric: value}, {}, [spec], symmetry=ROT90)
+    assert (g.op, g.passed) == (spec.op, passed)
+
+
+@pytest.mark.parametrize("fail_over", [{"flip_rate": float("nan")}, {"flip_rate": "nan"}, ["flip_rate=NaN"], "prob_tv=0.1,flip_rate=nan%"])
+def test_nan_fail_over_is_a_usage_error(fail_over):
+    with pytest.raises(ConfigError) as exc:
+        fail_over_specs(fail_over)
+    assert "NaN is no bound" in str(exc.value) and exc.value.exit_code == 2
+
+
+def test_fail_over_and_gate_share_one_number_parser():
+    """The same bound text means the same number in --fail-over and --gate (%, inf, exponents)."""
+    for text, value in [("5%", 0.05), ("inf", float("inf")), ("1e-3", 1e-3), (" 2.5 % ", 0.025)]:
+        [f] = fail_over_specs([f"flip_rate={text}"])
+        [g] = gate_specs([f"flip_rate<={text}"])
+        assert f.threshold == g.threshold == pytest.approx(value)
+        assert (f.op, f.origin) == ("<=", "fail_over")
+    assert fail_over_specs({"accuracy": 0.9})[0].op == ">="  # the natural direction
+
+
+def test_messages_quote_the_gate_as_written():
+    with pytest.raises(ConfigError) as exc:
+        check_gates(fail_over_specs(["flip_rat=5%"]), symmetries=[ROT90])
+    assert "--fail-over 'flip_rat=5%'" in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        check_gates(gate_specs([" rot45 : flip_rate < 1% "]), symmetries=[ROT90])
+    assert "'rot45 : flip_rate < 1%'" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "gate, value, shown",
+    [
+        ("level>=0.1", 0.0723020493368165, "level = 0.07, bound >= 0.1"),  # 0.1 would read as the bound
+        ("level>=0.5", 0.0723020493368165, "level = 0.07, bound >= 0.5"),  # at least two decimals below 1
+        ("accuracy>=1", 0.125, "accuracy = 0.12, bound >= 1"),
+        ("flip_rate<=1000", 1234.5678, "flip_rate = 1235, bound <= 1000"),
+        ("flip_rate<=1%", 0.2624839846997501, "flip_rate = 0.26, bound <= 0.01"),
+        ("flip_rate<0.01", 0.01, "flip_rate = 0.01, bound < 0.01"),
+        ("prob_tv<=0.3", 0.3104, "prob_tv = 0.31, bound <= 0.3"),
+        ("prob_tv<=0.3", 0.30004, "prob_tv = 0.30004, bound <= 0.3"),  # more digits where rounding would hide it
+        ("level_ci_low>=0.95", 0.9449999, "level_ci_low = 0.94, bound >= 0.95"),
+    ],
+)
+def test_failure_values_are_rounded_to_the_gate(gate, value, shown):
+    [g] = evaluate_gates({**SUMMARY, gate_specs([gate])[0].metric: value}, {}, gate_specs([gate]), symmetry=ROT90)
+    assert not g.passed
+    assert failure_line("net.pt", "rot90", g) == f"net.pt, symmetry rot90: {shown}"
 
 
 @pytest.mark.parametrize(

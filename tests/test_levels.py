@@ -231,3 +231,76 @@ def test_terminal_shows_local_error_layers_and_level_at_init(tmp_path):
     assert "local error rotate:step=90: " in out and "per rad (autograd" in out
     assert "layers rotate:step=90: features." in out and "unexplained" in out
     assert "level at init rot90: " in out and "(trained: " in out
+
+
+def test_float_noise_is_not_resolved_above_the_floor():
+    from eqaudit.metrics import resolved_above_floor
+
+    rng = np.random.default_rng(0)
+    floor = rng.uniform(0, 1e-8, (200, 3))
+    noise = rng.normal(0, 1e-12, (200, 3))
+    # a consistent 1e-9 above the floor is float noise (the exact elements of a resampled orbit) ...
+    assert not resolved_above_floor(floor + 1e-9 + noise, floor).any()
+    # ... a real error above it is resolved, and an error at the floor is not
+    err = floor + np.array([0.0, 1e-3, 0.05]) + noise
+    assert resolved_above_floor(err, floor).tolist() == [False, True, True]
+
+
+def test_nothing_resolved_is_floor_limited_not_a_level_of_one():
+    from eqaudit.levels import estimate_level
+
+    rng = np.random.default_rng(1)
+    floor = rng.uniform(0.01, 0.02, (100, 4))
+    err = floor.copy()
+    null = rng.uniform(0.5, 0.7, 300)
+    out = estimate_level(err, floor, null, 0, n_boot=50, resolved=np.zeros(4, bool))
+    assert out["level_status"] == "floor-limited" and out["level"] is None and out["level_ci"] is None
+    assert "floor" in out["level_reason"] and out["null"] == pytest.approx(null.mean())
+    # one resolved element (the identity does not count) and the level is measured
+    assert estimate_level(err, floor, null, 0, n_boot=50, resolved=np.array([True, False, False, False]))["level_status"] == "floor-limited"
+    ok = estimate_level(err, floor, null, 0, n_boot=50, resolved=np.array([False, True, False, False]))
+    assert ok["level_status"] == "ok" and ok["level"] == pytest.approx(1.0)
+
+
+def test_floor_limited_scan_fails_its_level_gate(model_files, data_npz, tmp_path):
+    from eqaudit.gates import failure_line
+
+    # a D4-invariant model under 45-degree rotations: every error is interpolation (the floor)
+    sym = _scan(model_files["D4Averaged"], data_npz, tmp_path, ["rotate:step=45"], factory("D4Averaged"),
+                gates=["level>=0.5"]).symmetries[0]
+    assert sym.summary["level_status"] == "floor-limited" and sym.summary["level"] is None
+    assert not any(row["resolved"] for row in sym.per_element)
+    [g] = sym.gates
+    assert not g.passed and g.value is None
+    assert "level is floor-limited (no element's error is clearly above" in failure_line("d4.pt", sym.spec, g, sym.summary)
+
+
+def test_report_words_for_levels_and_extents():
+    from eqaudit.report.html import _extent_text, _level_note
+
+    base = {"unit": "deg", "tolerance": 0.1, "auc": 0.2}
+    assert _extent_text({**base, "lower": 0.0, "upper": 0.0, "full": False}) == "none within tolerance"
+    assert _extent_text({**base, "lower": -30.0, "upper": 45.0, "full": False}) == "-30 … 45 deg"
+    assert _extent_text({**base, "lower": -180.0, "upper": 180.0, "full": True}) == "whole orbit"
+    assert _extent_text(None) is None
+    und = {"level": None, "level_status": "undetermined", "level_reason": "null 0.1 is not clearly above floor 0.1"}
+    assert _level_note(und) == "undetermined: null 0.1 is not clearly above floor 0.1"
+    assert _level_note({"level": 0.5, "level_status": "ok", "level_ci": [0.4, 0.6]}) == "95% CI 0.400–0.600"
+
+
+def test_terminal_gives_the_reason_for_a_missing_level_and_no_empty_extent(model_files, data_npz, tmp_path):
+    path = tmp_path / "const.pt"
+    torch.save(toy_models.ConstantModel().state_dict(), path)
+    runner = CliRunner()
+    res = runner.invoke(app, ["scan", str(path), "--data", str(data_npz), "-s", "rotate:step=45", "--model-factory",
+                              factory("ConstantModel"), "--out", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    assert "level rotate:step=45: undetermined: null" in res.output and "barely depend" in res.output
+    res = runner.invoke(app, ["scan", str(model_files["SmallCNN"]), "--data", str(data_npz), "-s", "rotate:step=45",
+                              "--model-factory", factory("SmallCNN"), "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    sm = json.loads((tmp_path / "s" / "result.json").read_text())["symmetries"][0]["summary"]
+    assert sm["extent"]["lower"] == sm["extent"]["upper"] == 0.0  # the level drops at the first element
+    assert "none within" in res.output and "tolerance" in res.output and "0 … 0" not in res.output  # the cell may wrap
+    lo, hi = sm["level_ci"]
+    assert f"{sm['level']:.3f} [{lo:.2f}–{hi:.2f}]" in res.output  # the CI beside the level

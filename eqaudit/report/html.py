@@ -678,20 +678,19 @@ class _Builder:
 
 
 def _extent_text(ext: Any) -> str | None:
-    """'-30 … 45 deg' from a summary's extent (the interval around the identity where the level holds)."""
-    if not isinstance(ext, dict) or ext.get("lower") is None or ext.get("upper") is None:
-        return None
-    unit = ext.get("unit") or ""
-    if ext.get("full"):
-        return "whole orbit"
-    return f"{ext['lower']:g} … {ext['upper']:g} {unit}".strip()
+    """'-30 … 45 deg', 'whole orbit' or 'none within tolerance' (see eqaudit.report.words)."""
+    from .words import extent_text
+
+    return extent_text(ext)
 
 
 def _level_note(summary: dict) -> str:
-    """The level's confidence interval or, when it could not be determined, why."""
-    status = summary.get("level_status")
-    if status and status != "ok":
-        return str(status)
+    """The level's confidence interval or, when it could not be determined, its status and why."""
+    from .words import level_reason
+
+    reason = level_reason(summary)
+    if reason is not None:
+        return reason
     ci = summary.get("level_ci")
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
         return f"95% CI {ci[0]:.3f}–{ci[1]:.3f}"

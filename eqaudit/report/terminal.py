@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..result import raw_logit_key
 from .base import Outcome, Written
+from .words import extent_text, level_missing, level_reason
 
 
 def fmt(v, pct: bool = False) -> str:
@@ -54,7 +55,7 @@ def _columns(result) -> list[tuple[str, str, bool]]:
 
 def _level_text(sm: dict) -> str:
     if sm.get("level") is None:
-        return "undetermined" if sm.get("level_status") == "undetermined" else "–"
+        return level_missing(sm)  # "undetermined" or "floor-limited"; the reason is a line below the table
     lo, hi = sm.get("level_ci") or (None, None)
     return f"{sm['level']:.3f}" + (f" [{lo:.2f}–{hi:.2f}]" if lo is not None else "")
 
@@ -77,7 +78,8 @@ def print_summary(console: Console, result) -> None:
     shown = _columns(result)
     for header, _, _ in shown:
         table.add_column(header, justify="right", overflow="fold")
-    for header in ("floor", "level [95% CI]", "gates"):
+    has_extent = any(extent_text(s.summary.get("extent")) for s in result.symmetries)
+    for header in ("floor", "level [95% CI]", *(["extent"] if has_extent else []), "gates"):
         table.add_column(header, justify="left" if header == "gates" else "right", overflow="fold")
     for s in result.symmetries:
         sm = s.summary
@@ -85,7 +87,9 @@ def print_summary(console: Console, result) -> None:
         floor = fmt(sm.get("floor")) + ("" if s.exact else f" ({sm.get('unresolved_elements', 0)} unres.)")
         gates = ", ".join(("[green]pass[/]" if g.passed else "[red]FAIL[/]") + f" {escape(g.name)}" for g in s.gates
                           if g.element is None or g.element not in elements) or "–"
-        row = [escape(s.spec), "yes" if s.exact else "no", *(fmt(_cell(sm, k), pct) for _, k, pct in shown), floor, _level_text(sm), gates]
+        ext = [escape(extent_text(sm.get("extent")) or "–")] if has_extent else []
+        row = [escape(s.spec), "yes" if s.exact else "no", *(fmt(_cell(sm, k), pct) for _, k, pct in shown), floor, _level_text(sm),
+               *ext, gates]
         table.add_row(*([escape(Path(result.models[s.model].path).name)] if multi else []), *row)
         for e in s.listed_elements():  # one dim sub-row per element of a small finite group
             pe = s.per_element[e]
@@ -93,7 +97,8 @@ def print_summary(console: Console, result) -> None:
             own = ", ".join(("[green]pass[/]" if g.passed else "[red]FAIL[/]") + f" {escape(g.metric)}"
                             for g in s.gates if g.element == label)
             cells = ["  └ " + escape(label), "", *("" if _cell(pe, k) is None else fmt(_cell(pe, k), pct) for _, k, pct in shown),
-                     "" if pe.get("floor") is None else fmt(pe["floor"]), "" if pe.get("level") is None else f"{pe['level']:.3f}", own]
+                     "" if pe.get("floor") is None else fmt(pe["floor"]), "" if pe.get("level") is None else f"{pe['level']:.3f}",
+                     *([""] if has_extent else []), own]
             table.add_row(*([""] if multi else []), *cells, style="dim")
     console.print(table)
     for m, info in enumerate(result.models):
@@ -118,6 +123,8 @@ def extra_lines(result) -> list[str]:
                 lines.append(f"note {Path(info.path).name}: {note}")
     for s in result.symmetries:
         sm, who = s.summary, (f"{Path(result.models[s.model].path).name} " if multi else "") + s.spec
+        if level_reason(sm) is not None:
+            lines.append(f"level {who}: {level_reason(sm)}")
         if "lie_derivative" in sm:
             if sm["lie_derivative"] is None:
                 lines.append(f"local error {who}: n/a ({sm.get('lie_derivative_reason', '')})")
