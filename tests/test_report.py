@@ -464,3 +464,23 @@ def test_report_needs_neither_torch_nor_the_tasks(report, tmp_path):
     assert run.stdout.strip() == "[]"
     page = (tmp_path / "again" / "report.html").read_text(encoding="utf-8")
     assert page == report["text"]  # thumbnails and all, without the symmetry code
+
+
+def test_gates_show_their_own_operator_strict_ones_included(report, tmp_path):
+    import json
+
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    d = json.loads((report["out"] / "result.json").read_text())
+    ops = ["<", ">=", ">", "<="]
+    for k, s in enumerate(d["symmetries"]):
+        for g in s["gates"]:
+            g["op"] = ops[k % len(ops)]
+    (saved / "result.json").write_text(json.dumps(d))
+    shutil.copy(report["out"] / "orbits.npz", saved / "orbits.npz")
+    res = CliRunner().invoke(app, ["report", str(saved / "result.json"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    summary = (tmp_path / "o" / "report.html").read_text(encoding="utf-8").split('id="summary"')[1].split("</section>")[0]
+    shown = {"<": "flip_rate &lt; 0.5", ">=": "flip_rate ≥ 0.5", ">": "flip_rate &gt; 0.5", "<=": "flip_rate ≤ 0.5"}
+    for k in range(len(d["symmetries"])):
+        assert shown[ops[k % len(ops)]] in summary
