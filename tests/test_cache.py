@@ -169,3 +169,18 @@ def test_another_gate_and_format_on_a_cached_scan_need_no_model_call(audit):
     res = CliRunner().invoke(app, [*args, "--no-cache", "--format", "json"])
     assert res.exit_code == 0, res.output
     assert audit["calls"]() > 0
+
+
+def test_the_report_says_a_result_came_from_the_cache(audit):
+    from eqaudit.report.base import Outcome, reporter
+
+    _scan(audit, symmetry=["flip"])
+    _scan(audit, symmetry=["flip"])
+    assert audit["calls"]() > 0
+    from eqaudit.result import AuditResult
+
+    reporter("html").write(Outcome(AuditResult.load(audit["out"]), audit["out"]))
+    assert "served from the result cache" in (audit["out"] / "report.html").read_text()
+    _scan(audit, symmetry=["flip"], cache=False)
+    reporter("html").write(Outcome(AuditResult.load(audit["out"]), audit["out"]))
+    assert "served from the result cache" not in (audit["out"] / "report.html").read_text()
