@@ -16,6 +16,14 @@ are re-evaluated on the measured summaries, never measured), and ``batch_size`` 
 sweep's answer does not depend on them beyond float rounding (a resumed run may use a smaller batch
 after running out of memory; the result is bit-identical to an uninterrupted run when they are unchanged)."""
 
+NOT_MEASURED = (
+    "data", "device", "batch_size", "out", "fail_over", "gates", "baseline", "max_regression", "junit_xml", "format",
+    "trust", "cache",
+)
+"""The other settings, each left out of the fingerprint on purpose (``data``: the fingerprint holds its
+content hash and key instead of the path). Every setting of eqaudit.config is in exactly one of the two
+lists (a test checks it), so a new setting has to be classified before it can change cached numbers."""
+
 CHUNK = 1 << 20
 
 

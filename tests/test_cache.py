@@ -184,3 +184,12 @@ def test_the_report_says_a_result_came_from_the_cache(audit):
     _scan(audit, symmetry=["flip"], cache=False)
     reporter("html").write(Outcome(AuditResult.load(audit["out"]), audit["out"]))
     assert "served from the result cache" not in (audit["out"] / "report.html").read_text()
+
+
+def test_every_setting_is_classified_as_measured_or_not():
+    """A new setting must be put in MEASUREMENT_SETTINGS (keyed: the cache and --resume notice it) or NOT_MEASURED."""
+    from eqaudit.config import SETTINGS
+    from eqaudit.fingerprint import MEASUREMENT_SETTINGS, NOT_MEASURED
+
+    assert not set(MEASUREMENT_SETTINGS) & set(NOT_MEASURED)
+    assert set(MEASUREMENT_SETTINGS) | set(NOT_MEASURED) == set(SETTINGS)
