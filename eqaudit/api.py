@@ -231,7 +231,8 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
     model = _as_called(adapter, dataset, plan.reshape)
     named = None if plan.progress is None else (lambda d, t, w, name=Path(path).name: plan.progress(d, t, f"{name} {w}"))
     tables = sweep_tables(model, dataset, symmetries[done:], task, batch_size=settings.batch_size, output_kind=settings.output_kind,
-                          seed=settings.seed, progress=named, reference=settings.reference, stop=plan.stop)
+                          seed=settings.seed, progress=named, reference=settings.reference, stop=plan.stop,
+                          floor_samples=settings.floor_samples, prefetch=settings.prefetch)
     j0 = m * len(symmetries)
     for st in tables:
         if done == 0 and st.index == 0:
@@ -420,7 +421,8 @@ def _add_level_at_init(audit: ModelAudit, adapter, factory, dirs, plan: ScanPlan
     fresh = TorchAdapter(module.to(adapter.device).eval(), info, adapter.device)
     model = _as_called(fresh, plan.dataset, plan.reshape)
     init = sweep(model, plan.dataset, plan.symmetries, task_for(settings.task, settings.output)[0], batch_size=settings.batch_size,
-                 output_kind=settings.output_kind, seed=settings.seed, stop=plan.stop)
+                 output_kind=settings.output_kind, seed=settings.seed, stop=plan.stop,
+                 floor_samples=settings.floor_samples, prefetch=settings.prefetch)
     for s, sym, table in zip(audit.symmetries, plan.symmetries, init.tables):
         floor = per_sample_floor(table, task.main_metric, sym.identity_index)
         lv = estimate_level(table[task.main_metric], floor, init.null, sym.identity_index, seed=settings.seed)

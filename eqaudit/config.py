@@ -119,6 +119,13 @@ def _to_count(v: Any) -> int:
     return out
 
 
+def _to_size(v: Any) -> int:
+    out = _to_int(v)
+    if out < 0:
+        raise ValueError("a whole number >= 0 (0: all)")
+    return out
+
+
 def _to_fraction(v: Any) -> float:
     out = _to_float(v)
     if not 0.0 < out < 1.0:
@@ -210,6 +217,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("targets_key", "targets", _to_str, "array of ground-truth outputs in the data file, for --reference label with non-classifier tasks"),
         Setting("device", "auto", _to_str, "auto, cpu, cuda or cuda:N"),
         Setting("batch_size", 256, _to_count, "model rows per call"),
+        Setting("floor_samples", 64, _to_size, "samples (a seeded subset) the floor is measured on; 0: all"),
+        Setting("prefetch", True, _to_bool, "build the next orbit chunk in a thread while the model runs"),
         Setting("limit", None, _to_count, "audit a seeded random subset of this many samples"),
         Setting("seed", 0, _to_seed, "seed for subsets and random group elements"),
         Setting("out", None, _to_str, "output folder (default reports/<model-stem>/)", is_path=True),

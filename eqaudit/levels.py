@@ -37,11 +37,16 @@ def _level(e, floor, null):
 
 
 def per_sample_floor(table: dict[str, np.ndarray], metric: str, identity_index: int) -> np.ndarray:
-    """(N, E) floor of each sample and element: the round trip where measured, else the identity column."""
+    """(N, E) floor of each sample and element: the round trip where measured, else the identity column;
+    (M, E) for the M samples of the floor's seeded subset where the table names one (``floor_rows``)."""
+    rows = table.get("floor_rows")
     if "floor" in table:
-        return table["floor"].astype(np.float64)
+        floor = table["floor"].astype(np.float64)
+        return floor if rows is None else floor[rows]
     col = table[metric][:, identity_index : identity_index + 1].astype(np.float64)
-    return np.broadcast_to(col, table[metric].shape)
+    if rows is not None:
+        col = col[rows]
+    return np.broadcast_to(col, (col.shape[0], table[metric].shape[1]))
 
 
 def estimate_level(
@@ -54,7 +59,8 @@ def estimate_level(
     n_boot: int = N_BOOT,
 ) -> dict:
     """Summary keys level, level_ci, level_ci_low, level_ci_high, level_status, null from
-    err (N, E) and floor (N, E) per-sample values and null (M,) values of random pairs."""
+    err (N, E) and floor (N, E) per-sample values and null (M,) values of random pairs. A floor
+    measured on a subset (F, E) with F != N is resampled on its own in the bootstrap, like the null."""
     e_i = non_identity(err.astype(np.float64), identity_index).mean(1)  # (N,)
     f_i = non_identity(np.asarray(floor, np.float64), identity_index).mean(1)  # (N,)
     out: dict = {"null": None, "level": None, "level_ci": None, "level_ci_low": None, "level_ci_high": None}
@@ -79,7 +85,8 @@ def estimate_level(
         k = min(64, n_boot - start)
         idx = rng.integers(0, n, size=(k, n))
         jdx = rng.integers(0, m, size=(k, m))
-        boots[start : start + k] = _level(e_i[idx].mean(1), f_i[idx].mean(1), null[jdx].mean(1))
+        f_boot = f_i[idx].mean(1) if len(f_i) == n else f_i[rng.integers(0, len(f_i), size=(k, len(f_i)))].mean(1)
+        boots[start : start + k] = _level(e_i[idx].mean(1), f_boot, null[jdx].mean(1))
     boots = boots[np.isfinite(boots)]
     lo, hi = (np.percentile(boots, [2.5, 97.5]) if len(boots) else (level, level))
     lo, hi = float(min(lo, level)), float(max(hi, level))

@@ -145,10 +145,16 @@ def relative_error(a: Tensor, b: Tensor, mask: Tensor | None = None, eps: float 
     return _flat(a - b).norm(dim=-1) / (_flat(b).norm(dim=-1) + eps)
 
 
+def channel_argmax(a: Tensor) -> Tensor:
+    """argmax over the channel axis 2 of (E, B, C, H, W) maps -> (E, B, H, W): the channels are moved last
+    first, since a reduction over a strided middle axis is many times slower (same result)."""
+    return a.movedim(2, -1).contiguous().argmax(-1)
+
+
 def pixel_flip_rate(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
     """Share of valid pixels whose argmax over channels differs: a, b (E, B, C, H, W), mask
     broadcastable to (E, B, 1, H, W) -> (E, B) in [0, 1]."""
-    flip = (a.argmax(2) != b.argmax(2)).to(torch.float64)  # (E, B, H, W)
+    flip = (channel_argmax(a) != channel_argmax(b)).to(torch.float64)  # (E, B, H, W)
     if mask is None:
         return _flat(flip).mean(-1)
     m = torch.broadcast_to(mask.to(torch.bool), (*a.shape[:2], 1, *a.shape[3:])).squeeze(2).to(torch.float64)
@@ -159,9 +165,10 @@ def mean_iou(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean over classes present in either argmax map of the intersection over union of the two maps
     (inside ``mask``): a, b (E, B, C, H, W) -> (E, B) in [0, 1]; 1 when no valid pixel."""
     k = a.shape[2]
-    la, lb = a.argmax(2), b.argmax(2)  # (E, B, H, W)
-    oa = torch.nn.functional.one_hot(la, k).to(torch.bool)  # (E, B, H, W, K)
-    ob = torch.nn.functional.one_hot(lb, k).to(torch.bool)
+    la, lb = channel_argmax(a), channel_argmax(b)  # (E, B, H, W)
+    classes = torch.arange(k, device=la.device)
+    oa = la.unsqueeze(-1) == classes  # (E, B, H, W, K) one-hot, as bool directly
+    ob = lb.unsqueeze(-1) == classes
     if mask is not None:
         m = torch.broadcast_to(mask.to(torch.bool), (*a.shape[:2], 1, *a.shape[3:])).squeeze(2).unsqueeze(-1)
         oa, ob = oa & m, ob & m
@@ -220,26 +227,41 @@ def summarize_orbit(
 
     ``means`` (summary name, table key) are averaged, ``maxima`` maximised (exactness claims).
     ``floor``: the round trip's ``main`` metric where it was measured (table key ``floor``, resampled
-    actions or non-identity references), else the identity element's ``main`` value (exact actions).
+    actions or non-identity references), else the identity element's ``main`` value (exact actions);
+    where the table names the floor's seeded subset (``floor_rows``), floors are read on those rows
+    only, and the summary adds ``floor_samples`` (its size) and ``floor_se`` (the standard error of
+    the per-sample floor).
     Elements whose error is not clearly above the floor are flagged ``resolved: False`` where a floor
     table exists, and counted in ``unresolved_elements``.
     """
     summary: dict[str, float | None] = {}
     n_el = table[main].shape[1]
     elements: list[dict] = [{} for _ in range(n_el)]
+    rows = table.get("floor_rows")  # the seeded subset the floor was measured on (eqaudit.sweep), or None: every sample
     reductions = [(name, key, np.mean) for name, key in [*means, ("floor", "floor")]]
     reductions += [(name, key, np.max) for name, key in maxima]
     for name, key, reduce in reductions:
         if key in table:
             vals = table[key].astype(np.float64)
+            if rows is not None and key.startswith("floor"):
+                vals = vals[rows]
             summary[name] = float(reduce(non_identity(vals, identity_index)))
             for e, v in enumerate(reduce(vals, axis=0).tolist()):
                 elements[e][name] = v
     if "floor" in table:
-        resolved = resolved_above_floor(table[main], table["floor"])
+        err, floor = table[main], table["floor"]
+        if rows is not None:
+            err, floor = err[rows], floor[rows]
+        resolved = resolved_above_floor(err, floor)
         for e, r in enumerate(resolved):
             elements[e]["resolved"] = bool(r)
         summary["unresolved_elements"] = int((~non_identity(resolved[None], identity_index)).sum())
+        per_sample = non_identity(floor.astype(np.float64), identity_index).mean(1)
     else:
-        summary["floor"] = float(table[main][:, identity_index].astype(np.float64).mean())
+        col = table[main][:, identity_index].astype(np.float64)
+        per_sample = col if rows is None else col[rows]
+        summary["floor"] = float(per_sample.mean())
+    if rows is not None:
+        summary["floor_samples"] = int(len(rows))
+        summary["floor_se"] = float(per_sample.std(ddof=1) / np.sqrt(len(per_sample))) if len(per_sample) > 1 else 0.0
     return summary, elements

@@ -159,7 +159,7 @@ def check_symmetry(
     values = np.nan_to_num(table[name].astype(np.float64), nan=np.inf)  # (N, E)
     per_element = values.max(0)
     e = int(per_element.argmax())
-    floor = float(table["floor"].max()) if "floor" in table else None
+    floor = float(np.nanmax(table["floor"])) if "floor" in table else None  # NaN: outside the floor subset
     return OrbitCheck(
         symmetry=sym.spec,
         metric=name,

@@ -106,7 +106,7 @@ def batch_files(tmp_path):
 
 def test_a_class_count_that_follows_the_batch_size_is_the_models_fault(batch_files):
     with pytest.raises(ModelRunError) as info:
-        scan(batch_files / "wide.pt", data=str(batch_files / "data.npz"), symmetry=["rot90"], batch_size=8,
+        scan(batch_files / "wide.pt", data=str(batch_files / "data.npz"), symmetry=["rot90"], batch_size=6,
              model_factory=f"{batch_files / 'batch_models.py'}:BatchWide", out=str(batch_files / "o"), device="cpu")
     text = str(info.value)
     assert "batch size" in text and "wide.pt" in text and "(R, 2)" in text, text

@@ -288,9 +288,11 @@ def test_resume_runs_only_the_unfinished_symmetries(data_npz, tmp_path, monkeypa
     log = tmp_path / "calls.log"
     monkeypatch.setenv("EQAUDIT_TEST_CALL_LOG", str(log))
     _api_scan(model, data_npz, out, "CallLogCNN", resume=True)
-    # flip: 3 batches of 8 samples, d4: 12 batches of 2; each batch one reference call and one orbit call
+    # one separate f(x) call over the floor subset (all 24 samples, in calls of at most 16 rows), then
+    # flip: 3 batches of 8 samples, d4: 12 batches of 2, one orbit call each (f(x) folded in: the identity row)
     rows = [int(r) for r in log.read_text().split()]
-    assert len(rows) == 2 * (3 + 12) and sum(rows) == 24 * (1 + 2) + 24 * (1 + 8)
+    assert rows[:2] == [16, 8]
+    assert len(rows) == 2 + 3 + 12 and sum(rows) == 24 + 24 * 2 + 24 * 8
     _assert_same_audit(reference, out)
 
 

@@ -183,8 +183,9 @@ def test_result_json_round_trip_and_contract_keys(model_files, data_npz, tmp_pat
     assert s["gates"][0]["metric"] == "flip_rate" and s["gates"][0]["op"] == "<="
     for key in ["seconds", "model_evals", "evals_per_second"]:
         assert d["timing"][key] > 0
-    # model evals: per batch 1 reference + E orbit rows per sample, and round trips for resampled actions
-    assert d["timing"]["model_evals"] == 24 * (1 + 4) + 24 * (1 + 4 + 4)
+    # model evals: one reference call for the floor subset (all 24 samples: fewer than floor_samples), then
+    # E orbit rows per sample (f(x) is the identity's row), and round trips of the subset for resampled actions
+    assert d["timing"]["model_evals"] == 24 + 24 * 4 + 24 * (4 + 4)
     again = AuditResult.load(tmp_path / "out" / "result.json")
     assert again.to_dict() == d
     orbits = again.load_orbits(tmp_path / "out")

@@ -416,7 +416,9 @@ class _Builder:
         floor_key = info.floor_key if info.floor_key != "floor" or metric == self._main_metric(s) else None
         floor_t = self._table(j, floor_key) if floor_key else None
         if floor_t is not None and floor_t.shape == (table.shape if table is not None else floor_t.shape):
-            floor = floor_t.astype(np.float64).mean(0)
+            rows = floor_t.astype(np.float64)
+            measured = ~np.isnan(rows).all(1)  # the floor is measured on a seeded subset of samples (NaN elsewhere)
+            floor = rows[measured].mean(0) if measured.any() else None
         elif metric == self._main_metric(s) and all(isinstance(row.get("floor"), (int, float)) for row in s.per_element):
             floor = np.array([row["floor"] for row in s.per_element], dtype=np.float64)
         elif metric == "flip_rate" and all(isinstance(row.get("floor_flip_rate"), (int, float)) for row in s.per_element):
@@ -486,8 +488,8 @@ class _Builder:
         flipped = self._row_of(j, "flipped", row, bool)
         tcp = self._row_of(j, "true_class_prob", row, np.float64)
         floor = self._row_of(j, "floor", row, np.float64)
-        if floor is not None and s.exact and float(np.max(np.abs(floor))) < 1e-9:
-            floor = None
+        if floor is not None and (np.isnan(floor).all() or (s.exact and float(np.nanmax(np.abs(floor))) < 1e-9)):
+            floor = None  # not in the floor subset, or an exact action's zero floor: nothing to draw
         labels = self.orbits.get("labels")
         label = None if labels is None else int(labels[row])
         sample_index = int(self.orbits["sample_index"][row]) if "sample_index" in self.orbits else row

@@ -724,13 +724,43 @@ class _Resampled(ImageSymmetry):
             grid = torch.stack([grid[..., 0], torch.zeros_like(grid[..., 1])], dim=-1)
         return grid
 
-    def resample(self, x: Tensor, elements: Tensor) -> Tensor:
+    def _plan(self, elements: Tensor, h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple:
+        """(exact rows (E,) bool on the CPU, their indices, the resampled rows' indices, the resampled
+        rows' grid) for ``apply``: computed once per distinct chunk of elements and image size, then
+        cached (the sweep applies the same chunks to every batch). Elements that need gradients are
+        not cached."""
+        if elements.requires_grad:
+            return self._make_plan(elements, h, w, dtype, device)
+        el = elements.detach().to("cpu", torch.float64).contiguous()
+        key = ("plan", h, w, str(device), str(dtype), tuple(el.shape), el.numpy().tobytes())
+        hit = self._index_cache.get(key)
+        if hit is not None:
+            self._index_cache.move_to_end(key)
+            return hit
+        with torch.inference_mode(False):  # normal tensors, so autograd callers can reuse the plan
+            plan = self._make_plan(torch.from_numpy(el.numpy().copy()), h, w, dtype, device)
+        self._index_cache[key] = plan
+        if len(self._index_cache) > _CACHE_SIZE:
+            self._index_cache.popitem(last=False)
+        return plan
+
+    def _make_plan(self, elements: Tensor, h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple:
+        exact = self._exact_rows(elements, h, w).cpu()
+        ex = exact.nonzero().squeeze(1)
+        rs = (~exact).nonzero().squeeze(1)
+        grid = self._grid(elements[rs.to(elements.device)], h, w, dtype, device) if len(rs) else None
+        order = torch.argsort(torch.cat([ex, rs])).to(device)
+        return exact, ex.to(device), rs.to(device), grid, order
+
+    def resample(self, x: Tensor, elements: Tensor, grid: Tensor | None = None) -> Tensor:
         """x (E, B, C, H, W) -> (E, B, C, H, W) by one grid_sample over all elements (B x C folded into
         channels), with no exact short-cut: smooth in the element parameters, e.g. for derivatives
-        at the identity (``apply`` computes the identity exactly, by an integer index)."""
+        at the identity (``apply`` computes the identity exactly, by an integer index). ``grid``: the
+        elements' sampling grid when already known (``_plan``)."""
         e, b, c, h, w = x.shape
         work = x if x.is_floating_point() else x.to(torch.float32)
-        grid = self._grid(elements, h, w, work.dtype, x.device)
+        if grid is None or grid.dtype != work.dtype:
+            grid = self._grid(elements, h, w, work.dtype, x.device)
         y = F.grid_sample(work.reshape(e, b * c, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if self.supersample > 1:
             y = F.avg_pool2d(y, self.supersample)
@@ -741,21 +771,21 @@ class _Resampled(ImageSymmetry):
         """x (E, B, C, H, W), elements (E, D) -> (E, B, C, H, W): one gather for the exact rows (the
         identity included, so it returns x unchanged), one grid_sample for the rest."""
         self._check_x(x, elements)
-        exact = self._exact_rows(elements, int(x.shape[-2]), int(x.shape[-1]))
-        if bool(exact.all()):
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        work_dtype = x.dtype if x.is_floating_point() else torch.float32
+        exact, ex, rs, grid, order = self._plan(elements, h, w, work_dtype, x.device)
+        if len(rs) == 0:
             return self._permute(x, elements)
-        if not bool(exact.any()):
-            return self.resample(x, elements)
-        ex = exact.nonzero().squeeze(1)
-        rs = (~exact).nonzero().squeeze(1)
+        if len(ex) == 0:
+            return self.resample(x, elements, grid)
         parts = torch.cat(
             [
-                self._permute(x.index_select(0, ex.to(x.device)), elements[ex.to(elements.device)]),
-                self.resample(x.index_select(0, rs.to(x.device)), elements[rs.to(elements.device)]),
+                self._permute(x.index_select(0, ex), elements[ex.to(elements.device)]),
+                self.resample(x.index_select(0, rs), elements[rs.to(elements.device)], grid),
             ]
         )
         # out of place (autograd- and torch.func-friendly): back to the callers' row order
-        return parts.index_select(0, torch.argsort(torch.cat([ex, rs])).to(x.device))
+        return parts.index_select(0, order)
 
     # the step of the central difference that gives the action's tangent; bilinear sampling is
     # piecewise linear and at t = 0 no sub-sample sits on a pixel boundary, so this is exact to O(h^2)

@@ -107,6 +107,8 @@ class MultiOutputTask(Task):
         for i, (name, t) in enumerate(zip(self.names, self.tasks)):
             pre = f"{name}."
             sub = {k[len(pre):]: v for k, v in table.items() if k.startswith(pre)}
+            if "floor_rows" in table:
+                sub["floor_rows"] = table["floor_rows"]
             s, rows = t.summarize(sub, identity_index)
             if not per_element:
                 per_element = [{} for _ in rows]
@@ -116,5 +118,5 @@ class MultiOutputTask(Task):
                     row.update({k: v for k, v in r.items() if k in ("floor", "resolved")})
             summary.update({pre + k: v for k, v in s.items()})
             if i == 0:
-                summary.update({k: v for k, v in s.items() if k in ("floor", "unresolved_elements")})
+                summary.update({k: v for k, v in s.items() if k in ("floor", "unresolved_elements", "floor_samples", "floor_se")})
         return summary, per_element
