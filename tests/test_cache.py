@@ -88,11 +88,12 @@ def test_no_cache_measures_again(audit):
     assert audit["calls"]() > 0 and "cache" not in again.timing
 
 
-def test_batch_size_and_device_are_not_keyed(audit):
+def test_batch_size_and_prefetch_are_not_keyed(audit):
     """The sweep's numbers do not depend on them (eqaudit.fingerprint), so they reuse the cache."""
     _scan(audit)
     audit["calls"]()
     assert _scan(audit, batch_size=7).timing["cache"] == "hit"
+    assert _scan(audit, prefetch=False).timing["cache"] == "hit"
     assert audit["calls"]() == 0
 
 
@@ -127,13 +128,14 @@ CHANGES = {
     "layout": ({"layout": "NCHW"}, None),
     "output declaration": ({"output": ["invariant"]}, None),
     "local error": ({"local": True}, None),
+    "floor samples": ({"floor_samples": 5, "symmetry": ["rotate:step=90"]}, None),  # the base scan rotates too
 }
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
 def test_any_keyed_input_changed_misses_the_cache(audit, tmp_path, change):
     options, edit = CHANGES[change]
-    _scan(audit)
+    _scan(audit, **({"symmetry": options["symmetry"]} if change == "floor samples" else {}))
     audit["calls"]()
     if edit is not None:
         edit(audit)
