@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import __version__, outdir
+from . import __version__, cache, outdir
 from .config import Settings, parse_input_map, parse_input_shape, read_toml, resolve, sidecar_for
 from .data import Dataset, load_dataset
 from .errors import ConfigError, EqauditError, PathNotFoundError
@@ -20,7 +20,7 @@ from .layouts import LayoutInput
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor, varying_column
 from .models import ReshapedInput, load_model, resolve_device
 from .models.base import check_declared_shape
-from .report.base import Outcome, file_reporters
+from .report.base import Outcome, file_reporters, selected as selected_formats
 from .report.csvfile import elements_frame  # noqa: F401  (re-exported: api.elements_frame)
 from .report.thumbs import pack as pack_thumbs, thumb_elements
 from .result import AuditResult, DataInfo, ModelInfo, OrbitTable, SymmetryResult
@@ -126,6 +126,13 @@ def run_scan(
         task, out_names = task_for(settings.task, settings.output)
     if out_names is not None and len(out_names) > 1 and (settings.local or settings.layers):
         raise ConfigError("Expected one output for --local/--layers, got several --output declarations, do audit one output at a time.")
+    factories = [_factory_for(m, settings, factory_dirs)[:2] for m in models] if write else None
+    known: dict[str, str] = {}  # each file hashed once, by the cache lookup or the fingerprint
+    if write and settings.cache and saved is None:
+        hit = cache.lookup(out_dir, models, settings.values, __version__, factories=factories, known=known,
+                           need_orbits="orbits" in selected_formats(settings.format))
+        if hit is not None:
+            return _serve_cached(*hit, out_dir, settings, symmetries, task, base_result, tolerances)
     # the first model's input names say whether it takes one tensor or several, fed from arrays by name
     with _from_files(settings, "model_factory", "output_name", "output_kind"):
         first = _load(models[0], settings, device, factory_dirs, out_names)
@@ -148,7 +155,7 @@ def run_scan(
         check_gates([*settings.fail_over, *settings.gates], symmetries=symmetries, has_labels=dataset.has_labels,
                     label_metrics=task.label_metrics)
     plan = ScanPlan(settings, symmetries, task, dataset, device, input_shape is not None, factory_dirs, out_names, progress, stop)
-    fp = audit_fingerprint(models, dataset.path, dataset.key, settings.values, __version__) if write else None
+    fp = audit_fingerprint(models, dataset.path, dataset.key, settings.values, __version__, factories, known) if write else None
 
     if saved is not None:
         result, orbits = _resume_from(saved, out_dir, fp, settings, device, len(symmetries))
@@ -178,9 +185,32 @@ def run_scan(
                 write_outputs(result, orbits, out_dir, formats=plan.settings.format)
 
         audit_model(plan, m, models[m], orbits, loaded=first if m == 0 else None, prior=prior, on_progress=checkpoint)
+    result.checkpoint = {"fingerprint": fp, "models_finished": len(models)} if write else None
+    return _conclude(result, orbits, out_dir, settings, base_result, tolerances, write)
+
+
+def _serve_cached(result: AuditResult, orbits: OrbitTable, out_dir: Path, settings: Settings, symmetries: list[Symmetry], task: Task,
+                  base_result: AuditResult | None, tolerances) -> tuple[AuditResult, Path, Comparison | None]:
+    """A result from the cache (eqaudit.cache) completed as this run asks: its measurements kept, gates,
+    baseline and outputs from this run's settings; no model is loaded or called."""
+    check_settings_gates(settings, symmetries, result.data.has_labels, task.label_metrics)
+    n_sym = len(symmetries)
+    for m in range(len(result.models)):
+        _apply_gates(result.symmetries[m * n_sym:(m + 1) * n_sym], symmetries, settings)
+        check_gates_matched([s.summary for s in result.symmetries[m * n_sym:(m + 1) * n_sym]], settings)
+    result.settings = {"values": _jsonable(settings.values), "sources": dict(settings.sources)}
+    result.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result.baseline = None
+    cache.mark_hit(result)
+    outdir.start(out_dir, keep=False)  # what this run's --format leaves out goes, as after a fresh scan
+    return _conclude(result, orbits, out_dir, settings, base_result, tolerances, True)
+
+
+def _conclude(result: AuditResult, orbits: OrbitTable, out_dir: Path, settings: Settings, base_result: AuditResult | None,
+              tolerances, write: bool) -> tuple[AuditResult, Path, Comparison | None]:
+    """A measured (or cached) result made complete: passed from its gates, the baseline comparison, the files written."""
     result.complete = True
     result.passed = all(s.passed for s in result.symmetries)
-    result.checkpoint = {"fingerprint": fp, "models_finished": len(models)} if write else None
     comparison = None
     if base_result is not None:
         comparison = compare_results(base_result, result, tolerances)
@@ -193,7 +223,7 @@ def run_scan(
         }
         result.passed = result.passed and comparison.passed
     if write:
-        write_outputs(result, orbits, out_dir, formats=plan.settings.format)
+        write_outputs(result, orbits, out_dir, formats=settings.format)
         outdir.finish(out_dir)
     return result, out_dir, comparison
 

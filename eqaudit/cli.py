@@ -174,6 +174,7 @@ def scan(
     level_at_init: Annotated[bool, typer.Option("--level-at-init", help="also measure freshly initialised weights (what the architecture alone gives)")] = False,
     trust: Annotated[bool, typer.Option("--trust", help="allow pickled modules and TorchScript (they run code when loaded)")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue the interrupted audit in the output folder (same models, data and settings)")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="measure afresh even when the output folder holds the complete result of the same audit")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only errors and the verdict")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show settings and their sources; tracebacks on errors")] = False,
 ) -> None:
@@ -191,7 +192,7 @@ def scan(
         "targets_key": targets_key,
         "local": True if (local or layers) else None, "layers": True if layers else None, "extent_tolerance": extent_tolerance, "level_at_init": True if level_at_init else None,
         "gates": gate or None, "baseline": str(baseline) if baseline else None, "max_regression": max_regression or None,
-        "junit_xml": str(junit_xml) if junit_xml else None, "format": format_ or None,
+        "junit_xml": str(junit_xml) if junit_xml else None, "format": format_ or None, "cache": False if no_cache else None,
     }
     settings = None
     stopper = _StopOnSignal()
