@@ -193,11 +193,12 @@ def _serve_cached(result: AuditResult, orbits: OrbitTable, out_dir: Path, settin
                   base_result: AuditResult | None, tolerances) -> tuple[AuditResult, Path, Comparison | None]:
     """A result from the cache (eqaudit.cache) completed as this run asks: its measurements kept, gates,
     baseline and outputs from this run's settings; no model is loaded or called."""
-    check_settings_gates(settings, symmetries, result.data.has_labels, task.label_metrics)
+    check_gates([*settings.fail_over, *settings.gates], symmetries=symmetries, has_labels=result.data.has_labels,
+                label_metrics=task.label_metrics)
     n_sym = len(symmetries)
     for m in range(len(result.models)):
         _apply_gates(result.symmetries[m * n_sym:(m + 1) * n_sym], symmetries, settings)
-        check_gates_matched([s.summary for s in result.symmetries[m * n_sym:(m + 1) * n_sym]], settings)
+        check_gates_matched([s.summary for s in result.symmetries[m * n_sym:(m + 1) * n_sym]], [*settings.fail_over, *settings.gates])
     result.settings = {"values": _jsonable(settings.values), "sources": dict(settings.sources)}
     result.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result.baseline = None

@@ -60,6 +60,15 @@ def _no_github_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_result_cache(monkeypatch, request):
+    """Tests scan again into the same folder with another batch size, chunking or prefetch to show the
+    numbers do not change: the result cache (keyed without those) would make them compare a result with
+    itself. It is off everywhere but in tests/test_cache.py, which tests it."""
+    if request.module.__name__ != "test_cache":
+        monkeypatch.setenv("EQAUDIT_CACHE", "0")
+
+
 @pytest.fixture(scope="session")
 def data_npz(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "toy.npz"
