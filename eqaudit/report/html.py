@@ -2,7 +2,7 @@
 
 Reads nothing but the ``AuditResult`` and ``orbits.npz`` (so ``eqaudit report`` works after model and
 data are gone). Figures are rendered once each (PNG at a modest dpi, the sample maps as inline SVG
-so their worst-sample labels are links), in forked worker processes where there are CPUs to spare
+so their worst-sample labels are links), in worker processes (forked from a clean fork server) where there are CPUs to spare
 (:func:`draw_all`), written under ``out_dir/plots/`` and inlined in the page as data URIs. The page is a Jinja2 template with autoescaping on: every user string (class names,
 file names, specs) is escaped; only the SVG that matplotlib wrote here is inserted as markup, and it
 holds no user text (text is drawn as paths and comments are stripped).
@@ -122,8 +122,17 @@ def draw_all(jobs: list[tuple[Recipe, str, str]], workers: int | None = None) ->
         return [_draw(job) for job in jobs]
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork")) as pool:
+    with ProcessPoolExecutor(max_workers=n, mp_context=_pool_context()) as pool:
         return list(pool.map(_draw, jobs, chunksize=max(1, len(jobs) // (4 * n))))
+
+
+def _pool_context():
+    """Workers forked from a fork server, which starts clean and preloads the plotting code: a plain fork
+    of the scanning process would copy the threads' locks of torch and onnxruntime, and a child that
+    frees an inherited session can wait forever on a lock whose owner was not copied."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["eqaudit.report.plots"])
+    return ctx
 
 
 def _environment() -> Environment:
