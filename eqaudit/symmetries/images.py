@@ -301,12 +301,35 @@ def _dihedral_linear(k: Tensor, f: Tensor, flip_axis: str) -> Tensor:
 
 
 class _Turns(ImageSymmetry):
-    """Rotations by multiples of 90 degrees: subclasses say which quarter turns k (``_k``) their elements are."""
+    """The cyclic groups of turns by multiples of 90 degrees: element row (t,) is t turns of ``STEP``
+    quarter turns each, t in 0..ORDER-1 (rot90: 4 turns of 90 degrees; rot180: 2 of 180)."""
 
-    @staticmethod
-    def _k(elements: Tensor) -> Tensor:
+    ORDER: ClassVar[int]
+    STEP: ClassVar[int]
+    PARAM: ClassVar[str]
+    LABELS: ClassVar[tuple[str, ...]]
+    PARAMS = ()
+    EXACT = True
+    PLANAR = True
+    LAYOUTS = ("NCHW", "NHWC")
+
+    def __init__(self) -> None:
+        super().__init__(
+            self._values({}),
+            param_names=(self.PARAM,),
+            units=("",),
+            layout="finite",
+            elements=torch.arange(self.ORDER, dtype=torch.float64).view(-1, 1),
+            labels=list(self.LABELS),
+        )
+
+    def _turns(self, elements: Tensor) -> Tensor:
+        """(E, D) -> number of turns t (E,) int64 in 0..ORDER-1."""
+        return torch.remainder(elements[:, 0].round().to(torch.int64), self.ORDER)
+
+    def _k(self, elements: Tensor) -> Tensor:
         """(E, D) -> quarter turns k (E,) int64 in 0..3."""
-        raise NotImplementedError
+        return self.STEP * self._turns(elements)
 
     def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
         k = self._k(elements)
@@ -318,6 +341,15 @@ class _Turns(ImageSymmetry):
         k = self._k(elements)
         return _dihedral_linear(k, torch.zeros_like(k, dtype=torch.bool), "h")
 
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.remainder(a + b, self.ORDER)
+
+    def inverse(self, a: Tensor) -> Tensor:
+        return torch.remainder(-a, self.ORDER)
+
+    def words(self, elements: Tensor) -> list[list[tuple[str, int]]]:
+        return [[(self.NAME, t)] for t in self._turns(elements).tolist()]
+
 
 @register
 class Rot90(_Turns):
@@ -328,24 +360,7 @@ class Rot90(_Turns):
         "Rotations by multiples of 90 degrees (C4, 4 elements), counter-clockwise as displayed; "
         "exact pixel permutation. Non-square images: the shape-keeping subgroup {0°, 180°}, with a note."
     )
-    PARAMS = ()
-    EXACT = True
-    PLANAR = True
-    LAYOUTS = ("NCHW", "NHWC")
-
-    def __init__(self) -> None:
-        super().__init__(
-            self._values({}),
-            param_names=("k",),
-            units=("",),
-            layout="finite",
-            elements=torch.arange(4, dtype=torch.float64).view(4, 1),
-            labels=["0°", "90°", "180°", "270°"],
-        )
-
-    @staticmethod
-    def _k(elements: Tensor) -> Tensor:
-        return torch.remainder(elements[:, 0].round().to(torch.int64), 4)
+    ORDER, STEP, PARAM, LABELS = 4, 1, "k", ("0°", "90°", "180°", "270°")
 
     def check_input(self, sample_shape: tuple[int, ...]) -> None:
         """Also bind to the data's shape: all of C4 on square images, {0°, 180°} (C2) otherwise, with a note."""
@@ -361,53 +376,13 @@ class Rot90(_Turns):
             )
 
 
-    def compose(self, a: Tensor, b: Tensor) -> Tensor:
-        return torch.remainder(a + b, 4)
-
-    def inverse(self, a: Tensor) -> Tensor:
-        return torch.remainder(-a, 4)
-
-    def words(self, elements: Tensor) -> list[list[tuple[str, int]]]:
-        return [[("rot90", k)] for k in self._k(elements).tolist()]
-
-
-
 @register
 class Rot180(_Turns):
     """C2: the half turn, on any H x W (torch.rot90 with k=2); elements hold the number of half turns (0 or 1)."""
 
     NAME = "rot180"
     DESCRIPTION = "The half turn (C2, 2 elements): rotation by 180 degrees; exact pixel permutation on any H x W."
-    PARAMS = ()
-    EXACT = True
-    PLANAR = True
-    LAYOUTS = ("NCHW", "NHWC")
-
-    def __init__(self) -> None:
-        super().__init__(
-            self._values({}),
-            param_names=("half_turns",),
-            units=("",),
-            layout="finite",
-            elements=torch.tensor([[0.0], [1.0]]),
-            labels=["0°", "180°"],
-        )
-
-    @staticmethod
-    def _k(elements: Tensor) -> Tensor:
-        """Half turns (E, D) -> quarter turns k (E,) in {0, 2}."""
-        return 2 * torch.remainder(elements[:, 0].round().to(torch.int64), 2)
-
-
-    def compose(self, a: Tensor, b: Tensor) -> Tensor:
-        return torch.remainder(a + b, 2)
-
-    def inverse(self, a: Tensor) -> Tensor:
-        return a.clone()
-
-    def words(self, elements: Tensor) -> list[list[tuple[str, int]]]:
-        return [[("rot180", k // 2)] for k in self._k(elements).tolist()]
-
+    ORDER, STEP, PARAM, LABELS = 2, 2, "half_turns", ("0°", "180°")
 
 
 @register
