@@ -342,7 +342,7 @@ def _produce(dataset: Dataset, sym: Symmetry, elements: Tensor, per_batch: int, 
     subset or None) in sweep order; the chunk holding the identity comes first when the reference is
     folded into the orbit. ``build`` False leaves the orbits to the consumer (consensus: two passes)."""
     e_total = sym.n_elements
-    chunks = [slice(s, min(s + e_chunk, e_total)) for s in range(0, e_total, e_chunk)]
+    chunks = _chunk_slices(e_total, e_chunk)
     if fold:
         chunks.sort(key=lambda sl: not (sl.start <= sym.identity_index < sl.stop))
     for pos, x, y in dataset.batches(per_batch, device):
@@ -357,6 +357,11 @@ def _produce(dataset: Dataset, sym: Symmetry, elements: Tensor, per_batch: int, 
             xg = orbit(sym, b.feed, elements[sl], act_on)
             back = orbit(sym, part, elements[sl], act_on, round_trip=True) if part is not None else None
             yield b, sl, xg, back
+
+
+def _chunk_slices(e_total: int, e_chunk: int) -> list[slice]:
+    """The element chunks of one orbit, in sweep order: [0, e_chunk), [e_chunk, 2 e_chunk), ..."""
+    return [slice(s, min(s + e_chunk, e_total)) for s in range(0, e_total, e_chunk)]
 
 
 def _group(items):
@@ -493,7 +498,7 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
     if reference == "label":
         ref, ref_class = task.label_reference(y, ref_out, targets)
     elif reference == "consensus":
-        slices = [slice(s, min(s + e_chunk, e_total)) for s in range(0, e_total, e_chunk)]
+        slices = _chunk_slices(e_total, e_chunk)
         acc = ConsensusAccumulator(task)
         keep = e_total * ref_out.numel() * 8 <= KEEP_BYTES
         kept = [] if keep else None
