@@ -304,3 +304,21 @@ def test_terminal_gives_the_reason_for_a_missing_level_and_no_empty_extent(model
     assert "none within" in res.output and "tolerance" in res.output and "0 … 0" not in res.output  # the cell may wrap
     lo, hi = sm["level_ci"]
     assert f"{sm['level']:.3f} [{lo:.2f}–{hi:.2f}]" in res.output  # the CI beside the level
+
+
+def test_a_constant_floor_on_a_subset_gives_the_full_floors_interval():
+    """Exact actions read a zero floor; measured on a subset of samples it must not change the bootstrap
+    (the level's confidence interval stays what it was with the floor on every sample)."""
+    from eqaudit.levels import estimate_level
+
+    g = np.random.default_rng(0)
+    err = g.uniform(0.0, 0.3, size=(200, 4))
+    err[:, 0] = 0.0
+    null = g.uniform(0.4, 0.8, size=100)
+    full = estimate_level(err, np.zeros((200, 4)), null, 0, seed=1)
+    subset = estimate_level(err, np.zeros((64, 4)), null, 0, seed=1)
+    assert full["level_status"] == subset["level_status"] == "ok"
+    assert subset["level"] == full["level"] and subset["level_ci"] == full["level_ci"]
+    # a floor that varies over the subset is resampled on its own: another interval
+    varied = estimate_level(err, g.uniform(0.0, 0.02, size=(64, 4)), null, 0, seed=1)
+    assert varied["level_ci"] != full["level_ci"]
