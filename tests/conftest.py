@@ -53,6 +53,20 @@ def smooth_images(n: int, seed: int = 0, size: int = H, channels: int = C) -> np
     return (0.5 + 0.25 * out).astype(np.float32)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run tests marked slow (multi-process, long); CI does")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` run only with --slow, so that a bare ``pytest`` stays quick while CI runs everything."""
+    if config.getoption("--slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @pytest.fixture(autouse=True)
 def _no_github_environment(monkeypatch):
     """Tests must not append to a real step summary or print annotations when the suite runs in Actions."""
