@@ -253,7 +253,7 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
         si = done + st.index
         sym = symmetries[si]
         audit.info = _model_info(adapter, dataset, st.output_kind, settings.output)
-        audit.symmetries.append(_symmetry_result(m, j0 + si, sym, st.table, audit.null, orbits, plan))
+        audit.symmetries.append(_symmetry_result(m, j0 + si, sym, st.table, audit.null, orbits, plan, st.reduced))
         _add_timing(audit.timing, seconds=st.seconds, model_seconds=st.model_seconds, model_evals=st.model_evals)
         if settings.local or settings.layers:
             _add_local(audit.symmetries[-1], j0 + si, orbits, model, sym, plan, audit.timing)
@@ -422,6 +422,11 @@ def _add_level_at_init(audit: ModelAudit, adapter, factory, dirs, plan: ScanPlan
     from .models.torch_backend import TorchAdapter
 
     settings, task = plan.settings, plan.task
+    if getattr(task, "reduces", False):
+        for s in audit.symmetries:
+            s.summary["level_at_init"] = None
+            s.summary["level_at_init_reason"] = "not measured for fitted embedding maps"
+        return
     if adapter.info.format != "state_dict" or factory is None:
         for s in audit.symmetries:
             s.summary["level_at_init"] = None
@@ -483,12 +488,16 @@ def _factory_for(path: Path, settings: Settings, default_dirs: list[Path]):
 
 
 def _symmetry_result(m: int, j: int, sym: Symmetry, table: dict[str, np.ndarray], null: np.ndarray | None, orbits: OrbitTable,
-                     plan: ScanPlan) -> SymmetryResult:
+                     plan: ScanPlan, reduced=None) -> SymmetryResult:
     """Summary, per-element rows and levels of one finished symmetry (index j of ``symmetries[]``);
-    its per-sample arrays and worst samples go into ``orbits``."""
+    its per-sample arrays and worst samples go into ``orbits``. ``reduced``: the task's accumulator
+    (Task.accumulator), whose ``finish`` gives the level instead of the per-sample table."""
     task, settings = plan.task, plan.settings
     summary, per_element = task.summarize(table, sym.identity_index)
-    _add_levels(summary, per_element, orbits, j, sym, table, null, task, settings)
+    if reduced is None:
+        _add_levels(summary, per_element, orbits, j, sym, table, null, task, settings)
+    else:
+        _add_reduced(summary, per_element, orbits, j, sym, reduced, null, task, settings)
     elements = sym.elements.tolist()
     for e, row in enumerate(per_element):
         row["element"] = elements[e]
@@ -541,6 +550,17 @@ def _add_levels(summary, per_element, orbits: OrbitTable, j, sym: Symmetry, tabl
             up, down = flip_points(table["flipped"], params, sym.identity_index)
             orbits.put(j, "flip_up", up)
             orbits.put(j, "flip_down", down)
+
+
+def _add_reduced(summary, per_element, orbits: OrbitTable, j, sym: Symmetry, reduced, null: np.ndarray | None, task: Task, settings) -> None:
+    """Summary keys and levels from the task's finished reduction (``Task.finish``), its arrays into
+    ``orbits``; for one-parameter symmetries the extent from its per-element levels."""
+    for key, arr in task.finish(reduced, sym, summary, per_element, null).items():
+        orbits.put(j, key, arr)
+    if sym.layout in ("polar", "line"):
+        col = varying_column(sym.elements.numpy())
+        levels = np.array([np.nan if row.get("level") is None else row["level"] for row in per_element], dtype=np.float64)
+        summary["extent"] = extent(sym.elements[:, col].numpy(), levels, sym.identity_index, settings.extent_tolerance, sym.units[col])
 
 
 def _worst(table: dict[str, np.ndarray], identity_index: int, metric: str, k: int = WORST_SAMPLES) -> np.ndarray:

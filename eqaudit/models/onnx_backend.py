@@ -146,6 +146,25 @@ def _not_float_message(path: Path, bad: list, outputs: list) -> str:
     return f"Expected a float tensor output from {str(path)!r}, got {shown}; {do}."
 
 
+def _expose_intermediate(path: Path, name: str) -> bytes | None:
+    """The model with the intermediate value ``name`` (a node's output, not a graph output) added to
+    the graph's outputs, serialised; None when no node produces it or the ``onnx`` package is missing."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        model = onnx.load(str(path))
+        if not any(name in node.output for node in model.graph.node):
+            return None
+        inferred = onnx.shape_inference.infer_shapes(model)
+        typed = next((v for v in inferred.graph.value_info if v.name == name), None)
+        model.graph.output.append(typed if typed is not None else onnx.ValueInfoProto(name=name))
+        return model.SerializeToString()
+    except Exception:  # noqa: BLE001 - a graph onnx cannot read: report the name as not an output
+        return None
+
+
 def load_onnx(path: Path, device: torch.device, *, output_name: str | None = None) -> OnnxAdapter:
     import onnxruntime as ort
 
@@ -187,9 +206,17 @@ def load_onnx(path: Path, device: torch.device, *, output_name: str | None = Non
                          for i in inputs}
     outputs = session.get_outputs()
     info.output_names = [o.name for o in outputs]
+    if output_name is not None and output_name not in info.output_names:
+        exposed = _expose_intermediate(path, output_name)
+        if exposed is not None:
+            session = ort.InferenceSession(exposed, sess_options=opts, providers=providers_for(device))
+            outputs = session.get_outputs()
+            info.output_names = [o.name for o in outputs]
+            info.notes.append(f"intermediate value {output_name!r} of the graph exposed as an output")
     if output_name is not None:
         if output_name not in info.output_names:
-            raise ConfigError(f"--output-name {output_name!r} is not an output of {str(path)!r}; its outputs are {info.output_names}.")
+            raise ConfigError(f"--output-name {output_name!r} is not an output of {str(path)!r}; its outputs are {info.output_names} "
+                              "(a node's intermediate value can be named too when the onnx package is installed).")
         chosen = next(o for o in outputs if o.name == output_name)
         if chosen.type not in ORT_DTYPES:
             raise ModelLoadError(_not_float_message(path, [chosen], outputs))

@@ -39,8 +39,41 @@ class TorchAdapter:
             args = [batch[name] for name in self.info.input_names]
             if self.input_dtypes:
                 args = [a.to(self.input_dtypes.get(name, a.dtype)) for name, a in zip(self.info.input_names, args)]
+            return self._run(*args)
+        return self._run(batch)
+
+    def _run(self, *args) -> Tensor:
+        """The module's output picked by ``_pick``; when ``info.output_name`` names a submodule (not an
+        output key), that submodule's output on its first call in the forward pass (an intermediate
+        output: ``--output backbone=embedding``)."""
+        layer = self._layer()
+        if layer is None:
             return self._pick(self.module(*args))
-        return self._pick(self.module(batch))
+        got: list = []
+        handle = layer.register_forward_hook(lambda _m, _i, o: got.append(o) if not got else None)
+        try:
+            out = self.module(*args)
+        finally:
+            handle.remove()
+        if isinstance(out, dict) and self.info.output_name in out:
+            return out[self.info.output_name]
+        first = got[0] if got else None
+        if isinstance(first, (tuple, list)) and first and isinstance(first[0], Tensor):
+            first = first[0]
+        if not isinstance(first, Tensor):
+            raise ModelRunError(f"Expected a tensor from module {self.info.output_name!r} (--output-name), got "
+                                f"{type(first).__name__}; do name a module that returns a tensor.")
+        return first
+
+    def _layer(self):
+        """The submodule ``info.output_name`` names (an intermediate output), or None."""
+        name = self.info.output_name
+        if not name or self.wanted is not None or str(name).isdigit() or not isinstance(self.module, nn.Module):
+            return None
+        try:
+            return self.module.get_submodule(name)
+        except AttributeError:
+            return None
 
     autograd_inside = False  # set on the first call that needs autograd (see __call__)
 

@@ -48,6 +48,8 @@ def task_for(task: str, outputs: list[str] | None = None) -> tuple[Task, list[st
     decls = [parse_output(t) for t in outputs]
     if len(decls) == 1:
         return decls[0].task(), [decls[0].name]
+    if any(d.type == "embedding" for d in decls):
+        raise ConfigError(f"Expected --output embedding alone, got {len(decls)} --output declarations, do audit the embedding in its own scan.")
     names = [d.name or f"output{i}" for i, d in enumerate(decls)]
     if len(set(names)) != len(names):
         raise ConfigError(f"Expected a different name for every --output, got {names}, do name them NAME=TYPE.")

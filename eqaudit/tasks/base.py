@@ -69,6 +69,13 @@ class Task(ABC):
         """(compare() key, table key) pairs the sweep keeps from the round trip; one key may feed several."""
         return list(self.floor_keys().items())
 
+    def accumulator(self, sym: Symmetry, n: int, seed: int, device):
+        """A per-symmetry reduction over the whole sweep, or None (the default: per-sample tables only).
+        The sweep calls ``add(pos, slice, ref (B, ...), out (E_c, B, ...))`` on every chunk and hands the
+        accumulator back with the symmetry's table (``SymmetryTable.reduced``); the task's ``finish``
+        turns it into summary keys (eqaudit.tasks.embedding)."""
+        return None
+
     @abstractmethod
     def null(self, ref_a: Tensor, ref_b: Tensor) -> Tensor:
         """``main_metric`` between outputs of two different inputs: (M, ...), (M, ...) -> (M,)."""

@@ -4,7 +4,8 @@ An output type says how a group element acts on one model output (its representa
 (``invariant``, ``binary``), by permuting the classes (``label-perm``), by rotating 3-vectors
 (``vector``, ``pseudovector`` with det(R), ``vector-per-point``), by reordering per-point rows
 (``scalar-per-point``), or as molecules' outputs (``energy``, ``forces``, ``dipole``, ``charges``,
-``positions``, ``tensor2``/``stress``, ``pseudoscalar``: eqaudit.tasks.energy and eqaudit.tasks.points), or by the image action (``map``, ``field``, ``boxes``). The built-in tasks
+``positions``, ``tensor2``/``stress``, ``pseudoscalar``: eqaudit.tasks.energy and eqaudit.tasks.points), or by the image action (``map``, ``field``, ``boxes``); ``embedding`` learns the
+action instead (a linear map per element fitted on held-out samples: eqaudit.tasks.embedding). The built-in tasks
 (``--task``) are default bundles of these; a declaration replaces ``--task``.
 
 Syntax: ``TYPE[:PARAMS]`` or ``NAME=TYPE[:PARAMS]``; the text is ``NAME=TYPE`` only when the part
@@ -27,6 +28,7 @@ from .binary import BinaryTask
 from .boxes import BoxesTask
 from .classify import ClassifyTask
 from .dense import DenseTask
+from .embedding import EmbeddingTask
 from .energy import EnergyTask
 from .points import PointsTask
 from .vector_field import VectorFieldTask
@@ -52,6 +54,7 @@ OUTPUT_TYPES: dict[str, tuple[Callable[[dict], Task], str]] = {
     "map": (lambda p: DenseTask(), "dense maps (B, C, H, W) moved like the input image"),
     "field": (lambda p: VectorFieldTask(), "2-D vector fields (B, 2, H, W): moved like the image, every vector turned"),
     "boxes": (lambda p: BoxesTask(), "one box (x1, y1, x2, y2) per input, plus optional class scores"),
+    "embedding": (lambda p: EmbeddingTask(), "an embedding (B, ...): per element the map M_g with phi(g.x) ~ M_g phi(x), fitted and scored on held-out samples"),
 }
 
 
