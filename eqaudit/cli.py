@@ -357,20 +357,25 @@ def _print_comparison(comparison, *, verbose: bool, quiet: bool = False) -> None
 
 @app.command()
 def report(
-    result_file: Annotated[Path, typer.Argument(metavar="RESULT.json", help="a result.json written by scan")],
+    result_file: Annotated[Path, typer.Argument(metavar="RESULT.json", help="a result.json written by scan or discover")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: the result's folder]")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="tracebacks on errors")] = False,
 ) -> None:
-    """Re-render plots and the HTML report from a saved result (no model or data needed)."""
+    """Re-render plots and the HTML report from a saved result (no model or data needed); a discover result's page too."""
     from .report import render
+    from .report.discover import read_discover, write_discover_report
     from .result import AuditResult
 
     State.verbose = verbose
     try:
         source = result_file if result_file.is_dir() else result_file.parent  # a scan's folder or its result.json
-        _warn_unfinished(source)
-        result = AuditResult.load(result_file)
-        html = render(result, out_dir or source, source=source)
+        discovered = read_discover(result_file)  # a discover result: its page is re-rendered from result.json
+        if discovered is not None:
+            html = write_discover_report(discovered, out_dir or source)
+        else:
+            _warn_unfinished(source)
+            result = AuditResult.load(result_file)
+            html = render(result, out_dir or source, source=source)
     except Exception as exc:
         _fail(exc)
     out.print(f"wrote {html}", markup=False)

@@ -54,6 +54,22 @@ def spectrum_figure(result: dict) -> Figure:
     return fig
 
 
+def read_discover(path: Path) -> dict | None:
+    """The result in ``path`` (a result.json or its folder) when it is a discover result (``"kind":
+    "discover"``), so `eqaudit report` re-renders its page; None for anything else (a scan's result,
+    or a file the scan loader will explain)."""
+    import json
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "result.json"
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and d.get("kind") == "discover" else None
+
+
 def write_discover_report(result: dict, out_dir: Path) -> Path:
     """Write ``plots/spectrum.png`` and ``report.html`` under ``out_dir``; return the page's path."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined

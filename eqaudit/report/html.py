@@ -498,7 +498,24 @@ class _Builder:
         map_max = self._map_vmax(entries)
         for j, s in entries:
             ctx["entries"].append(self._entry_context(j, s, orbit, map_max))
+        ctx["embedding"] = [e for e in (self._embedding_context(j, s, slug) for j, s in entries) if e is not None]
         return ctx
+
+    def _embedding_context(self, j: int, s: SymmetryResult, slug: str) -> dict[str, Any] | None:
+        """The fitted maps of an ``--output embedding`` entry (heatmaps for small D, spectra), or None."""
+        from .embedding import embedding_figure, error_text
+
+        sv, err = self._table(j, "embedding_singular_values"), self._table(j, "embedding_error")
+        if sv is None or err is None:
+            return None
+        m = self.models[s.model]
+        maps = self._table(j, "embedding_maps")
+        recipe = (embedding_figure, (maps, sv, list(s.labels), s.identity_index, err[0]), {})
+        fig = self._png(recipe, f"{slug}-embedding-m{s.model}", f"{s.spec}: fitted maps of {m['name']}")
+        sm = s.summary
+        return {"model": m, "fig": fig, "maps": maps is not None, "worst": sm.get("worst_element"),
+                "worst_error": error_text(sm.get("max_equivariance_error")), "defect": sm.get("representation_defect"),
+                "dim": sm.get("embedding_dim")}
 
     @staticmethod
     def _band_text(info: plots.MetricInfo, series=()) -> str:
