@@ -62,9 +62,13 @@ class RandomMLP(nn.Module):
 class PointVectors(nn.Module):
     """(B, P, 3) -> (B, 7): two radially weighted sums of the points (vectors) and their norm (an invariant)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))  # a state dict to save
+
     def forward(self, x):
         r = x.norm(dim=-1, keepdim=True)
-        a, b = (x * torch.exp(-r)).sum(1), (x * r).sum(1)
+        a, b = (x * torch.exp(-r / self.scale)).sum(1), (x * r).sum(1)
         return torch.cat([a, b, r.sum(1)], -1)
 
 
