@@ -78,6 +78,14 @@ METRICS: dict[str, MetricSpec] = {
         _m("rms_error", -1, "RMS error", "RMS err.", bounded=False, help="root-mean-square error in the data's units (e.g. forces)"),
         _m("relative_error", -1, "relative error", "rel. err.", bounded=False, help="error relative to the reference's magnitude"),
         _m("abs_error", -1, "absolute error", "abs. err.", bounded=False, help="absolute error in the data's units (e.g. energy)"),
+        _m("invariance_error", -1, "invariance error (M = I)", "inv. err.", bounded=False,
+           help="held-out error of an embedding read as invariant (M_g = I), relative to its spread"),
+        _m("max_equivariance_error", -1, "worst element's error", "max err.", bounded=False, plotted=False,
+           help="held-out error of the fitted embedding map at the worst element"),
+        _m("representation_defect", -1, "representation defect", "defect", bounded=False,
+           help="largest ||M_g M_h - M_gh|| / ||M_gh|| of the fitted embedding maps"),
+        _m("change", -1, "embedding change", "change", floor_key="floor",
+           help="per-sample change of the embedding along the orbit, ||phi(g.x) - phi(x)|| / (||phi(g.x)|| + ||phi(x)||)"),
         _m("error_per_atom", -1, "error per atom", "err./atom", bounded=False, help="absolute error divided by the number of real atoms"),
     ]
 }

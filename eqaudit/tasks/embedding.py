@@ -103,7 +103,7 @@ class EmbeddingTask(Task):
         eq = fit.equivariance_error
         for e, row in enumerate(per_element):
             row.update(equivariance_error=float(eq[e]), invariance_error=float(fit.invariance_error[e]), level=float(fit.level[e]),
-                       rank=int(fit.rank[e]), condition=float(fit.condition[e]), ridge_lambda=float(fit.lam[e]))
+                       rank=int(fit.rank[e]), condition=float(fit.condition[e]))
             if defect is not None:
                 row["representation_defect"] = float(np.nanmax(defect[e])) if not np.isnan(defect[e]).all() else None
         worst = int(others[np.nanargmax(eq[others])]) if not np.isnan(eq[others]).all() else ident
@@ -126,7 +126,8 @@ class EmbeddingTask(Task):
             summary.update(level=float(np.clip(1.0 - summary["equivariance_error"] / null_rms, 0.0, 1.0)), level_status="ok")
         summary.update(level_ci=None, level_ci_low=None, level_ci_high=None)
         arrays = {"embedding_singular_values": fit.singular_values.astype(np.float32),
-                  "embedding_error": np.stack([eq, fit.invariance_error]).astype(np.float64)}
+                  "embedding_error": np.stack([eq, fit.invariance_error]).astype(np.float64),
+                  "embedding_lambda": fit.lam.astype(np.float64)}
         if self.dim <= MAX_STORED_MAPS:
             arrays["embedding_maps"] = fit.maps.numpy().astype(np.float32)
         if defect is not None:
