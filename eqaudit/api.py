@@ -126,6 +126,9 @@ def run_scan(
         task, out_names = task_for(settings.task, settings.output)
     if out_names is not None and len(out_names) > 1 and (settings.local or settings.layers):
         raise ConfigError("Expected one output for --local/--layers, got several --output declarations, do audit one output at a time.")
+    if getattr(task, "reduces", False) and (settings.local or settings.layers):
+        raise ConfigError("Expected no --local/--layers with --output embedding (a Lie derivative of the raw embedding measures its "
+                          "invariance, not how it transforms), do drop them, or run `eqaudit discover` for the local picture.")
     factories = [_factory_for(m, settings, factory_dirs)[:2] for m in models] if write else None
     known: dict[str, str] = {}  # each file hashed once, by the cache lookup or the fingerprint
     if write and settings.cache and saved is None:

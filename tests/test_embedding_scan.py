@@ -195,6 +195,7 @@ def test_errors_exit_2_with_the_fix(files, tmp_path):
         (["--data", str(files["images"]), "--output", "embedding", "--output", "logits=invariant"], "Expected --output embedding alone"),
         (["--data", str(files["images"]), "--output", "embedding", "--reference", "consensus"], "Expected --reference identity for --output embedding"),
         (["--data", str(files["few"]), "--output", "embedding"], "Expected at least 8 samples"),
+        (["--data", str(files["images"]), "--output", "embedding", "--local"], "Expected no --local/--layers with --output embedding"),
     ]
     for extra, message in cases:
         r = CliRunner().invoke(app, [*base, *extra])
