@@ -301,7 +301,7 @@ def sweep_tables(
             e_chunk = min(e_total, max(1, batch_size // per_batch))
             fold = reference == "identity" and (sym.exact or _identity_is_exact(sym, dataset, rows, device))
             table: dict[str, np.ndarray] = {}
-            acc = task.accumulator(sym, n, seed, device)
+            reducer = task.accumulator(sym, n, seed, device)
             if fold or not sym.exact:
                 table["floor_rows"] = rows.copy()
             stream = _produce(dataset, sym, elements, per_batch, e_chunk, device, act_on, in_floor,
@@ -315,7 +315,7 @@ def sweep_tables(
                         _keep_null_refs(state, b, ref, slot, len(null_a))
                     targets = dataset.targets_at(b.pos, device) if use_targets else None
                     _sweep_batch(caller, task, sym, elements, table, n, b, chunks, e_chunk, reference, targets, act_on, fold,
-                                 null_state=(state, slot, len(null_a)) if si == 0 else None, acc=acc)
+                                 null_state=(state, slot, len(null_a)) if si == 0 else None, reducer=reducer)
                     done += len(b.pos)
                     if progress is not None:
                         progress(done, total, sym.spec)
@@ -323,7 +323,7 @@ def sweep_tables(
                 kept = state["kept"]
                 ra, rb = kept[torch.from_numpy(slot[null_a])], kept[torch.from_numpy(slot[null_b])]
                 null = task.null(ra, rb).cpu().numpy().astype(np.float64)
-        yield SymmetryTable(si, table, state["kind"] or "raw", null, time.perf_counter() - t0, caller.seconds - m0, caller.evals - e0, acc)
+        yield SymmetryTable(si, table, state["kind"] or "raw", null, time.perf_counter() - t0, caller.seconds - m0, caller.evals - e0, reducer)
 
 
 def _identity_is_exact(sym: Symmetry, dataset: Dataset, rows: np.ndarray, device) -> bool:
@@ -484,14 +484,14 @@ def _keep_null_refs(state: dict, b: _Batch, ref: Tensor | None, slot: np.ndarray
 
 def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dict[str, np.ndarray], n: int, b: _Batch, chunks,
                  e_chunk: int, reference: str, targets: Tensor | None, act_on: list[str] | None, fold: bool,
-                 null_state: tuple | None = None, acc=None) -> None:
+                 null_state: tuple | None = None, reducer=None) -> None:
     """All elements of ``sym`` on one batch: fills table[key][pos, :] for every metric.
 
     ``chunks`` yields (slice, orbit inputs, round-trip inputs of the floor subset) per chunk of
     elements, each going through the model in one call. Folded (identity reference, bit-exact identity action):
     f(x) is the identity chunk's output row, and on the floor subset the identity column compares it
     with the separate f(x) (``b.sep``): the pipeline's float noise. With the consensus reference a
-    first pass over the chunks builds the reference. ``acc`` (the task's accumulator, or None) is fed every chunk."""
+    first pass over the chunks builds the reference. ``reducer`` (the task's accumulator, or None) is fed every chunk."""
     x, y, feed, pos = b.x, b.y, b.feed, b.pos
     identity = elements[sym.identity_index : sym.identity_index + 1]
     e_total = sym.n_elements
@@ -554,8 +554,8 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
                     _store(table, target, n, e_total, pos, slice(0, e_total), floor[key].expand(e_total, -1))
         for key, v in values.items():
             _store(table, key, n, e_total, pos, sl, v)
-        if acc is not None:
-            acc.add(pos, sl, ref, out)
+        if reducer is not None:
+            reducer.add(pos, sl, ref, out)
 
 
 def _store_floor(table: dict[str, np.ndarray], key: str, n: int, e_total: int, pos: np.ndarray, sl: slice, v: Tensor) -> None:

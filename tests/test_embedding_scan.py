@@ -251,3 +251,8 @@ def test_report_rerenders_a_discover_result(tmp_path):
     assert "rot" in page and (tmp_path / "page" / "plots" / "spectrum.png").is_file()
     r = CliRunner().invoke(app, ["report", str(written)])  # the folder works too
     assert r.exit_code == 0 and (written / "report.html").is_file(), r.output
+    broken = json.loads((written / "result.json").read_text())
+    del broken["spectrum"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "broken.json")])
+    assert r.exit_code == 3 and "without spectrum" in " ".join(r.output.split()), r.output

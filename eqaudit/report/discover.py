@@ -15,6 +15,7 @@ from .plots import to_png
 
 VERDICT_COLORS = {"learned": "#009E73", "partly": "#E69F00", "not": "#c62828"}
 PLOT_FILE = "plots/spectrum.png"
+DISCOVER_KEYS = ("model", "data", "algebra", "generators", "spectrum", "floor", "thresholds")  # what the page reads
 
 
 def spectrum_figure(result: dict) -> Figure:
@@ -67,7 +68,15 @@ def read_discover(path: Path) -> dict | None:
         d = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return d if isinstance(d, dict) and d.get("kind") == "discover" else None
+    if not isinstance(d, dict) or d.get("kind") != "discover":
+        return None
+    missing = [k for k in DISCOVER_KEYS if k not in d]
+    if missing:
+        from ..errors import ResultError
+
+        raise ResultError(f"Expected a discover result with keys {', '.join(DISCOVER_KEYS)}, got {str(path)!r} without "
+                          f"{', '.join(missing)}, do re-run `eqaudit discover` to write it again.")
+    return d
 
 
 def write_discover_report(result: dict, out_dir: Path) -> Path:
