@@ -70,7 +70,7 @@ def test_scan_passes_each_option_to_resolve_under_its_key(monkeypatch, tmp_path)
         raise ConfigError("stop here")
 
     monkeypatch.setattr(config_module, "resolve", fake_resolve)
-    given = {"text": (["x"], "x"), "int": (["3"], 3), "number": (["0.5"], 0.5), "path": (["p"], "p"),
+    given = {"text": (["x"], "x"), "int": (["3"], 3), "number": (["0.5"], 0.5), "path": ([str(tmp_path / "p")], str(tmp_path / "p")),
              "list": (["a", "b"], ["a", "b"]), "on-off": ([], False)}
     argv, expect = ["model.pt"], {}
     for s in _declared("scan"):
@@ -86,6 +86,7 @@ def test_scan_passes_each_option_to_resolve_under_its_key(monkeypatch, tmp_path)
                 argv += [s.option, v]
     res = runner.invoke(app, ["scan", *argv])
     assert res.exit_code == 2 and "stop here" in res.output, res.output
+    assert (tmp_path / "p").is_file()  # --junit-xml: a run that stopped before a verdict leaves its error there
     assert seen[-1] == expect
     res = runner.invoke(app, ["scan", "model.pt", "--layers"])  # --layers implies --local; nothing else given
     assert res.exit_code == 2
