@@ -49,7 +49,7 @@ def _m(key: str, direction: int, label: str, header: str = "", **kw) -> MetricSp
 METRICS: dict[str, MetricSpec] = {
     s.key: s
     for s in [
-        _m("flip_rate", -1, "flip rate", "flip rate", percent=True, table_key="flipped", binary=True, floor_key="floor_flipped",
+        _m("flip_rate", -1, "flip rate", "flips", percent=True, table_key="flipped", binary=True, floor_key="floor_flipped",
            help="flip rate: share of non-identity elements whose prediction differs from the untransformed one", summary="main"),
         _m("prob_tv", -1, "probability shift (TV)", "prob. shift", floor_key="floor",
            help="probability shift (total variation) from the untransformed prediction", summary="main"),
@@ -60,11 +60,11 @@ METRICS: dict[str, MetricSpec] = {
         _m("equivariance_error", -1, "equivariance error", "equiv. err.", floor_key="floor", help="equivariance error", summary="main"),
         _m("max_abs_error", -1, "max. abs. error", "max err.", bounded=False, reduce="max", help="maximum absolute error", summary="main"),
         _m("logit_error", -1, "logit error", "logit err.", bounded=False, help="distance between raw logits", summary="main"),
-        _m("accuracy", +1, "accuracy", "accuracy", percent=True, table_key="correct", binary=True, help="accuracy over the orbit",
+        _m("accuracy", +1, "accuracy", "acc.", percent=True, table_key="correct", binary=True, help="accuracy over the orbit",
            summary="main"),
         _m("clean_accuracy", +1, "clean accuracy", "clean acc.", percent=True, bounded=False, plotted=False,
            help="clean accuracy: accuracy on the untransformed inputs", summary="more"),
-        _m("worst_case_accuracy", +1, "worst-case accuracy", "worst-case acc.", percent=True, bounded=False, plotted=False,
+        _m("worst_case_accuracy", +1, "worst-case accuracy", "worst acc.", percent=True, bounded=False, plotted=False,
            help="worst-case accuracy: share of samples right at every element of the orbit", summary="main"),
         _m("true_class_prob", +1, "true-class probability", "true p", help="true-class probability over the orbit", summary="more"),
         _m("level", +1, "level", bounded=False, plotted=False,
