@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -138,62 +139,62 @@ def print_summary(result) -> None:
     TerminalReporter(out).write(Outcome(result))
 
 
+# The typer type of each option form of eqaudit.config.KINDS.
+_OPTION_TYPES = {"text": Optional[str], "int": Optional[int], "number": Optional[float], "path": Optional[Path],
+                 "list": Optional[list[str]], "on-off": Optional[bool], "switch": bool}
+
+
+def _with_settings(command: str, default_text: dict[str, str] | None = None):
+    """Give a command one typer option per setting of eqaudit.config.SETTINGS whose ``commands`` name it,
+    built from that one declaration (option names, short alias, form, help with its default) and placed
+    before the command's own ``config`` option. They reach the function as ``**options`` (None or False
+    when not given; ``_flags`` turns them into what ``resolve`` takes). ``default_text`` overrides the
+    "[default: ...]" a setting shows on this command."""
+    from .config import SETTINGS
+
+    def wrap(func):
+        own = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(func, eval_str=True).parameters.values()
+               if p.kind is not p.VAR_KEYWORD]
+        at = next(i for i, p in enumerate(own) if p.name == "config")
+        added = []
+        for s in SETTINGS.values():
+            if command not in s.commands:
+                continue
+            decls = [s.option + (f"/--no-{s.option[2:]}" if s.kind == "on-off" else ""), *([s.short] if s.short else [])]
+            option = typer.Option(*decls, help=s.help_text((default_text or {}).get(s.name)), show_default=False)
+            added.append(inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=False if s.kind == "switch" else None,
+                                           annotation=Annotated[_OPTION_TYPES[s.kind], option]))
+        func.__signature__ = inspect.Signature([*own[:at], *added, *own[at:]])
+        return func
+
+    return wrap
+
+
+def _flags(options: dict) -> dict:
+    """The settings options a command received, as ``resolve`` takes them: only what the user gave (not None)."""
+    from .config import SETTINGS
+
+    return {name: SETTINGS[name].from_flag(raw) for name, raw in options.items()}
+
+
 @app.command()
+@_with_settings("scan")
 def scan(
     models: Annotated[list[Path], typer.Argument(help="model files: .pt/.pth state dict, .pt2 export, .onnx", show_default=False)],
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="dataset PATH[:KEY] (.npz, .npy, .pt, image folder)")] = None,
-    symmetry: Annotated[Optional[list[str]], typer.Option("--symmetry", "-s", help="symmetry spec, repeatable (see `eqaudit symmetries`)")] = None,
-    task: Annotated[Optional[str], typer.Option(help="what the model outputs: classify, binary, dense, vector-field, points or boxes [default: classify]")] = None,
-    reference: Annotated[Optional[str], typer.Option(help="compare against: identity, label or consensus [default: identity]")] = None,
-    targets_key: Annotated[Optional[str], typer.Option(help="array of ground-truth outputs in the data file, for --reference label with non-classifier tasks [default: targets]")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="model rows per call [default: 256]")] = None,
-    floor_samples: Annotated[Optional[int], typer.Option(help="samples (a seeded subset) the floor is measured on; 0: all [default: 64]")] = None,
-    prefetch: Annotated[Optional[bool], typer.Option("--prefetch/--no-prefetch", help="build the next orbit chunk in a thread while the model runs (same numbers) [default: on]")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="audit a seeded random subset of N samples")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="seed for subsets and random elements [default: 0]")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: reports/<model-stem>/]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML config file (instead of the model's sidecar)")] = None,
-    fail_over: Annotated[Optional[list[str]], typer.Option(help="gate METRIC=VALUE on every symmetry, repeatable, e.g. flip_rate=0.05")] = None,
-    gate: Annotated[Optional[list[str]], typer.Option("--gate", "-g", help="gate [SYMMETRY[ELEMENT]:]METRIC<=VALUE or >=VALUE, repeatable, e.g. 'rot90:flip_rate<=0.01', 'rot90[180]:flip_rate<=0.01', 'level_ci_low>=0.9'")] = None,
-    baseline: Annotated[Optional[Path], typer.Option(help="a previous result.json: fail when a metric got worse than there")] = None,
-    max_regression: Annotated[Optional[list[str]], typer.Option(help="allowed worsening against --baseline: 0.02, 5% or METRIC=VALUE, repeatable [default: 0.01]")] = None,
-    junit_xml: Annotated[Optional[Path], typer.Option(help="write a JUnit XML file: one test case per gate and baseline metric")] = None,
-    format_: Annotated[Optional[list[str]], typer.Option("--format", help="outputs to write, comma-separated or repeated: json, orbits, csv, html, junit, summary, annotations or all; result.json is always written, html implies orbits [default: all]")] = None,
-    input_shape: Annotated[Optional[str], typer.Option(help="per-sample shape for flat inputs, e.g. 1x8x8")] = None,
-    layout: Annotated[Optional[str], typer.Option(help="axes of the model's input batch: auto, NCHW, NHWC (channels-last), NCL, NLC (1-D signals) or NPD (point sets) [default: auto]")] = None,
-    input_: Annotated[Optional[list[str]], typer.Option("--input", help="NAME=KEY: feed model input NAME from data array KEY, repeatable (models with several inputs)")] = None,
-    act_on: Annotated[Optional[str], typer.Option(help="model inputs the symmetry moves, e.g. pos,vel [default: the first input]")] = None,
-    output_name: Annotated[Optional[str], typer.Option(help="which output of a multi-output model to audit")] = None,
-    output_kind: Annotated[Optional[str], typer.Option(help="auto, logits or probabilities [default: auto]")] = None,
-    output: Annotated[Optional[list[str]], typer.Option("--output", help="declare how the group acts on an output, [NAME=]TYPE, repeatable: invariant, label-perm:GEN=i,j,..., binary, vector, pseudovector, vector-per-point, scalar-per-point, map, field, boxes (replaces --task)")] = None,
-    model_factory: Annotated[Optional[str], typer.Option(help="module:callable building the architecture for a state dict")] = None,
-    local: Annotated[bool, typer.Option("--local", help="also measure the Lie derivative (local error) at the identity")] = False,
-    layers: Annotated[bool, typer.Option("--layers", help="attribute the local error to layers (torch models; implies --local)")] = False,
-    extent_tolerance: Annotated[Optional[float], typer.Option(help="level drop from 1 that bounds the extent [default: 0.1]")] = None,
-    level_at_init: Annotated[bool, typer.Option("--level-at-init", help="also measure freshly initialised weights (what the architecture alone gives)")] = False,
-    trust: Annotated[bool, typer.Option("--trust", help="allow pickled modules and TorchScript (they run code when loaded)")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue the interrupted audit in the output folder (same models, data and settings)")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="measure afresh even when the output folder holds the complete result of the same audit")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only errors and the verdict")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show settings and their sources; tracebacks on errors")] = False,
+    **options,
 ) -> None:
     """Sweep each input through the orbit of each symmetry and measure how far outputs move."""
     from .api import run_scan
     from .config import plain_values, resolve
 
     State.verbose = verbose
-    flags = {
-        "data": data, "symmetry": symmetry or None, "task": task, "device": device, "batch_size": batch_size,
-        "floor_samples": floor_samples, "prefetch": prefetch,
-        "limit": limit, "seed": seed, "out": str(out_dir) if out_dir else None, "fail_over": fail_over or None,
-        "input_shape": input_shape, "layout": layout, "input": input_ or None, "act_on": act_on, "output_name": output_name, "output_kind": output_kind, "output": output or None,
-        "model_factory": model_factory, "trust": True if trust else None, "reference": reference,
-        "targets_key": targets_key,
-        "local": True if (local or layers) else None, "layers": True if layers else None, "extent_tolerance": extent_tolerance, "level_at_init": True if level_at_init else None,
-        "gates": gate or None, "baseline": str(baseline) if baseline else None, "max_regression": max_regression or None,
-        "junit_xml": str(junit_xml) if junit_xml else None, "format": format_ or None, "cache": False if no_cache else None,
-    }
+    flags = _flags(options)
+    if options["layers"]:
+        flags["local"] = True  # --layers implies --local
     settings = None
     stopper = _StopOnSignal()
     try:
@@ -455,27 +456,18 @@ def symmetries() -> None:
 
 
 @app.command()
+@_with_settings("discover", default_text={"out": "reports/<model-stem>/discover/"})
 def discover(
     model: Annotated[Path, typer.Argument(help="model file: .pt/.pth state dict, .pt2 export, .onnx", show_default=False)],
-    data: Annotated[Optional[str], typer.Option("--data", "-d", help="dataset PATH[:KEY] (.npz, .npy, .pt, image folder)")] = None,
     algebra: Annotated[Optional[list[str]], typer.Option(help="generators: affine2d (tx ty rot scale stretch shear), shift1d, affine1d, so3, se3, or a catalogue symmetry with generators (rotate, translate, ...); repeatable [default: affine2d for images, affine1d for signals, se3 for points]")] = None,
     learned_at: Annotated[float, typer.Option(help="a generator is learned at or below max(FLOOR_FACTOR x floor, this)")] = 1e-3,
     not_at: Annotated[float, typer.Option(help="a generator is not learned at or above this")] = 0.1,
     floor_factor: Annotated[float, typer.Option(help="multiple of the numerical floor that still reads learned")] = 10.0,
     layers: Annotated[bool, typer.Option("--layers", help="also the spectrum of every leaf module's output (torch models)")] = False,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="model rows per call [default: 256]")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="use a seeded random subset of N samples")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="seed for subsets [default: 0]")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: reports/<model-stem>/discover/]")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML config file (instead of the model's sidecar)")] = None,
-    input_shape: Annotated[Optional[str], typer.Option(help="per-sample shape for flat inputs, e.g. 1x8x8")] = None,
-    layout: Annotated[Optional[str], typer.Option(help="axes of the model's input batch: auto, NCHW, NHWC, NCL, NLC or NPD [default: auto]")] = None,
-    output_name: Annotated[Optional[str], typer.Option(help="which output of a multi-output model to use")] = None,
-    model_factory: Annotated[Optional[str], typer.Option(help="module:callable building the architecture for a state dict")] = None,
-    trust: Annotated[bool, typer.Option("--trust", help="allow pickled modules and TorchScript (they run code when loaded)")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only errors")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show settings and their sources; tracebacks on errors")] = False,
+    **options,
 ) -> None:
     """Which symmetries has the model learned? The spectrum of its Lie derivatives over a Lie algebra's generators (LieGG)."""
     from .config import plain_values, resolve
@@ -483,9 +475,7 @@ def discover(
     from .report.discover import write_discover_report
 
     State.verbose = verbose
-    flags = {"data": data, "device": device, "batch_size": batch_size, "limit": limit, "seed": seed,
-             "out": str(out_dir) if out_dir else None, "input_shape": input_shape, "layout": layout,
-             "output_name": output_name, "model_factory": model_factory, "trust": True if trust else None}
+    flags = _flags(options)
     try:
         settings = resolve(flags, models=[model], config_file=config)
         if verbose:

@@ -14,6 +14,14 @@ flags and ``EQAUDIT_*`` variables use; see eqaudit.gates for the syntax)::
     [tool.eqaudit.gates]                             # or a table keyed by symmetry ("*" = every one)
     rot90 = ["flip_rate <= 0.01", "level_ci_low >= 0.9"]
     max_regression = { "*" = 0.01, level = "5%" }     # or 0.02, "5%", ["level=5%"]
+
+Adding a setting is one entry in SETTINGS (a ``Setting``: key, default, converter, help, option form,
+short alias, commands, ``measured``, ...). Everything else derives from it: the typer options of
+``eqaudit scan`` (and of each command in its ``commands``; eqaudit.cli), the flags passed to
+``resolve``, ``EQAUDIT_NAME`` variables, config-file keys (refused when ``files_allowed`` is false),
+the audit fingerprint (eqaudit.fingerprint keys on the ``measured`` ones) and docs/settings.md
+(regenerate with ``python tools/settings.py``). The code that uses the value reads
+``settings.NAME``.
 """
 
 from __future__ import annotations
@@ -184,61 +192,134 @@ def _to_tolerances(v: Any) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Setting:
+    """One setting, declared once: its config key and default, the converter that checks a value from
+    any layer, its help, and how it appears on the command line. The typer options of the commands in
+    ``commands`` (eqaudit.cli), the ``EQAUDIT_*`` variables, config-file validation, the fingerprint's
+    split (eqaudit.fingerprint) and docs/settings.md are all derived from it."""
+
     name: str
     default: Any
     convert: Callable[[Any], Any]
-    help: str
-    is_path: bool = False
+    help: str  # the option's help; "[default: ...]" is appended (see default_text)
+    is_path: bool = False  # a config file's relative path is relative to that file's folder
     files_allowed: bool = True  # may a config file set it?
     flag: str | None = None  # the command-line option, when it is not --NAME
+    short: str | None = None  # a short alias, e.g. "-d"
+    kind: str = "text"  # the option's form: one of KINDS
+    choices: tuple[str, ...] = ()  # the only values allowed (checked after convert)
+    default_text: str | None = None  # the "[default: ...]" in help when not the default value itself
+    commands: tuple[str, ...] = ("scan",)  # the commands that take it as an option
+    measured: bool = field(kw_only=True)  # does it change measured numbers? (the audit fingerprint keys on it)
 
     @property
     def option(self) -> str:
         return self.flag or f"--{self.name.replace('_', '-')}"
 
+    def help_text(self, default_text: str | None = None) -> str:
+        """The option's help with its default: ``model rows per call [default: 256]``."""
+        shown = default_text or self.default_text
+        if shown is None and self.kind != "switch" and self.default not in (None, [], {}):
+            if self.kind == "on-off":
+                shown = "on" if self.default else "off"
+            elif isinstance(self.default, list):
+                shown = ", ".join(map(str, self.default))
+            else:
+                shown = str(self.default)
+        return self.help + (f" [default: {shown}]" if shown is not None else "")
+
+    def from_flag(self, raw: Any) -> Any:
+        """The value the option passes to ``resolve``, None when the user did not give it: a switch
+        (``--local``, ``--no-cache``) sets the opposite of the default, an empty list is not given."""
+        if self.kind == "switch":
+            return (not self.default) if raw else None
+        if self.kind == "list":
+            return list(raw) if raw else None
+        if self.kind == "path":
+            return str(raw) if raw is not None else None
+        return raw
+
+
+KINDS = {
+    "text": "one string (TEXT)",
+    "int": "a whole number (INTEGER)",
+    "number": "a number (NUMBER)",
+    "path": "a file or folder (PATH)",
+    "list": "repeatable option (TEXT, given once per value)",
+    "switch": "a flag without a value: --NAME (or the flag given) sets the opposite of the default",
+    "on-off": "a pair of flags --NAME/--no-NAME",
+}
+"""The forms an option can take on the command line (eqaudit.cli maps each to a typer type)."""
+
+_SCAN_AND_DISCOVER = ("scan", "discover")
 
 SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in [
-        Setting("data", None, _to_str, "dataset PATH[:KEY] (.npz, .npy, .pt)", is_path=True),
-        Setting("symmetry", ["rot90", "flip"], _to_list, "symmetry specs, e.g. rot90, rotate:step=15"),
-        Setting("task", "classify", _to_str, "what the model outputs: classify (see eqaudit.tasks)"),
-        Setting("reference", "identity", _to_str, "compare against: identity (untransformed output), label or consensus"),
-        Setting("targets_key", "targets", _to_str, "array of ground-truth outputs in the data file, for --reference label with non-classifier tasks"),
-        Setting("device", "auto", _to_str, "auto, cpu, cuda or cuda:N"),
-        Setting("batch_size", 256, _to_count, "model rows per call"),
-        Setting("floor_samples", 64, _to_size, "samples (a seeded subset) the floor is measured on; 0: all"),
-        Setting("prefetch", True, _to_bool, "build the next orbit chunk in a thread while the model runs"),
-        Setting("limit", None, _to_count, "audit a seeded random subset of this many samples"),
-        Setting("seed", 0, _to_seed, "seed for subsets and random group elements"),
-        Setting("out", None, _to_str, "output folder (default reports/<model-stem>/)", is_path=True),
-        Setting("fail_over", [], _to_gates, "gates METRIC=VALUE on every symmetry: fail when a metric is worse than VALUE"),
-        Setting("gates", [], _to_gate_list, "gates [SYMMETRY:]METRIC<=VALUE or >=VALUE, e.g. rot90:flip_rate<=0.01", flag="--gate"),
-        Setting("baseline", None, _to_str, "a previous result.json; a metric worse than there by more than max_regression fails", is_path=True),
-        Setting("max_regression", {}, _to_tolerances, "allowed worsening against the baseline: 0.02, 5% or METRIC=VALUE (default 0.01)"),
-        Setting("junit_xml", None, _to_str, "write a JUnit XML file (one test case per gate and baseline metric)", is_path=True),
-        Setting("format", list(FORMATS), _to_formats, "outputs to write: json, orbits, csv, html, junit, summary, annotations or all (result.json is always written)"),
-        Setting("input_shape", None, _to_str, "per-sample shape for flat inputs, e.g. 1x8x8"),
-        Setting("layout", "auto", _to_layout, "axes of the model's input batch: auto, NCHW, NHWC, NCL, NLC or NPD"),
-        Setting("input", [], _to_input_pairs, "NAME=KEY: feed the model input NAME from the data array KEY (several inputs)"),
-        Setting("act_on", [], _to_names, "the model inputs the symmetry moves, e.g. pos,vel (default: the first input)"),
-        Setting("output_name", None, _to_str, "which output of a multi-output model to audit"),
-        Setting("output", [], _to_words, "declared output types [NAME=]TYPE (invariant, label-perm:GEN=i,j,..., binary, vector, pseudovector, ...); replaces --task"),
-        Setting("output_kind", "auto", _to_str, "classifier outputs: auto, logits or probabilities"),
-        Setting("model_factory", None, _to_str, "module:callable that builds the architecture of a state dict"),
-        Setting("local", False, _to_bool, "also measure the Lie derivative (local error) at the identity"),
-        Setting("layers", False, _to_bool, "attribute the local error to layers (torch models)"),
-        Setting("extent_tolerance", 0.1, _to_fraction, "level drop (from 1) that bounds a symmetry's extent"),
-        Setting("level_at_init", False, _to_bool, "also measure the level of freshly initialised weights (state dict + factory)"),
-        Setting("trust", False, _to_bool, "allow pickled modules and TorchScript (they run code)", files_allowed=False),
-        Setting("cache", True, _to_bool, "reuse the complete result in the output folder when model files, data and measurement settings are unchanged (no model call)", flag="--no-cache"),
+        Setting("data", None, _to_str, "dataset PATH[:KEY] (.npz, .npy, .pt, image folder)", is_path=True, short="-d",
+                commands=_SCAN_AND_DISCOVER, measured=False),
+        Setting("symmetry", ["rot90", "flip"], _to_list, "symmetry spec, repeatable (see `eqaudit symmetries`)", short="-s",
+                kind="list", measured=True),
+        Setting("task", "classify", _to_str, "what the model outputs: classify, binary, dense, vector-field, points or boxes",
+                measured=True),
+        Setting("reference", "identity", _to_str, "compare against: identity, label or consensus",
+                choices=("identity", "label", "consensus"), measured=True),
+        Setting("targets_key", "targets", _to_str, "array of ground-truth outputs in the data file, for --reference label with non-classifier tasks", measured=True),
+        Setting("device", "auto", _to_str, "auto, cpu, cuda or cuda:N", commands=_SCAN_AND_DISCOVER, measured=False),
+        Setting("batch_size", 256, _to_count, "model rows per call", kind="int", commands=_SCAN_AND_DISCOVER, measured=False),
+        Setting("floor_samples", 64, _to_size, "samples (a seeded subset) the floor is measured on; 0: all", kind="int", measured=True),
+        Setting("prefetch", True, _to_bool, "build the next orbit chunk in a thread while the model runs (same numbers)",
+                kind="on-off", measured=False),
+        Setting("limit", None, _to_count, "use a seeded random subset of N samples", kind="int", commands=_SCAN_AND_DISCOVER,
+                measured=True),
+        Setting("seed", 0, _to_seed, "seed for subsets and random elements", kind="int", commands=_SCAN_AND_DISCOVER, measured=True),
+        Setting("out", None, _to_str, "output folder", is_path=True, kind="path", default_text="reports/<model-stem>/",
+                commands=_SCAN_AND_DISCOVER, measured=False),
+        Setting("fail_over", [], _to_gates, "gate METRIC=VALUE on every symmetry, repeatable, e.g. flip_rate=0.05", kind="list",
+                measured=False),
+        Setting("gates", [], _to_gate_list, "gate [SYMMETRY[ELEMENT]:]METRIC<=VALUE or >=VALUE, repeatable, e.g. "
+                "'rot90:flip_rate<=0.01', 'rot90[180]:flip_rate<=0.01', 'level_ci_low>=0.9'", flag="--gate", short="-g",
+                kind="list", measured=False),
+        Setting("baseline", None, _to_str, "a previous result.json: fail when a metric got worse than there", is_path=True,
+                kind="path", measured=False),
+        Setting("max_regression", {}, _to_tolerances, "allowed worsening against --baseline: 0.02, 5% or METRIC=VALUE, repeatable",
+                kind="list", default_text="0.01", measured=False),
+        Setting("junit_xml", None, _to_str, "write a JUnit XML file: one test case per gate and baseline metric", is_path=True,
+                kind="path", measured=False),
+        Setting("format", list(FORMATS), _to_formats, "outputs to write, comma-separated or repeated: json, orbits, csv, html, "
+                "junit, summary, annotations or all; result.json is always written, html implies orbits", kind="list",
+                default_text="all", measured=False),
+        Setting("input_shape", None, _to_str, "per-sample shape for flat inputs, e.g. 1x8x8", commands=_SCAN_AND_DISCOVER,
+                measured=True),
+        Setting("layout", "auto", _to_layout, "axes of the model's input batch: auto, NCHW, NHWC (channels-last), NCL, NLC "
+                "(1-D signals), NPD (point sets), NCDHW or NDHWC (volumes)", commands=_SCAN_AND_DISCOVER, measured=True),
+        Setting("input", [], _to_input_pairs, "NAME=KEY: feed model input NAME from data array KEY, repeatable (models with "
+                "several inputs)", kind="list", measured=True),
+        Setting("act_on", [], _to_names, "model inputs the symmetry moves, e.g. pos,vel", default_text="the first input",
+                measured=True),
+        Setting("output_name", None, _to_str, "which output of a multi-output model to measure", commands=_SCAN_AND_DISCOVER,
+                measured=True),
+        Setting("output", [], _to_words, "declare how the group acts on an output, [NAME=]TYPE, repeatable: invariant, "
+                "label-perm:GEN=i,j,..., binary, vector, pseudovector, vector-per-point, scalar-per-point, map, field, boxes "
+                "(replaces --task)", kind="list", measured=True),
+        Setting("output_kind", "auto", _to_str, "classifier outputs: auto, logits or probabilities",
+                choices=("auto", "logits", "probabilities"), measured=True),
+        Setting("model_factory", None, _to_str, "module:callable building the architecture for a state dict",
+                commands=_SCAN_AND_DISCOVER, measured=True),
+        Setting("local", False, _to_bool, "also measure the Lie derivative (local error) at the identity", kind="switch",
+                measured=True),
+        Setting("layers", False, _to_bool, "attribute the local error to layers (torch models; implies --local)", kind="switch",
+                measured=True),
+        Setting("extent_tolerance", 0.1, _to_fraction, "level drop from 1 that bounds the extent", kind="number", measured=True),
+        Setting("level_at_init", False, _to_bool, "also measure freshly initialised weights (what the architecture alone "
+                "gives)", kind="switch", measured=True),
+        Setting("trust", False, _to_bool, "allow pickled modules and TorchScript (they run code when loaded)",
+                files_allowed=False, kind="switch", commands=_SCAN_AND_DISCOVER, measured=False),
+        Setting("cache", True, _to_bool, "measure afresh even when the output folder holds the complete result of the same "
+                "audit", flag="--no-cache", kind="switch", measured=False),
     ]
 }
 
-CHOICES = {
-    "reference": ("identity", "label", "consensus"),
-    "output_kind": ("auto", "logits", "probabilities"),
-}
+CHOICES = {k: s.choices for k, s in SETTINGS.items() if s.choices}
 
 
 @dataclass

@@ -7,23 +7,19 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-MEASUREMENT_SETTINGS = (
-    "symmetry", "task", "output", "output_kind", "output_name", "reference", "targets_key", "limit", "seed",
-    "input_shape", "layout", "input", "act_on", "model_factory", "local", "layers", "extent_tolerance", "level_at_init",
-    "floor_samples",
-)
-"""Settings that change measured numbers. Left out on purpose: gates, baselines and output paths (they
-are re-evaluated on the measured summaries, never measured), ``prefetch`` (when orbits are built, not
-what they are), and ``batch_size`` and ``device``: the sweep's answer does not depend on them beyond float rounding (a resumed run may use a smaller batch
+from .config import SETTINGS
+
+MEASUREMENT_SETTINGS = tuple(name for name, s in SETTINGS.items() if s.measured)
+"""Settings that change measured numbers (``measured=True`` in eqaudit.config.SETTINGS). Left out on
+purpose: gates, baselines and output paths (they are re-evaluated on the measured summaries, never
+measured), ``prefetch`` (when orbits are built, not what they are), and ``batch_size`` and ``device``:
+the sweep's answer does not depend on them beyond float rounding (a resumed run may use a smaller batch
 after running out of memory; the result is bit-identical to an uninterrupted run when they are unchanged)."""
 
-NOT_MEASURED = (
-    "data", "device", "batch_size", "out", "fail_over", "gates", "baseline", "max_regression", "junit_xml", "format",
-    "trust", "cache", "prefetch",
-)
+NOT_MEASURED = tuple(name for name, s in SETTINGS.items() if not s.measured)
 """The other settings, each left out of the fingerprint on purpose (``data``: the fingerprint holds its
-content hash and key instead of the path). Every setting of eqaudit.config is in exactly one of the two
-lists (a test checks it), so a new setting has to be classified before it can change cached numbers."""
+content hash and key instead of the path). ``measured`` has no default, so a new setting has to be
+classified before it can change cached numbers."""
 
 CHUNK = 1 << 20
 

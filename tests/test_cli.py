@@ -79,7 +79,7 @@ def test_scan_prints_table_and_writes_result(model_files, data_npz, tmp_path):
     code, output = run("scan", model_files["Rot90Averaged.onnx"], model_files["SmallCNN.onnx"], "--data", data_npz,
                        "-s", "rot90", "-s", "rotate:step=45", "--out", tmp_path / "o")
     assert code == 0, output
-    assert "flip rate" in output and "rotate:step=45" in output and "SmallCNN.onnx" in output
+    assert "flips" in output and "rotate:step=45" in output and "SmallCNN.onnx" in output
     d = json.loads((tmp_path / "o" / "result.json").read_text())
     assert len(d["models"]) == 2 and len(d["symmetries"]) == 4 and d["complete"]
 

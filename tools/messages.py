@@ -142,6 +142,10 @@ def extract() -> list[dict]:
                     kind = "SymmetryError"
                     expected, got, do = (render(a) for a in node.args)
                     message = f"Expected {expected} for '<symmetry>', got {got}, do {do}"
+                elif name == "_check_count" and len(node.args) == 3 and "symmetries" in module:  # base.Symmetry._check_count
+                    kind = "SymmetryError"
+                    n, what, do = _hole(node.args[0]), render(node.args[1]), render(node.args[2])
+                    message = f"Expected at most <MAX_ELEMENTS> {what} for '<symmetry>', got {n}, do {do}"
                 else:
                     continue
                 if message.startswith("<") and message.endswith(">") and " " not in message:

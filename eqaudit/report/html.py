@@ -25,6 +25,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from ..errors import ResultError
+from ..metricspec import METRICS, summary_columns
 from ..result import AuditResult, OrbitTable, SymmetryResult, raw_logit_key
 from . import plots
 from .io import write_bytes_atomic, write_text_atomic
@@ -40,26 +41,13 @@ EXPLORE_BUDGET = 12_000_000  # bytes of per-sample data (base64) the sample expl
 METRIC_ORDER = ["prob_tv", "flip_rate", "accuracy", "true_class_prob", "equivariance_error", "box_error", "iou",
                 "mean_iou", "pixel_flip_rate", "epe", "center_error", "max_abs_error"]
 NOT_METRICS = {"floor", "floor_flip_rate", "resolved", "element", "label", "null", "level", "level_ci", "extent"}
-# (key, header, tooltip): the main metrics first, then level and floor, then the rarely needed
-# columns, so that the key columns fit a laptop-width window without scrolling.
-SUMMARY_COLUMNS = [
-    ("flip_rate", "flips", "flip rate: share of non-identity elements whose prediction differs from the untransformed one"),
-    ("prob_tv", "prob. shift", "probability shift (total variation) from the untransformed prediction"),
-    ("accuracy", "acc.", "accuracy over the orbit"),
-    ("worst_case_accuracy", "worst", "worst-case accuracy: share of samples right at every element of the orbit"),
-    ("equivariance_error", "equiv. err.", "equivariance error"),
-    ("max_abs_error", "max err.", "maximum absolute error"),
-    ("pixel_flip_rate", "pixel flips", "pixel flip rate"),
-    ("mean_iou", "mean IoU", "mean intersection over union"),
-    ("iou", "IoU", "intersection over union"),
-    ("epe", "EPE", "end-point error"),
-    ("level", "level", "learned symmetry level: 1 = as symmetric as the measurement can tell, 0 = no better than two unrelated inputs"),
-    ("floor", "floor", "the main metric of the resampling round trip alone (float noise for exact actions)"),
-    ("true_class_prob", "true p", "true-class probability over the orbit"),
-    ("clean_accuracy", "clean acc.", "clean accuracy: accuracy on the untransformed inputs"),
-    ("unresolved_elements", "unres.", "unresolved elements: elements whose metric is not clearly above the floor"),
-    ("floor_flip_rate", "floor flips", "flip rate of the resampling round trip alone"),
-]
+# (key, header, tooltip) from the metric registry (eqaudit.metricspec): the main metrics first, then level
+# and floor, then the rarely needed columns, so that the key columns fit a laptop-width window without scrolling.
+SUMMARY_COLUMNS = [(m.key, m.header, m.help or m.label) for m in [*summary_columns("main"), METRICS["level"], METRICS["floor"],
+                                                                  *summary_columns("more")]]
+SUMMARY_COLUMNS.append(("unresolved_elements", "unres.", "unresolved elements: elements whose metric is not clearly above the floor"))
+
+
 def _shown(key: str, values: dict) -> bool:
     """Does the report draw or table ``key`` of a summary or per-element row? Not a classifier's raw-logit
     values, nor its logit_error (in the JSON and the terminal; one figure fewer per classifier symmetry)."""

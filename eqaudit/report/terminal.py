@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..metricspec import METRICS, summary_columns
 from ..result import raw_logit_key
 from .base import Outcome, Written
 from .words import extent_text, level_missing, level_reason
@@ -22,13 +23,9 @@ def fmt(v, pct: bool = False) -> str:
     return f"{v:.2e}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"
 
 
-# (header, summary key, shown as percent); a column appears when any row has a value for it
-METRIC_COLUMNS = [
-    ("flip rate", "flip_rate", True), ("prob shift", "prob_tv", False), ("logit err", "logit_error", False),
-    ("equiv. error", "equivariance_error", False),
-    ("max abs err", "max_abs_error", False), ("EPE", "epe", False), ("IoU", "iou", False), ("mean IoU", "mean_iou", False),
-    ("accuracy", "accuracy", True), ("worst-case acc", "worst_case_accuracy", True),
-]
+# (header, summary key, shown as percent) of the registry's main summary columns (eqaudit.metricspec);
+# a column appears when any row has a value for it
+METRIC_COLUMNS = [(m.header, m.key, m.percent) for m in summary_columns("main")]
 
 
 def _cell(sm: dict, key: str):
@@ -42,14 +39,12 @@ def _columns(result) -> list[tuple[str, str, bool]]:
     """METRIC_COLUMNS that some row fills, then one column per declared output's main error
     (``energy.equivariance_error``, ``vote.flip_rate``) for scans with several outputs."""
     shown = [c for c in METRIC_COLUMNS if any(_cell(s.summary, c[1]) is not None for s in result.symmetries)]
-    headers = {k: (h, pct) for h, k, pct in METRIC_COLUMNS}
     seen: dict[str, tuple[str, str, bool]] = {}
     for s in result.symmetries:
         for key, v in s.summary.items():
             name, _, metric = key.partition(".")
             if metric in ("flip_rate", "equivariance_error") and name and isinstance(v, (int, float)) and key not in seen:
-                h, pct = headers[metric]
-                seen[key] = (f"{name} {h}", key, pct)
+                seen[key] = (f"{name} {METRICS[metric].header}", key, METRICS[metric].percent)
     return shown + list(seen.values())
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Mapping
 
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 from ..errors import SymmetryError
 
 MAX_ELEMENTS = 100_000  # the most group elements one symmetry (or product) may have; every limit message derives from it
+
+
+def wrap_degrees(a: Tensor) -> Tensor:
+    """Angles in degrees -> the same angles in (-180, 180]."""
+    w = torch.remainder(a + 180.0, 360.0) - 180.0
+    return torch.where(w <= -180.0, w + 360.0, w)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,15 @@ class Symmetry(ABC):
                     the data, e.g. that rot90 on non-square images runs on its shape-keeping subgroup
     """
 
+    NAME: ClassVar[str]
+    """Catalogue name (``@register`` on the class reads NAME, DESCRIPTION, PARAMS, EXACT, DOMAIN, LAYOUTS)."""
+    DESCRIPTION: ClassVar[str] = ""
+    PARAMS: ClassVar[tuple[ParamSpec, ...]] = ()
+    """The spec's parameters, declared once: names, types, defaults, choices. A subclass's ``__init__``
+    takes them as ``**params`` and reads them typed and complete from ``self._values(params)``."""
+    EXACT: ClassVar[bool] = True
+    DOMAIN: ClassVar[str]
+    LAYOUTS: ClassVar[tuple[str, ...] | None] = None  # input layouts it acts on; None: its domain's (eqaudit.symmetries.catalogue)
     ASPECTS: ClassVar[frozenset[str]] = frozenset()
     """What part of the input the action changes (eqaudit.symmetries.product reads it to know which
     factors commute): ``space``, ``frames``, ``rotation``, ``position``, ``order``, ... Empty: only itself."""
@@ -73,6 +88,57 @@ class Symmetry(ABC):
     identity_index: int
     labels: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    # ---- the scaffolding every catalogue class shares --------------------------------------------------------
+
+    @classmethod
+    def _values(cls, given: Mapping[str, object]) -> dict[str, object]:
+        """The spec's parameters checked against PARAMS (names, types, choices) with defaults filled in."""
+        from .catalogue import resolve_params
+
+        return resolve_params(cls.NAME, cls.PARAMS, given)
+
+    def _error(self, expected: str, got: str, do: str) -> SymmetryError:
+        return SymmetryError(f"Expected {expected} for '{self.NAME}', got {got}, do {do}")
+
+    def _check_count(self, n: int, what: str, do: str) -> None:
+        """Refuse a parameter choice that would give more than MAX_ELEMENTS ``what`` (angles, shifts, ...)."""
+        if n > MAX_ELEMENTS:
+            raise self._error(f"at most {MAX_ELEMENTS} {what}", str(n), do)
+
+    def _setup(self, values: dict[str, object], *, param_names: tuple[str, ...], units: tuple[str, ...], layout: str,
+               elements: Tensor, labels: list[str], identity_index: int | None = None) -> None:
+        """Initialise a catalogue symmetry from its class attributes (name, canonical spec, exact, domain),
+        its parsed parameter ``values`` and its elements (E, D), stored as float64. ``identity_index``:
+        the identity's row, or None to find the one row equal to ``identity_element``."""
+        elements = elements.to(torch.float64).reshape(-1, len(param_names))
+        if elements.shape[0] > MAX_ELEMENTS:
+            raise self._error(f"at most {MAX_ELEMENTS} group elements", str(elements.shape[0]),
+                              "ask for fewer (a larger step, a smaller range or a smaller n)")
+        if identity_index is None:
+            hits = (elements == self.identity_element(elements.shape[1])).all(dim=1).nonzero()
+            assert len(hits) == 1, f"{self.NAME}: the sampled elements must hold the identity once"
+            identity_index = int(hits[0, 0])
+        from .catalogue import format_spec
+
+        Symmetry.__init__(
+            self,
+            name=self.NAME,
+            spec=format_spec(self.NAME, self.PARAMS, values),
+            exact=self.EXACT,
+            domain=self.DOMAIN,
+            param_names=tuple(param_names),
+            units=tuple(units),
+            layout=layout,
+            elements=elements,
+            identity_index=identity_index,
+            labels=list(labels),
+        )
+        self.params = values
+
+    def identity_element(self, d: int) -> Tensor:
+        """The identity as a (D,) float64 row (zeros unless a subclass says otherwise)."""
+        return torch.zeros(d, dtype=torch.float64)
 
     @property
     def n_elements(self) -> int:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 from ..errors import SymmetryError
-from .base import ParamSpec, Symmetry
+from .base import Symmetry
 from .catalogue import register
 
 
@@ -31,30 +31,17 @@ from .catalogue import register
 class Swap(Symmetry):
     """Z2 time reversal: frames 1 and 2 of a (B, 2C, H, W) input exchanged; velocities negated."""
 
-    NAME: ClassVar[str] = "swap"
-    DESCRIPTION: ClassVar[str] = (
+    NAME = "swap"
+    DESCRIPTION = (
         "Time reversal of two-frame inputs (B, 2C, H, W): frames [0, C) and [C, 2C) swapped (2 elements); "
         "vector-field outputs are negated; exact."
     )
-    PARAMS: ClassVar[tuple[ParamSpec, ...]] = ()
-    EXACT: ClassVar[bool] = True
-    DOMAIN: ClassVar[str] = "image"
+    DOMAIN = "image"
     ASPECTS: ClassVar[frozenset[str]] = frozenset({"frames"})
 
-    def __init__(self) -> None:
-        super().__init__(
-            name=self.NAME,
-            spec=self.NAME,
-            exact=True,
-            domain=self.DOMAIN,
-            param_names=("s",),
-            units=("",),
-            layout="finite",
-            elements=torch.tensor([[0.0], [1.0]], dtype=torch.float64),
-            identity_index=0,
-            labels=["id", "swap"],
-        )
-        self.params: dict = {}
+    def __init__(self, **params) -> None:
+        self._setup(self._values(params), param_names=("s",), units=("",), layout="finite",
+                    elements=torch.tensor([[0.0], [1.0]], dtype=torch.float64), labels=["id", "swap"], identity_index=0)
 
     def check_input(self, sample_shape: tuple[int, ...]) -> None:
         """Require (2C, H, W) samples: an even number of channels, two frames of C channels each."""

@@ -31,7 +31,6 @@ Shapes: E elements, D parameters per element, B batch, C channels, H rows, W col
 
 from __future__ import annotations
 
-import builtins
 import math
 from collections import OrderedDict
 from typing import ClassVar
@@ -47,8 +46,8 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 from ..errors import SymmetryError
-from .base import MAX_ELEMENTS, ParamSpec, Symmetry
-from .catalogue import format_spec, register, resolve_params
+from .base import MAX_ELEMENTS, ParamSpec, Symmetry, wrap_degrees
+from .catalogue import register
 
 _ANGLE_TOL = 1e-9  # degrees: angles this close to a multiple of 90 take the exact path
 _LOG_TOL = 1e-12  # log2 zoom this close to 0 is the identity
@@ -94,12 +93,6 @@ def _square_message(spec: str, h: int, w: int) -> str:
     )
 
 
-def _wrap_degrees(a: Tensor) -> Tensor:
-    """Angles in degrees -> the same angles in (-180, 180]."""
-    w = torch.remainder(a + 180.0, 360.0) - 180.0
-    return torch.where(w <= -180.0, w + 360.0, w)
-
-
 def _fmt(v: float) -> str:
     return f"{v:g}"
 
@@ -108,18 +101,13 @@ class ImageSymmetry(Symmetry):
     """Base of the image symmetries: the cached permutation (gather) machinery and shape checks.
 
     Subclasses set the class attributes the catalogue reads (NAME, DESCRIPTION, PARAMS, EXACT,
-    LAYOUTS) and implement ``_source_pixels`` for the elements they compute exactly. ``PLANAR``
-    symmetries need 2-D images and refuse 1-D signals (H == 1).
+    LAYOUTS; see Symmetry) and implement ``_source_pixels`` for the elements they compute exactly.
+    ``PLANAR`` symmetries need 2-D images and refuse 1-D signals (H == 1).
     """
 
-    NAME: ClassVar[str]
-    DESCRIPTION: ClassVar[str] = ""
-    PARAMS: ClassVar[tuple[ParamSpec, ...]] = ()
-    EXACT: ClassVar[bool] = True
-    DOMAIN: ClassVar[str] = "image"
+    DOMAIN = "image"
     ASPECTS: ClassVar[frozenset[str]] = frozenset({"space"})
     PLANAR: ClassVar[bool] = False  # needs 2-D images: refused on 1-D signals (H == 1)
-    LAYOUTS: ClassVar[tuple[str, ...]] = ("NCHW", "NHWC", "NCL", "NLC")  # input layouts it acts on (--layout)
 
     def __init__(
         self,
@@ -131,41 +119,9 @@ class ImageSymmetry(Symmetry):
         elements: Tensor,
         labels: list[str],
     ) -> None:
-        elements = elements.to(torch.float64).reshape(-1, len(param_names))
-        if elements.shape[0] > MAX_ELEMENTS:
-            raise SymmetryError(
-                f"Expected at most {MAX_ELEMENTS} group elements for '{self.NAME}', got {elements.shape[0]}, "
-                "do use a larger step or a smaller range"
-            )
-        identity = self.identity_element(elements.shape[1])
-        hits = (elements == identity).all(dim=1).nonzero()
-        assert len(hits) == 1, f"{self.NAME}: the sampled elements must hold the identity once"
-        super().__init__(
-            name=self.NAME,
-            spec=format_spec(self.NAME, self.PARAMS, values),
-            exact=self.EXACT,
-            domain=self.DOMAIN,
-            param_names=param_names,
-            units=units,
-            layout=layout,
-            elements=elements,
-            identity_index=int(hits[0, 0]),
-            labels=labels,
-        )
-        self.params = values
-        self._built = (elements, list(labels))  # the elements as constructed, before check_input binds them
+        self._setup(values, param_names=param_names, units=units, layout=layout, elements=elements, labels=labels)
+        self._built = (self.elements, list(labels))  # the elements as constructed, before check_input binds them
         self._index_cache: OrderedDict[tuple, tuple[Tensor, Tensor | None]] = OrderedDict()
-
-    @classmethod
-    def _values(cls, given: dict[str, object]) -> dict[str, object]:
-        return resolve_params(cls.NAME, cls.PARAMS, given)
-
-    def identity_element(self, d: int) -> Tensor:
-        """The identity as a (D,) float64 row (zeros for every image symmetry here)."""
-        return torch.zeros(d, dtype=torch.float64)
-
-    def _error(self, expected: str, got: str, do: str) -> SymmetryError:
-        return SymmetryError(f"Expected {expected} for '{self.NAME}', got {got}, do {do}")
 
     # ---- input checks -------------------------------------------------------------------------------
 
@@ -308,14 +264,12 @@ class _Turns(ImageSymmetry):
     STEP: ClassVar[int]
     PARAM: ClassVar[str]
     LABELS: ClassVar[tuple[str, ...]]
-    PARAMS = ()
-    EXACT = True
     PLANAR = True
     LAYOUTS = ("NCHW", "NHWC")
 
-    def __init__(self) -> None:
+    def __init__(self, **params) -> None:
         super().__init__(
-            self._values({}),
+            self._values(params),
             param_names=(self.PARAM,),
             units=("",),
             layout="finite",
@@ -399,10 +353,9 @@ class Flip(ImageSymmetry):
             "axis", str, "h", "h = mirror left-right (flip the W axis), v = mirror top-bottom (flip the H axis)", ("h", "v")
         ),
     )
-    EXACT = True
 
-    def __init__(self, axis: str = "h") -> None:
-        values = self._values({"axis": axis})
+    def __init__(self, **params) -> None:
+        values = self._values(params)
         self.axis = str(values["axis"])
         super().__init__(
             values,
@@ -453,16 +406,14 @@ class D4(ImageSymmetry):
         "Dihedral group of the square (8 elements): rot90^k after an optional left-right flip; exact. Non-square "
         "images: the shape-keeping subgroup {r0, r2, r0·f, r2·f} (half turn and both mirrors), with a note."
     )
-    PARAMS = ()
-    EXACT = True
     PLANAR = True
     LAYOUTS = ("NCHW", "NHWC")
 
-    def __init__(self) -> None:
+    def __init__(self, **params) -> None:
         k = torch.arange(8, dtype=torch.float64) % 4
         f = (torch.arange(8) >= 4).to(torch.float64)
         super().__init__(
-            self._values({}),
+            self._values(params),
             param_names=("k", "f"),
             units=("", ""),
             layout="finite",
@@ -541,10 +492,9 @@ class Translate(ImageSymmetry):
         ),
         ParamSpec("axis", str, "both", "both: the 2-D grid; x or y: shifts along one axis only (a 1-D orbit)", ("both", "x", "y")),
     )
-    EXACT = True
 
-    def __init__(self, max: int = 2, step: int = 1, mode: str = "circular", axis: str = "both") -> None:  # noqa: A002
-        values = self._values({"max": max, "step": step, "mode": mode, "axis": axis})
+    def __init__(self, **params) -> None:
+        values = self._values(params)
         self.max_shift, self.step, self.mode = int(values["max"]), int(values["step"]), str(values["mode"])
         self.axis = str(values["axis"])
         if self.step <= 0:
@@ -555,8 +505,7 @@ class Translate(ImageSymmetry):
             )
         n = self.max_shift // self.step
         side = (n * 2 + 1) ** (2 if self.axis == "both" else 1)
-        if side > MAX_ELEMENTS:
-            raise self._error(f"at most {MAX_ELEMENTS} shifts", str(side), "use a larger step or a smaller max")
+        self._check_count(side, "shifts", "use a larger step or a smaller max")
         elements, labels, layout = self._shift_grid(self.axis)
         super().__init__(values, param_names=("dx", "dy"), units=("px", "px"), layout=layout, elements=elements, labels=labels)
 
@@ -816,22 +765,21 @@ class Rotate(_Resampled):
     tangent_unit = "rad"
     tangent_scale = math.pi / 180.0  # elements are degrees, the derivative is reported per radian
 
-    def __init__(self, step: float = 15.0, min: float = -180.0, max: float = 180.0) -> None:  # noqa: A002
-        values = self._values({"step": step, "min": min, "max": max})
+    def __init__(self, **params) -> None:
+        values = self._values(params)
         step_, lo, hi = float(values["step"]), float(values["min"]), float(values["max"])
         if step_ <= 0:
             raise self._error("step > 0", f"step={_fmt(step_)}", "pass a positive step in degrees, e.g. rotate:step=15")
         if hi < lo:
             raise self._error("min <= max", f"min={_fmt(lo)}, max={_fmt(hi)}", "swap them, e.g. rotate:min=-45,max=45")
         n_lo, n_hi = math.ceil(lo / step_ - 1e-9), math.floor(hi / step_ + 1e-9)
-        if n_hi - n_lo + 1 > MAX_ELEMENTS:
-            raise self._error(f"at most {MAX_ELEMENTS} angles", str(n_hi - n_lo + 1), "use a larger step")
+        self._check_count(n_hi - n_lo + 1, "angles", "use a larger step")
         angles = [i * step_ for i in range(n_lo, n_hi + 1)]
         angles += [a for a in (90.0, 180.0, -90.0) if lo <= a <= hi]
         if lo <= -180.0:
             angles.append(180.0)
         angles.append(0.0)  # the identity, always (the reference of every audit)
-        a = _wrap_degrees(torch.tensor(angles, dtype=torch.float64))
+        a = wrap_degrees(torch.tensor(angles, dtype=torch.float64))
         a = torch.unique(torch.round(a * 1e9) / 1e9)  # sorted, float noise of i * step removed
         super().__init__(
             values,
@@ -876,10 +824,10 @@ class Rotate(_Resampled):
         return theta
 
     def compose(self, a: Tensor, b: Tensor) -> Tensor:
-        return _wrap_degrees(a + b)
+        return wrap_degrees(a + b)
 
     def inverse(self, a: Tensor) -> Tensor:
-        return _wrap_degrees(-a)
+        return wrap_degrees(-a)
 
     def _source_linear(self, elements: Tensor) -> Tensor:
         rad = torch.deg2rad(elements[:, 0])
@@ -904,8 +852,8 @@ class Scale(_Resampled):
 
     tangent_unit = "log2"
 
-    def __init__(self, min: float = 0.5, max: float = 2.0, steps: int = 9) -> None:  # noqa: A002
-        values = self._values({"min": min, "max": max, "steps": steps})
+    def __init__(self, **params) -> None:
+        values = self._values(params)
         lo, hi, n = float(values["min"]), float(values["max"]), int(values["steps"])
         if lo <= 0:
             raise self._error("min > 0", f"min={_fmt(lo)}", "pass a positive zoom factor, e.g. scale:min=0.5")
@@ -915,7 +863,7 @@ class Scale(_Resampled):
         if n < 1 or n > MAX_ELEMENTS:
             raise self._error(limit, f"steps={n}", "pass e.g. scale:steps=9")
         # enough sub-samples that the smallest zoom reads every source pixel (2..4 per axis)
-        self.supersample = builtins.min(4, builtins.max(2, math.ceil(1.0 / lo - 1e-9)))
+        self.supersample = min(4, max(2, math.ceil(1.0 / lo - 1e-9)))
         logs = torch.linspace(math.log2(lo), math.log2(hi), n, dtype=torch.float64)
         logs = torch.unique(torch.round(torch.cat([logs, torch.zeros(1, dtype=torch.float64)]) * 1e12) / 1e12)
         if logs.numel() > MAX_ELEMENTS:  # 1.0 (the identity) was added

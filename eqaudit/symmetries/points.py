@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import ClassVar
 
 from typing import TYPE_CHECKING
 
@@ -36,8 +35,8 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 from ..errors import SymmetryError
-from .base import MAX_ELEMENTS, ParamSpec, Symmetry
-from .catalogue import format_spec, register, resolve_params
+from .base import MAX_ELEMENTS, ParamSpec, Symmetry, wrap_degrees
+from .catalogue import register
 
 _SNAP = 1e-12  # matrix entries this close to an integer are snapped (quarter turns exactly signed permutations)
 PHI = (1.0 + math.sqrt(5.0)) / 2.0
@@ -202,43 +201,12 @@ def _axis_matrix(angle_rad: Tensor, axis: str) -> Tensor:
 class PointSymmetry(Symmetry):
     """Base of the point-cloud symmetries: x (E, B, P, 3) -> x[perm] @ M^T + t, in float64.
 
-    Subclasses set the catalogue attributes (NAME, DESCRIPTION, PARAMS, EXACT) and implement any of
-    ``point_matrix``, ``point_permutation``, ``point_shift`` that is not the identity.
+    Subclasses set the catalogue attributes (NAME, DESCRIPTION, PARAMS, EXACT; see Symmetry), build
+    their elements with ``_setup`` and implement any of ``point_matrix``, ``point_permutation``,
+    ``point_shift`` that is not the identity.
     """
 
-    NAME: ClassVar[str]
-    DESCRIPTION: ClassVar[str] = ""
-    PARAMS: ClassVar[tuple[ParamSpec, ...]] = ()
-    EXACT: ClassVar[bool] = True
-    DOMAIN: ClassVar[str] = "points"
-
-    def _init(self, values: dict, *, param_names, units, layout, elements: Tensor, labels: list[str], identity_index: int = 0) -> None:
-        elements = elements.to(torch.float64).reshape(-1, len(param_names))
-        if elements.shape[0] > MAX_ELEMENTS:
-            raise SymmetryError(
-                f"Expected at most {MAX_ELEMENTS} group elements for '{self.NAME}', got {elements.shape[0]}, do ask for fewer"
-            )
-        Symmetry.__init__(
-            self,
-            name=self.NAME,
-            spec=format_spec(self.NAME, self.PARAMS, values),
-            exact=self.EXACT,
-            domain=self.DOMAIN,
-            param_names=tuple(param_names),
-            units=tuple(units),
-            layout=layout,
-            elements=elements,
-            identity_index=identity_index,
-            labels=list(labels),
-        )
-        self.params = values
-
-    @classmethod
-    def _values(cls, given: dict) -> dict:
-        return resolve_params(cls.NAME, cls.PARAMS, given)
-
-    def _error(self, expected: str, got: str, do: str) -> SymmetryError:
-        return SymmetryError(f"Expected {expected} for '{self.NAME}', got {got}, do {do}")
+    DOMAIN = "points"
 
     # ---- the three parts of the action ------------------------------------------------------------------
 
@@ -367,11 +335,11 @@ class SO3(_RotationGroup):
         "and n seeded Haar-random rotations; exact (float64 matrices)."
     )
 
-    def __init__(self, n: int = 64, grid: str = "none", seed: int = 0) -> None:
-        values = self._values({"n": n, "grid": grid, "seed": seed})
+    def __init__(self, **params) -> None:
+        values = self._values(params)
         q = self._rotations(values)
-        self._init(values, param_names=("qw", "qx", "qy", "qz"), units=("", "", "", ""), layout=self.LAYOUT,
-                   elements=q, labels=_axis_label(q))
+        self._setup(values, param_names=("qw", "qx", "qy", "qz"), units=("", "", "", ""), layout=self.LAYOUT,
+                    elements=q, labels=_axis_label(q), identity_index=0)
 
     def compose(self, a: Tensor, b: Tensor) -> Tensor:
         return quaternion_canonical(quaternion_multiply(a, b))
@@ -391,16 +359,16 @@ class O3(_RotationGroup):
         "reflection x -> -x (det -1); exact (float64 matrices)."
     )
 
-    def __init__(self, n: int = 64, grid: str = "none", seed: int = 0) -> None:
-        values = self._values({"n": n, "grid": grid, "seed": seed})
+    def __init__(self, **params) -> None:
+        values = self._values(params)
         q = self._rotations(values)
         e = q.shape[0]
         flags = torch.cat([torch.zeros(e, 1), torch.ones(e, 1)]).to(torch.float64)
         elements = torch.cat([torch.cat([q, q]), flags], dim=1)
         labels = _axis_label(q)
         labels = labels + [("-I" if s == "id" else f"-I·{s}") for s in labels]
-        self._init(values, param_names=("qw", "qx", "qy", "qz", "inv"), units=("", "", "", "", ""), layout=self.LAYOUT,
-                   elements=elements, labels=labels)
+        self._setup(values, param_names=("qw", "qx", "qy", "qz", "inv"), units=("", "", "", "", ""), layout=self.LAYOUT,
+                    elements=elements, labels=labels, identity_index=0)
 
     @staticmethod
     def _flag(elements: Tensor) -> Tensor:
@@ -420,11 +388,6 @@ class O3(_RotationGroup):
         return torch.cat([q, self._flag(a).view(-1, 1)], dim=1)
 
 
-def _wrap_degrees(a: Tensor) -> Tensor:
-    w = torch.remainder(a + 180.0, 360.0) - 180.0
-    return torch.where(w <= -180.0, w + 360.0, w)
-
-
 @register
 class RotateZ(PointSymmetry):
     """Rotations about one coordinate axis (default z) on a grid of angles: a 1-D orbit (polar plot)."""
@@ -441,28 +404,27 @@ class RotateZ(PointSymmetry):
         ParamSpec("axis", str, "z", "the rotation axis", ("x", "y", "z")),
     )
 
-    def __init__(self, step: float = 15.0, axis: str = "z") -> None:
-        values = self._values({"step": step, "axis": axis})
+    def __init__(self, **params) -> None:
+        values = self._values(params)
         step_ = float(values["step"])
         self.axis = str(values["axis"])
         if step_ <= 0 or step_ > 180:
             raise self._error("0 < step <= 180", f"step={step_:g}", "pass an angle step in degrees, e.g. rotate-z:step=15")
         n = math.floor(180.0 / step_ + 1e-9)
-        if 2 * n + 1 > MAX_ELEMENTS:
-            raise self._error(f"at most {MAX_ELEMENTS} angles", str(2 * n + 1), "use a larger step")
+        self._check_count(2 * n + 1, "angles", "use a larger step")
         angles = torch.tensor([i * step_ for i in range(-n, n + 1)] + [180.0], dtype=torch.float64)
-        a = torch.unique(torch.round(_wrap_degrees(angles) * 1e9) / 1e9)
-        self._init(values, param_names=("angle",), units=("deg",), layout="polar", elements=a.view(-1, 1),
-                   labels=[f"{v:g}°" for v in a.tolist()], identity_index=int((a == 0).nonzero()[0, 0]))
+        a = torch.unique(torch.round(wrap_degrees(angles) * 1e9) / 1e9)
+        self._setup(values, param_names=("angle",), units=("deg",), layout="polar", elements=a.view(-1, 1),
+                    labels=[f"{v:g}°" for v in a.tolist()])
 
     def point_matrix(self, elements: Tensor) -> Tensor:
         return _axis_matrix(torch.deg2rad(elements[:, 0].to(torch.float64).cpu()), self.axis).to(elements.device)
 
     def compose(self, a: Tensor, b: Tensor) -> Tensor:
-        return _wrap_degrees(a + b)
+        return wrap_degrees(a + b)
 
     def inverse(self, a: Tensor) -> Tensor:
-        return _wrap_degrees(-a)
+        return wrap_degrees(-a)
 
     def tangents(self, x: Tensor) -> list[tuple[str, Tensor, str]]:
         gen = self.generator_matrix("angle").to(x.device)
@@ -491,8 +453,8 @@ class Permute(PointSymmetry):
         ParamSpec("points", int, 0, "points per cloud P (0: take it from the data)"),
     )
 
-    def __init__(self, n: int = 16, seed: int = 0, points: int = 0) -> None:
-        values = self._values({"n": n, "seed": seed, "points": points})
+    def __init__(self, **params) -> None:
+        values = self._values(params)
         self.n, self.seed, self.points = int(values["n"]), int(values["seed"]), int(values["points"])
         if self.n < 1 or self.n > MAX_ELEMENTS:
             raise self._error(f"1 <= n <= {MAX_ELEMENTS}", f"n={self.n}", "pass e.g. permute:n=16")
@@ -509,8 +471,8 @@ class Permute(PointSymmetry):
         # the identity can be drawn again for tiny P: keep the rows distinct
         _, first = _first_unique(perms)
         perms, labels = perms[first], [labels[i] for i in first.tolist()]
-        self._init(values, param_names=tuple(f"p{i}" for i in range(p)), units=("",) * p, layout="finite",
-                   elements=perms, labels=labels)
+        self._setup(values, param_names=tuple(f"p{i}" for i in range(p)), units=("",) * p, layout="finite",
+                    elements=perms, labels=labels, identity_index=0)
 
     def check_input(self, sample_shape: tuple[int, ...]) -> None:
         """Require (P, 3) clouds; draw the permutations for this P when points=0 (binds the symmetry)."""
@@ -560,22 +522,20 @@ class Translate3D(PointSymmetry):
         ParamSpec("steps", int, 3, "grid values per axis (odd)"),
     )
 
-    def __init__(self, max: float = 1.0, steps: int = 3) -> None:  # noqa: A002
-        values = self._values({"max": max, "steps": steps})
+    def __init__(self, **params) -> None:
+        values = self._values(params)
         m, s = float(values["max"]), int(values["steps"])
         if m <= 0:
             raise self._error("max > 0", f"max={m:g}", "pass e.g. translate3d:max=0.5")
         if s < 3 or s % 2 == 0:
             raise self._error("an odd steps >= 3", f"steps={s}", "pass e.g. translate3d:steps=3")
-        if s**3 > MAX_ELEMENTS:
-            raise self._error(f"at most {MAX_ELEMENTS} shifts", str(s**3), "use fewer steps")
+        self._check_count(s**3, "shifts", "use fewer steps")
         vals = torch.linspace(-m, m, s, dtype=torch.float64)
         vals[s // 2] = 0.0
         dz, dy, dx = torch.meshgrid(vals, vals, vals, indexing="ij")
         el = torch.stack([dx.reshape(-1), dy.reshape(-1), dz.reshape(-1)], dim=1)
-        ident = int((el == 0).all(1).nonzero()[0, 0])
-        self._init(values, param_names=("dx", "dy", "dz"), units=("", "", ""), layout="finite", elements=el,
-                   labels=[f"({a:g},{b:g},{c:g})" for a, b, c in el.tolist()], identity_index=ident)
+        self._setup(values, param_names=("dx", "dy", "dz"), units=("", "", ""), layout="finite", elements=el,
+                    labels=[f"({a:g},{b:g},{c:g})" for a, b, c in el.tolist()])
 
     def point_shift(self, elements: Tensor) -> Tensor:
         return elements.to(torch.float64)
@@ -625,8 +585,8 @@ class E3(PointSymmetry):
         ParamSpec("points", int, 0, "points per cloud P (0: take it from the data)"),
     )
 
-    def __init__(self, n: int = 32, max: float = 1.0, seed: int = 0, points: int = 0) -> None:  # noqa: A002
-        values = self._values({"n": n, "max": max, "seed": seed, "points": points})
+    def __init__(self, **params) -> None:
+        values = self._values(params)
         self.n, self.max, self.seed, self.points = int(values["n"]), float(values["max"]), int(values["seed"]), int(values["points"])
         if self.n < 1 or self.n > MAX_ELEMENTS:
             raise self._error(f"1 <= n <= {MAX_ELEMENTS}", f"n={self.n}", "pass e.g. e3:n=32")
@@ -651,8 +611,8 @@ class E3(PointSymmetry):
             ("-I·" if f else "") + r + " + (" + ",".join(f"{v:.2g}" for v in t) + f") · perm {i + 1}"
             for i, (r, f, t) in enumerate(zip(rot[1:], flag[:, 0].tolist(), shift.tolist()))
         ]
-        self._init(values, param_names=("qw", "qx", "qy", "qz", "inv", "dx", "dy", "dz", *(f"p{i}" for i in range(p))),
-                   units=("",) * (8 + p), layout=self.LAYOUT, elements=elements, labels=labels)
+        self._setup(values, param_names=("qw", "qx", "qy", "qz", "inv", "dx", "dy", "dz", *(f"p{i}" for i in range(p))),
+                    units=("",) * (8 + p), layout=self.LAYOUT, elements=elements, labels=labels, identity_index=0)
 
     def check_input(self, sample_shape: tuple[int, ...]) -> None:
         """Require (P, 3) clouds; draw the permutations for this P when points=0 (binds the symmetry)."""

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 from ..errors import SymmetryError
 from .base import ParamSpec, Symmetry
-from .catalogue import format_spec, register, resolve_params
+from .catalogue import register
 
 _CACHE_SIZE = 16
 _AXIS_NAMES = "xyz"
@@ -104,28 +104,12 @@ def cube() -> Tensor:
 class VolumeSymmetry(Symmetry):
     """Base of the volume symmetries: elements are signed permutations of (x, y, z), acting by one gather."""
 
-    NAME: ClassVar[str]
-    DESCRIPTION: ClassVar[str] = ""
-    PARAMS: ClassVar[tuple[ParamSpec, ...]] = ()
-    EXACT: ClassVar[bool] = True
-    DOMAIN: ClassVar[str] = "volume"
-    LAYOUTS: ClassVar[tuple[str, ...]] = ("NCDHW", "NDHWC")
+    DOMAIN = "volume"
     ASPECTS: ClassVar[frozenset[str]] = frozenset({"space"})
 
     def __init__(self, values: dict[str, object], *, param_names: tuple[str, ...], elements: Tensor, labels: list[str]) -> None:
-        super().__init__(
-            name=self.NAME,
-            spec=format_spec(self.NAME, self.PARAMS, values),
-            exact=True,
-            domain=self.DOMAIN,
-            param_names=param_names,
-            units=("",) * len(param_names),
-            layout="finite",
-            elements=elements.to(torch.float64),
-            identity_index=0,
-            labels=labels,
-        )
-        self.params = values
+        self._setup(values, param_names=param_names, units=("",) * len(param_names), layout="finite", elements=elements,
+                    labels=labels, identity_index=0)
         self._built = (self.elements, list(labels))
         self._index_cache: OrderedDict[tuple, Tensor] = OrderedDict()
 
@@ -240,9 +224,9 @@ class Rot90_3D(VolumeSymmetry):
         "exact voxel permutation. Non-cubic volumes: the shape-keeping subgroup, with a note."
     )
 
-    def __init__(self) -> None:
+    def __init__(self, **params) -> None:
         super().__init__(
-            resolve_params(self.NAME, self.PARAMS, {}),
+            self._values(params),
             param_names=("r",),
             elements=torch.arange(len(cube()), dtype=torch.float64).view(-1, 1),
             labels=[_rotation_label(m) for m in cube()],
@@ -267,8 +251,8 @@ class Flip3D(VolumeSymmetry):
     )
     PARAMS = (ParamSpec("axis", str, "all", "x, y or z: mirror that axis; all: every combination of the three", ("x", "y", "z", "all")),)
 
-    def __init__(self, axis: str = "all") -> None:
-        values = resolve_params(self.NAME, self.PARAMS, {"axis": axis})
+    def __init__(self, **params) -> None:
+        values = self._values(params)
         self.axis = str(values["axis"])
         if self.axis == "all":
             flags = torch.tensor(list(itertools.product((0, 1), repeat=3)), dtype=torch.float64).flip(1)  # fx fastest
