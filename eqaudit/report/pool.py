@@ -85,6 +85,7 @@ class _Ahead:
         self.workers = max(1, min(_cpus(), MAX_WORKERS))
         self.executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=_context())
         self.futures: dict[str, Future] = {}
+        self.symmetries = 0  # symmetry entries of the last checkpoint queued
 
     def submit(self, jobs: list[Job]) -> list[Future]:
         """Each job's figure, queued unless an equal one is."""
@@ -127,8 +128,9 @@ def submit_checkpoint(result, out_dir: Path) -> None:
     """Queue the figures of a checkpoint written to ``out_dir`` (result.json's orbit table on disk) that are
     not queued yet. Figures of a partial result that the final one changes are simply drawn again then, so a
     checkpoint the report cannot draw from yet is skipped (the final render reports any real problem)."""
-    if _ahead is None:
-        return
+    if _ahead is None or len(result.symmetries) == _ahead.symmetries:
+        return  # nothing new finished (e.g. the final write of the last checkpoint): the final render draws what changed
+    _ahead.symmetries = len(result.symmetries)
     from .html import figure_jobs
 
     try:
