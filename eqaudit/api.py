@@ -580,6 +580,10 @@ def write_outputs(result: AuditResult, orbits: OrbitTable, out_dir: Path, *, for
     outcome = Outcome(result, Path(out_dir), orbits=orbits.arrays)
     for reporter in file_reporters(formats):
         reporter.write(outcome)
+    if "html" in selected_formats(formats):
+        from .report import pool
+
+        pool.submit_checkpoint(result, out_dir)  # the report's figures, drawn ahead where the CLI asked for it
 
 
 SMALL_INPUT_CHUNK = 512

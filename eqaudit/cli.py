@@ -15,7 +15,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import EqauditError, Interrupted
-from .report.base import Outcome
+from .report.base import Outcome, selected
 
 class _Command(typer.core.TyperCommand):
     """Help in click's plain words: ``eqaudit scan [OPTIONS] MODEL...`` and ``--data TEXT``, never typer's
@@ -188,7 +188,6 @@ def scan(
     **options,
 ) -> None:
     """Sweep each input through the orbit of each symmetry and measure how far outputs move."""
-    from .api import run_scan
     from .config import plain_values, resolve
 
     State.verbose = verbose
@@ -199,6 +198,12 @@ def scan(
     stopper = _StopOnSignal()
     try:
         settings = resolve(flags, models=models, config_file=config)
+        if "html" in selected(settings.format):
+            from .report import pool
+
+            pool.draw_ahead()  # drawing workers start now (importing matplotlib beside torch) and draw as symmetries finish
+        from .api import run_scan
+
         if verbose:
             for name, value in plain_values(settings.values).items():  # gates as their text
                 err.print(f"  {name} = {escape(repr(value))}  [dim]({escape(settings.sources[name])})[/]", highlight=False)
@@ -223,12 +228,15 @@ def scan(
     except (KeyboardInterrupt, Interrupted):
         import signal
 
+        _stop_drawing_ahead()
+
         signum = stopper.signum or signal.SIGINT  # the first signal names the exit code (a second one stops at once)
         code, name = 128 + signum, signal.Signals(signum).name
         err.print(f"interrupted by {name}; every finished (model, symmetry) is in the output folder (complete: false); "
                   "continue with --resume", highlight=False, soft_wrap=True)
         raise typer.Exit(code)
     except Exception as exc:
+        _stop_drawing_ahead()
         _junit_error(settings.junit_xml if settings is not None else flags["junit_xml"], exc)
         _fail(exc)
     lines = _write_reports(Outcome(result, folder, comparison, **_ci_targets(settings.junit_xml)), settings.format, quiet=quiet)
@@ -238,6 +246,12 @@ def scan(
     for line in lines:
         typer.echo(line)
     raise typer.Exit(EXIT_PASS if result.passed else EXIT_GATE_FAILED)
+
+
+def _stop_drawing_ahead() -> None:
+    """A scan that stops draws no report: drop the figures queued ahead (workers would finish them first)."""
+    if "eqaudit.report.pool" in sys.modules:
+        sys.modules["eqaudit.report.pool"].stop_ahead()
 
 
 def _warn_unfinished(folder: Path) -> None:

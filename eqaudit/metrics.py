@@ -159,30 +159,62 @@ def channel_argmax(a: Tensor) -> Tensor:
 def pixel_flip_rate(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
     """Share of valid pixels whose argmax over channels differs: a, b (E, B, C, H, W), mask
     broadcastable to (E, B, 1, H, W) -> (E, B) in [0, 1]."""
-    flip = (channel_argmax(a) != channel_argmax(b)).to(torch.float64)  # (E, B, H, W)
-    if mask is None:
-        return _flat(flip).mean(-1)
-    m = torch.broadcast_to(mask.to(torch.bool), (*a.shape[:2], 1, *a.shape[3:])).squeeze(2).to(torch.float64)
-    return _flat(flip * m).sum(-1) / _flat(m).sum(-1).clamp_min(1.0)
+    return _label_flip_rate(channel_argmax(a), channel_argmax(b), _pixel_mask(a, mask))
 
 
 def mean_iou(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean over classes present in either argmax map of the intersection over union of the two maps
     (inside ``mask``): a, b (E, B, C, H, W) -> (E, B) in [0, 1]; 1 when no valid pixel."""
-    k = a.shape[2]
-    la, lb = channel_argmax(a), channel_argmax(b)  # (E, B, H, W)
-    classes = torch.arange(k, device=la.device)
-    oa = la.unsqueeze(-1) == classes  # (E, B, H, W, K) one-hot, as bool directly
-    ob = lb.unsqueeze(-1) == classes
-    if mask is not None:
-        m = torch.broadcast_to(mask.to(torch.bool), (*a.shape[:2], 1, *a.shape[3:])).squeeze(2).unsqueeze(-1)
-        oa, ob = oa & m, ob & m
-    inter = (oa & ob).flatten(2, -2).sum(2).to(torch.float64)  # (E, B, K)
-    union = (oa | ob).flatten(2, -2).sum(2).to(torch.float64)
+    return _label_iou(channel_argmax(a), channel_argmax(b), int(a.shape[2]), _pixel_mask(a, mask))
+
+
+def class_map_metrics(a: Tensor, b: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(pixel_flip_rate, mean_iou) of the same maps, each map's channel argmax taken once (same numbers)."""
+    la, lb, m = channel_argmax(a), channel_argmax(b), _pixel_mask(a, mask)
+    return _label_flip_rate(la, lb, m), _label_iou(la, lb, int(a.shape[2]), m)
+
+
+def map_errors(a: Tensor, b: Tensor, mask: Tensor | None = None, eps: float = EPS) -> tuple[Tensor, Tensor]:
+    """(equivariance_error, max_abs_error) of the same maps from one float64 difference (same numbers)."""
+    a, b, _ = _masked(a, b, mask)
+    d = a - b
+    return _flat(d).norm(dim=-1) / (_flat(a).norm(dim=-1) + _flat(b).norm(dim=-1) + eps), _flat(d.abs()).amax(dim=-1)
+
+
+def _pixel_mask(a: Tensor, mask: Tensor | None) -> Tensor | None:
+    """A map validity mask broadcastable to (E, B, 1, H, W) -> bool (E, B, H, W), or None."""
+    if mask is None:
+        return None
+    return torch.broadcast_to(mask.to(torch.bool), (*a.shape[:2], 1, *a.shape[3:])).squeeze(2)
+
+
+def _label_flip_rate(la: Tensor, lb: Tensor, m: Tensor | None) -> Tensor:
+    flip = (la != lb).to(torch.float64)  # (E, B, H, W)
+    if m is None:
+        return _flat(flip).mean(-1)
+    m = m.to(torch.float64)
+    return _flat(flip * m).sum(-1) / _flat(m).sum(-1).clamp_min(1.0)
+
+
+def _label_iou(la: Tensor, lb: Tensor, k: int, m: Tensor | None) -> Tensor:
+    """Mean IoU of class maps la, lb (E, B, H, W) over K classes, inside bool mask m: pixels counted per
+    (element, sample, class) with one bincount each (no (E, B, H, W, K) one-hot), integers as before."""
+    e, b = la.shape[:2]
+    n = e * b * k  # bins (element, sample, class); bin n collects the pixels outside the mask
+    group = (torch.arange(e * b, device=la.device) * k).reshape(e, b, *([1] * (la.dim() - 2)))
+    ia, same = la + group, la == lb
+    ib = lb + group
+    if m is not None:
+        ia, ib = ia.masked_fill(~m, n), ib.masked_fill(~m, n)
+    both = ia.masked_fill(~same, n)  # valid pixels where both maps say the same class
+    counts = torch.bincount(torch.cat([ia.reshape(-1), ib.reshape(-1) + (n + 1), both.reshape(-1) + 2 * (n + 1)]),
+                            minlength=3 * (n + 1)).reshape(3, n + 1)[:, :n]
+    inter = counts[2].reshape(e, b, k).to(torch.float64)
+    union = (counts[0] + counts[1] - counts[2]).reshape(e, b, k).to(torch.float64)
     present = union > 0
     iou = torch.where(present, inter / union.clamp_min(1.0), torch.zeros_like(inter))
-    n = present.sum(-1)
-    return torch.where(n > 0, iou.sum(-1) / n.clamp_min(1), torch.ones_like(iou[..., 0]))
+    cnt = present.sum(-1)
+    return torch.where(cnt > 0, iou.sum(-1) / cnt.clamp_min(1), torch.ones_like(iou[..., 0]))
 
 
 def endpoint_error(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:

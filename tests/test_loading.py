@@ -149,6 +149,20 @@ def test_nan_inputs_are_named(tmp_path):
         list(ds.batches(10))
 
 
+def test_nan_inputs_are_found_beside_checked_rows_and_on_every_read(tmp_path):
+    """Each row is checked once, by the first read that finds it finite: a bad row among rows already
+    checked is still named, and again on the next read (the next symmetry's batches)."""
+    x = smooth_images(6)
+    x[4, 0, 2, 2] = np.inf
+    np.savez(tmp_path / "d.npz", x=x)
+    ds = load_dataset(str(tmp_path / "d.npz"))
+    assert ds.take(np.arange(3)).shape[0] == 3
+    for _ in range(2):
+        with pytest.raises(DataError, match="Sample 4"):
+            ds.take(np.arange(1, 6))
+    np.testing.assert_array_equal(ds.take(np.array([0, 3, 5])).numpy(), x[[0, 3, 5]])
+
+
 def test_input_shape_must_match(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((3, 64), dtype=np.float32))
     assert load_dataset(str(tmp_path / "d.npz"), input_shape=(1, 8, 8)).sample_shape == (1, 8, 8)

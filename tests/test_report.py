@@ -439,6 +439,51 @@ def test_parallel_drawing_writes_the_same_bytes_as_serial(report, tmp_path):
     assert (serial / "report.html").read_bytes() == report["html"].read_bytes()
 
 
+def test_figures_drawn_ahead_are_the_final_ones_and_stale_ones_are_drawn_again(report, tmp_path, monkeypatch):
+    """A scan's checkpoints queue their figures ahead (eqaudit.report.pool); the render takes every figure
+    whose recipe it asks for again and draws anew the ones a later checkpoint changed: the bytes are
+    those of a serial render."""
+    from eqaudit.report import html as html_report, pool
+
+    folder = tmp_path / "ahead"
+    shutil.copytree(report["out"], folder)
+    serial = tmp_path / "serial"
+    render(report["result"], serial, source=folder, workers=1)
+    jobs = html_report.figure_jobs(report["result"], folder)
+    assert len(jobs) > 12
+    j = next(i for i, ((make, _, _), _, _) in enumerate(jobs) if make is plots.orbit_figure)
+    (make, args, kwargs), kind, name = jobs[j]
+    stale = ((make, args, {**kwargs, "title": "drawn from an older checkpoint"}), kind, name)
+    pool.draw_ahead()
+    try:
+        ahead = pool._ahead
+        ahead.submit([stale])  # the same figure file, drawn from other data
+        pool.submit_checkpoint(report["result"], folder)
+        queued = dict(ahead.futures)
+        assert len(queued) == len(jobs) + 1
+        drawn_again = []
+        submit = ahead.executor.submit
+        monkeypatch.setattr(ahead.executor, "submit", lambda fn, job: drawn_again.append(job[2]) or submit(fn, job))
+        render(report["result"], folder, source=folder)
+    finally:
+        pool.stop_ahead()
+    assert drawn_again == [] and all(f.done() for f in queued.values())  # every figure came from the queue
+    files = sorted(p.name for p in (serial / "plots").iterdir())
+    assert files == sorted(p.name for p in (folder / "plots").iterdir())
+    assert all((serial / "plots" / f).read_bytes() == (folder / "plots" / f).read_bytes() for f in files)
+    assert (serial / "report.html").read_bytes() == (folder / "report.html").read_bytes().replace(
+        str(folder).encode(), str(serial).encode())
+
+
+def test_building_the_figure_recipes_imports_no_matplotlib():
+    """The report's own process only lays out recipes: matplotlib loads in the drawing workers."""
+    import subprocess
+    import sys
+
+    code = "import sys, eqaudit.report.html, eqaudit.report.pool; print('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 def test_thumbnails_are_stored_by_the_scan_as_the_symmetry_moves_the_input(report):
     """The report draws thumbnails from orbits.npz: for rot90 they are the worst inputs turned k quarter turns."""
     orbits = np.load(report["out"] / "orbits.npz", allow_pickle=False)

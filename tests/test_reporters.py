@@ -85,3 +85,26 @@ def test_commands_that_run_no_model_never_import_torch(argv, tmp_path):
     run = subprocess.run([sys.executable, "-c", LIGHT, *argv], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().splitlines()[-1] == "0 none"
+
+
+@pytest.mark.slow  # worker processes and a whole scan
+def test_scan_draws_the_report_figures_ahead_as_a_serial_render_would(model_files, data_npz, tmp_path, monkeypatch):
+    """`eqaudit scan` queues each checkpoint's figures while it sweeps (eqaudit.report.pool); the report's
+    plots are the bytes a serial re-render of the saved result writes, and nothing stays queued after."""
+    from eqaudit.report import pool, render
+    from eqaudit.result import AuditResult
+
+    queued = []
+    submit = pool.submit_checkpoint
+    monkeypatch.setattr(pool, "submit_checkpoint",
+                        lambda result, out_dir: (queued.append(len(result.symmetries)) if pool._ahead is not None else None,
+                                                 submit(result, out_dir)))
+    out = tmp_path / "o"
+    res = runner.invoke(app, [*scan_args(model_files, data_npz, out), "-s", "flip"])
+    assert res.exit_code == 0, res.output
+    assert queued[:2] == [1, 2] and pool._ahead is None  # after each symmetry, during the scan; closed by the report
+    serial = tmp_path / "serial"
+    render(AuditResult.load(out / "result.json"), serial, source=out, workers=1)
+    files = sorted(p.name for p in (serial / "plots").iterdir())
+    assert len(files) > 6 and files == sorted(p.name for p in (out / "plots").iterdir())
+    assert all((serial / "plots" / f).read_bytes() == (out / "plots" / f).read_bytes() for f in files)

@@ -350,3 +350,34 @@ def test_domain_sample_models_scan_unaided_with_their_sidecars(tmp_path):
     assert boxes["translate:max=4,mode=zero"].task == "boxes"
     assert 0.7 < boxes["translate:max=4,mode=zero"].summary["iou"] < 1.0
     assert boxes["flip"].summary["flip_rate"] < boxes["rot90"].summary["flip_rate"]
+
+
+def test_class_map_metrics_count_pixels_as_a_plain_loop_does():
+    """pixel_flip_rate and mean_iou (one argmax per map, one bincount) equal a per-map numpy count: IoU
+    over the classes present in either map inside the mask, 1 for a map with no valid pixel."""
+    from eqaudit.metrics import class_map_metrics, equivariance_error, map_errors, max_abs_error, mean_iou, pixel_flip_rate
+
+    g = torch.Generator().manual_seed(5)
+    e, b, k, h, w = 2, 3, 5, 6, 7
+    a, r = torch.randn(e, b, k, h, w, generator=g), torch.randn(e, b, k, h, w, generator=g)
+    a[:, :, 4] -= 10  # class 4 never wins: absent from every map
+    r[:, :, 4] -= 10
+    r[0, 1] = a[0, 1]  # one identical pair
+    mask = torch.rand(e, 1, 1, h, w, generator=g) > 0.3
+    mask[1] = False  # an element with no valid pixel
+    flip, iou = class_map_metrics(a, r, mask)
+    la, lb = a.argmax(2).numpy(), r.argmax(2).numpy()
+    m = np.broadcast_to(mask.numpy()[:, :, 0], (e, b, h, w))
+    for i in range(e):
+        for j in range(b):
+            va, vb = la[i, j][m[i, j]], lb[i, j][m[i, j]]
+            want_flip = float((va != vb).mean()) if va.size else 0.0
+            ious = [np.sum((va == c) & (vb == c)) / np.sum((va == c) | (vb == c)) for c in range(k) if np.any((va == c) | (vb == c))]
+            want_iou = float(np.mean(ious)) if ious else 1.0
+            assert flip[i, j].item() == pytest.approx(want_flip, abs=1e-15) and iou[i, j].item() == pytest.approx(want_iou, abs=1e-15)
+    assert iou[0, 1].item() == 1.0 and flip[0, 1].item() == 0.0 and (iou[1] == 1).all()
+    torch.testing.assert_close(flip, pixel_flip_rate(a, r, mask), rtol=0, atol=0)
+    torch.testing.assert_close(iou, mean_iou(a, r, mask), rtol=0, atol=0)
+    err, worst = map_errors(a, r, mask)
+    torch.testing.assert_close(err, equivariance_error(a, r, mask), rtol=0, atol=0)
+    torch.testing.assert_close(worst, max_abs_error(a, r, mask), rtol=0, atol=0)

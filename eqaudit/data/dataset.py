@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -45,6 +45,7 @@ class Dataset:
     layout: Layout = Layout("auto")  # the model's layout of one sample (--layout)
     model_shape: tuple[int, ...] | None = None  # one sample in the model's layout (after --input-shape); None: sample_shape
     binding: InputBinding | None = None  # several model inputs: which array feeds which (None: x is the only input)
+    checked: np.ndarray | None = field(default=None, repr=False, compare=False)  # (N_total,) rows found finite so far
 
     @property
     def stored_shape(self) -> tuple[int, ...]:
@@ -80,12 +81,27 @@ class Dataset:
             raw = np.asarray(raw)
             raw = raw if raw.dtype.isnative else raw.astype(raw.dtype.newbyteorder("="))  # big-endian files
         t = torch.as_tensor(raw).to(device=device, dtype=torch.float32)
-        if not torch.isfinite(t).all():
-            bad = int(rows[int((~torch.isfinite(t.reshape(t.shape[0], -1))).any(1).nonzero()[0])])
-            raise DataError(f"Sample {bad} of {self.path!r} contains NaN or infinite values; clean or drop it.")
+        self._check_finite(rows, t)
         if self.layout.is_identity:
             return t.reshape(t.shape[0], *self.sample_shape)
         return self.layout.to_canonical(t.reshape(t.shape[0], *(self.model_shape or self.sample_shape)))
+
+    def _check_finite(self, rows: np.ndarray, t: Tensor) -> None:
+        """NaN or inf in rows ``rows`` (as read, float32 ``t``) raise DataError naming the first bad sample. Each
+        stored row is checked once, by the first batch that reads it (the sweep reads every row once per
+        symmetry), with numpy on the CPU: one thread, no idle torch workers to wake for a small check."""
+        if self.checked is None:
+            self.checked = np.zeros(self.n_total, dtype=bool)
+        new = ~self.checked[rows]
+        if not new.any():
+            return
+        part = t if new.all() else t[torch.from_numpy(np.nonzero(new)[0]).to(t.device)]
+        flat = part.reshape(part.shape[0], -1)
+        finite = np.isfinite(flat.numpy()).all(1) if flat.device.type == "cpu" else torch.isfinite(flat).all(1).cpu().numpy()
+        if not finite.all():
+            bad = int(rows[np.nonzero(new)[0][np.argmin(finite)]])
+            raise DataError(f"Sample {bad} of {self.path!r} contains NaN or infinite values; clean or drop it.")
+        self.checked[rows[new]] = True
 
     def feed(self, positions: np.ndarray, x: Tensor, device: torch.device | str = "cpu"):
         """What the model is called with for the rows at ``positions``: ``x`` itself, or for several

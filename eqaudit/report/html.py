@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import base64
 import json
-import multiprocessing
-import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -27,7 +24,7 @@ from markupsafe import Markup
 from ..errors import ResultError
 from ..metricspec import METRICS, summary_columns
 from ..result import AuditResult, OrbitTable, SymmetryResult, raw_logit_key
-from . import plots
+from . import plots, pool
 from .io import write_bytes_atomic, write_text_atomic
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -35,7 +32,7 @@ PLOTS_DIR = "plots"
 WORST_PLOTTED = 4  # individual orbit plots per (model, symmetry)
 MAX_CLASSES = 20  # per-class small multiples beyond this are left out (and the page says so)
 MAX_MAP_POINTS = 3000  # sample-map points drawn (worst samples always kept)
-PNG_DPI = 96
+PNG_DPI = pool.PNG_DPI
 MIN_SMALL_SIDE = 12  # the explorer's thumbnails shrink to fit the budget, not below this many pixels a side
 EXPLORE_BUDGET = 12_000_000  # bytes of per-sample data (base64) the sample explorer embeds; beyond it a seeded subset
 METRIC_ORDER = ["prob_tv", "flip_rate", "accuracy", "true_class_prob", "equivariance_error", "box_error", "iou",
@@ -81,46 +78,15 @@ def write_report(result: AuditResult, out_dir: Path, source_dir: Path, *, worker
     return path
 
 
-Recipe = tuple[Callable[..., Any], tuple, dict]  # a plots function, its positional and keyword arguments
-MIN_JOBS_PER_WORKER = 6  # a forked worker loads its fonts before its first figure: not worth it for fewer
-MAX_WORKERS = 8
+Recipe = pool.Recipe
+draw_all = pool.draw_all  # figures in worker processes where that pays, taken from a scan's drawing ahead where it drew them
 
 
-def _draw(job: tuple[Recipe, str, str]) -> bytes | str:
-    """One figure: PNG bytes or inline SVG text (top level, so worker processes can run it)."""
-    (make, args, kwargs), kind, name = job
-    fig = make(*args, **kwargs)
-    return plots.to_png(fig, dpi=PNG_DPI) if kind == "png" else plots.to_svg(fig, salt=name)
-
-
-def report_workers(n_jobs: int) -> int:
-    """Processes worth starting for ``n_jobs`` figures: one per available CPU, at most one per
-    MIN_JOBS_PER_WORKER figures; 1 (draw here) where fork is not the platform's safe default."""
-    if sys.platform != "linux":
-        return 1
-    cpus = len(os.sched_getaffinity(0))
-    return max(1, min(cpus, MAX_WORKERS, n_jobs // MIN_JOBS_PER_WORKER))
-
-
-def draw_all(jobs: list[tuple[Recipe, str, str]], workers: int | None = None) -> list[bytes | str]:
-    """Draw ``jobs`` in order. Each figure is a pure function of its arguments, so drawing them in
-    forked processes (matplotlib is single-threaded) gives the same bytes as drawing them here."""
-    n = report_workers(len(jobs)) if workers is None else max(1, int(workers))
-    if n <= 1 or len(jobs) < 2:
-        return [_draw(job) for job in jobs]
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=n, mp_context=_pool_context()) as pool:
-        return list(pool.map(_draw, jobs, chunksize=max(1, len(jobs) // (4 * n))))
-
-
-def _pool_context():
-    """Workers forked from a fork server, which starts clean and preloads the plotting code: a plain fork
-    of the scanning process would copy the threads' locks of torch and onnxruntime, and a child that
-    frees an inherited session can wait forever on a lock whose owner was not copied."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["eqaudit.report.plots"])
-    return ctx
+def figure_jobs(result: AuditResult, source_dir: Path) -> list[pool.Job]:
+    """The figures a report of ``result`` (its orbit table in ``source_dir``) draws, as (recipe, kind, name)."""
+    builder = _Builder(result, result.load_orbits(Path(source_dir)), Path(source_dir))
+    builder.build()
+    return [(recipe, kind, name) for recipe, kind, name, _ in builder.jobs]
 
 
 def _environment() -> Environment:

@@ -19,18 +19,18 @@ import io
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import matplotlib
-import matplotlib.lines
-import matplotlib.patches
 import numpy as np
 
+from .._lazy import LazyModule
 from ..levels import varying_column
 from ..metricspec import METRICS as REGISTRY, MetricSpec, metric_spec
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+# matplotlib is imported by the first figure (new_figure): the report's recipes and numbers need none of it
+matplotlib = LazyModule("matplotlib", globals())
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
 
 # Model colours (Okabe-Ito, colour-blind safe), model i gets MODEL_COLORS[i % len].
 MODEL_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
@@ -241,6 +241,8 @@ def plain_text(text: str, limit: int = 24) -> str:
 
 def _cmap(info: MetricInfo):
     """Bright (yellow) is always the worse end."""
+    from matplotlib import colormaps
+
     return colormaps["viridis" if not info.higher_is_better else "viridis_r"]
 
 
@@ -261,6 +263,11 @@ def _value_range(info: MetricInfo, arrays: Sequence[np.ndarray]) -> tuple[float,
 
 def new_figure(width: float, height: float) -> Figure:
     """A pyplot-free Agg figure of ``width`` x ``height`` inches (freed when the last reference goes)."""
+    import matplotlib.lines  # noqa: F401 - with patches, read as matplotlib.lines / .patches by the painters
+    import matplotlib.patches  # noqa: F401
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError, ModelRunError
-from ..metrics import equivariance_error, max_abs_error, mean_iou, pixel_flip_rate, summarize_orbit
+from ..metrics import class_map_metrics, equivariance_error, map_errors, summarize_orbit
 from ..symmetries import Symmetry
 from ..symmetries.outputs import map_action, map_mask
 from ..symmetries.product import ProductSymmetry
@@ -118,13 +118,10 @@ class DenseTask(Task):
         e = out.shape[0]
         target = self.move(expand(ref, e), sym, elements, x)
         mask = self.valid(out, sym, elements, x)
-        values = {
-            "equivariance_error": equivariance_error(out, target, mask),
-            "max_abs_error": max_abs_error(out, target, mask),
-        }
+        err, worst = map_errors(out, target, mask)
+        values = {"equivariance_error": err, "max_abs_error": worst}
         if out.shape[2] >= 2:
-            values["pixel_flip"] = pixel_flip_rate(out, target, mask)
-            values["mean_iou"] = mean_iou(out, target, mask)
+            values["pixel_flip"], values["mean_iou"] = class_map_metrics(out, target, mask)
         return values
 
     def label_reference(self, y, ref, targets=None):
