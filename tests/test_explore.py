@@ -216,3 +216,98 @@ def test_ten_thousand_samples_by_72_elements_stay_under_15_mb(tmp_path):
     assert t["small"]["shape"] == [14, 14, 1]  # halved once to fit
     tr = t["groups"][0]["traces"][0]
     assert tr["pred_type"] == "u1" and _decode(tr["pred"], "u1").size == n * len(angles)
+
+
+def _png_pixels(uri: str) -> np.ndarray:
+    from io import BytesIO
+
+    from PIL import Image
+
+    assert uri.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
+
+
+def _moved_by_symmetry(spec: str, small: np.ndarray) -> np.ndarray:
+    """The symmetry itself (torch) applied to an 8-bit thumbnail (h, w, c): (E, h, w, c)."""
+    import torch
+
+    from eqaudit.symmetries import parse_symmetry
+
+    sym = parse_symmetry(spec)
+    x = torch.from_numpy(small.transpose(2, 0, 1).astype(np.float64))
+    sym.check_input(tuple(x.shape))
+    e = sym.elements.shape[0]
+    out = sym.apply(x.expand(e, 1, *x.shape).contiguous(), sym.elements)
+    return np.round(out[:, 0].numpy()).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def test_moved_thumbnails_equal_the_symmetry_applied(browser, built):  # noqa: F811
+    """Exact actions: the view's thumbnail at each element is x_small moved in the page, pixel for pixel what
+    the symmetry's own code gives on x_small; the resampled rotation shows the untransformed input and says so."""
+    context, page, problems = _open(browser, built)
+    k = _not_worst(built)
+    assert page.evaluate(f"window.eqauditShowSample({k})") is True
+    small = built["orbits"]["x_small"][k]
+    checked = 0
+    for gi, g in enumerate(built["table"]["groups"]):
+        fig = page.locator(f"#sample-view figure.sv-group[data-group='{gi}']")
+        thumbs = fig.locator("img.moved-thumb")
+        if g["moves"] is None:
+            assert g["spec"].startswith("rotate") and thumbs.count() == 0
+            assert "resamples the input" in fig.inner_text()
+            continue
+        want = _moved_by_symmetry(g["spec"], small)
+        shown = thumbs.evaluate_all("els => els.map(e => [Number(e.dataset.element), e.src])")
+        assert sorted(e for e, _ in shown) == list(range(len(g["labels"])))  # small orbits: every element
+        for e, uri in shown:
+            px = _png_pixels(uri)
+            assert px.shape[:2] == small.shape[:2]
+            assert np.array_equal(px[..., 0], want[e, ..., 0]), (g["spec"], g["labels"][e])
+            checked += 1
+        assert not np.array_equal(want[1], want[0])  # the check can tell moved from unmoved
+    assert checked == 4 + 9  # rot90 and translate:max=1
+    assert not problems, problems
+    context.close()
+
+
+STEP_FUNCTION = re.compile(r"^  function step\(.*?^  }$", re.S | re.M)
+MOVE_CASES = [("d4", (5, 5)), ("rot180", (4, 6)), ("flip:axis=v", (4, 6)), ("translate:max=2,mode=zero", (5, 6)),
+              ("translate:max=1,axis=y", (4, 5)), ("d4*translate:max=1", (4, 4)), ("flip*flip:axis=v", (3, 5)),
+              ("rot90", (6, 6)), ("translate:max=2", (1, 7))]
+
+
+def test_page_steps_equal_the_symmetries(browser):  # noqa: F811
+    """The page's pixel step function (explore.js) fed the steps of eqaudit.report.moves gives, for every element
+    of products, zero-filled shifts, top-bottom mirrors and non-square images, exactly the symmetry's own output."""
+    from eqaudit.report.moves import element_steps
+    from eqaudit.symmetries import parse_symmetry
+
+    source = STEP_FUNCTION.search((html_report.TEMPLATES / "explore.js").read_text(encoding="utf-8")).group(0)
+    page = browser.new_page()
+    page.set_content("<p>steps</p>")
+    page.evaluate(f"() => {{ window.moveBy = function (src, h, w, ch, steps) {{ {source}\n"
+                  "var x = Uint8Array.from(src); steps.forEach(function (st) { x = step(x, h, w, ch, st); }); return Array.from(x); }; }")
+    rng = np.random.default_rng(1)
+    for spec, (h, w) in MOVE_CASES:
+        small = rng.integers(1, 256, (h, w, 2), dtype=np.uint8)  # no zeros: a zero-filled pixel is told apart
+        want = _moved_by_symmetry(spec, small)
+        sym = parse_symmetry(spec)
+        sym.check_input((2, h, w))
+        steps = element_steps(sym.spec, sym.elements.tolist(), (h, w), (h, w))
+        assert steps is not None and all(s is not None for s in steps)
+        for e, st in enumerate(steps):
+            got = page.evaluate("([s, h, w, st]) => window.moveBy(s, h, w, 2, st)", [small.reshape(-1).tolist(), h, w, st])
+            assert np.array_equal(np.array(got, np.uint8).reshape(h, w, 2), want[e]), (spec, sym.labels[e], st)
+    page.close()
+
+
+def test_steps_only_for_whole_thumbnail_pixels():
+    from eqaudit.report.moves import element_steps
+
+    shifts = [[0.0, 0.0], [1.0, 0.0], [2.0, -2.0]]
+    assert element_steps("translate:max=2", shifts, (28, 28), (14, 14)) == [
+        [["s", 0, 0, True]], None, [["s", 1, -1, True]]]  # 1 px of the input is half a thumbnail pixel
+    assert element_steps("translate:max=2,mode=zero", shifts, (8, 8), (8, 8))[1] == [["s", 1, 0, False]]
+    assert element_steps("rotate:step=90", [[0.0], [90.0]], (8, 8), (8, 8)) is None  # resampled: not moved
+    assert element_steps("rot90*swap", [[1.0, 1.0]], (8, 8), (8, 8)) is None  # a factor it does not know
+    assert element_steps("rot90*translate", [[1.0, 2.0, 0.0]], (8, 8), (8, 8)) == [[["s", 2, 0, True], ["d", 1, 0, "h"]]]

@@ -36,6 +36,7 @@ MAX_CLASSES = 20  # per-class small multiples beyond this are left out (and the 
 MAX_MAP_POINTS = 3000  # sample-map points drawn (worst samples always kept)
 PNG_DPI = 96
 MIN_SMALL_SIDE = 12  # the explorer's thumbnails shrink to fit the budget, not below this many pixels a side
+MAX_MOVED_ELEMENTS = 4096  # exact orbits up to this size carry the steps that move the explorer's thumbnails
 EXPLORE_BUDGET = 12_000_000  # bytes of per-sample data (base64) the sample explorer embeds; beyond it a seeded subset
 METRIC_ORDER = ["prob_tv", "flip_rate", "accuracy", "true_class_prob", "equivariance_error", "box_error", "iou",
                 "mean_iou", "pixel_flip_rate", "epe", "center_error", "max_abs_error"]
@@ -347,7 +348,8 @@ class _Builder:
             "labels": None if labels is None or labels.shape[0] != n else labels[rows].astype(np.int64).tolist(),
             "classes": [str(c) for c in self.result.data.classes] if self.result.data.classes else None,
             "models": [{"name": m["name"], "path": m["path"], "color": m["color"]} for m in self.models],
-            "groups": [self._explore_group(first, traces, rows) for first, traces in parts],
+            "groups": [self._explore_group(first, traces, rows, None if small is None else small.shape[1:3])
+                       for first, traces in parts],
             "small": None if small is None else {"shape": list(small.shape[1:]), "data": _b64(small[rows])},
             "note": note,
         }
@@ -356,11 +358,12 @@ class _Builder:
         text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
         return {"json": Markup(text), "note": note}
 
-    def _explore_group(self, first: SymmetryResult, traces, rows: np.ndarray) -> dict[str, Any]:
+    def _explore_group(self, first: SymmetryResult, traces, rows: np.ndarray, small_hw) -> dict[str, Any]:
         orbit = plots.Orbit.from_symmetry(first).drawable()
         group: dict[str, Any] = {"spec": first.spec, "layout": orbit.layout, "labels": list(orbit.labels),
                                  "identity": orbit.identity_index, "metric": plots.metric_info(self._main_metric(first)).label,
-                                 "axis": orbit.axis_label(0), "param": None, "cells": None, "traces": []}
+                                 "axis": orbit.axis_label(0), "param": None, "cells": None, "traces": [],
+                                 "moves": self._thumbnail_moves(first, small_hw)}
         if orbit.layout in ("polar", "line"):
             group["param"] = orbit.elements[:, 0].tolist()
         elif orbit.layout == "grid2d":
@@ -382,6 +385,16 @@ class _Builder:
                 "floor": None if floor is None else _b64(floor[rows].astype("<f2")),  # a reference line: half precision
             })
         return group
+
+    def _thumbnail_moves(self, s: SymmetryResult, small_hw) -> list | None:
+        """Per element the pixel steps that move the explorer's thumbnail as ``s`` moves the input
+        (eqaudit.report.moves); None for resampled actions and inputs other than images."""
+        from .moves import element_steps
+
+        full = self.result.data.sample_shape or (self.result.models[0].input_shape if self.result.models else [])
+        if small_hw is None or not s.exact or s.domain != "image" or len(full) < 2 or len(s.elements) > MAX_MOVED_ELEMENTS:
+            return None
+        return element_steps(s.spec, s.elements, (int(full[-2]), int(full[-1])), (int(small_hw[0]), int(small_hw[1])))
 
     def _metrics(self) -> list[str]:
         keys: list[str] = []

@@ -142,11 +142,8 @@
     return svg;
   }
 
-  function thumbnail(i) {
-    if (!D.small) return null;
-    var sh = D.small.shape, hgt = sh[0], wid = sh[1], ch = sh[2], n = hgt * wid * ch;
-    if (!D.small.bytes) D.small.bytes = bytes(D.small.data);
-    var src = D.small.bytes.subarray(i * n, (i + 1) * n), cv = document.createElement("canvas");
+  function picture(src, wid, hgt, ch, attrs) {  // 8-bit pixels (h, w, ch) -> an <img> (lossless PNG)
+    var cv = document.createElement("canvas");
     cv.width = wid; cv.height = hgt;
     var ctx = cv.getContext("2d"), img = ctx.createImageData(wid, hgt);
     for (var p = 0; p < hgt * wid; p++) {
@@ -154,7 +151,83 @@
       img.data[4 * p + 3] = 255;
     }
     ctx.putImageData(img, 0, 0);
-    return h("img", {class: "sample-thumb", src: cv.toDataURL("image/png"), width: 96, alt: "the untransformed input"});
+    attrs.src = cv.toDataURL("image/png");
+    return h("img", attrs);
+  }
+  function smallOf(i) {
+    var sh = D.small.shape, n = sh[0] * sh[1] * sh[2];
+    if (!D.small.bytes) D.small.bytes = bytes(D.small.data);
+    return D.small.bytes.subarray(i * n, (i + 1) * n);
+  }
+  function thumbnail(i) {
+    if (!D.small) return null;
+    var sh = D.small.shape;
+    return picture(smallOf(i), sh[1], sh[0], sh[2], {class: "sample-thumb", width: 96, alt: "the untransformed input"});
+  }
+  /* one pixel step of eqaudit.report.moves: ["d", k, f, axis] rot90^k after a flip, or ["s", dx, dy, wrap] */
+  function step(src, hgt, wid, ch, st) {
+    var out = new Uint8Array(src.length), C = [1, 0, -1, 0][st[1]], S = [0, 1, 0, -1][st[1]];
+    for (var r = 0; r < hgt; r++) {
+      for (var c = 0; c < wid; c++) {
+        var sr, sc;
+        if (st[0] === "d") {  // doubled centred coordinates, as eqaudit.symmetries.images
+          var U = 2 * c - (wid - 1), V = 2 * r - (hgt - 1), us = C * U - S * V, vs = S * U + C * V;
+          if (st[2]) { if (st[3] === "v") vs = -vs; else us = -us; }
+          sr = (vs + hgt - 1) / 2; sc = (us + wid - 1) / 2;
+        } else {
+          sr = r - st[2]; sc = c - st[1];
+          if (st[3]) { sr = ((sr % hgt) + hgt) % hgt; sc = ((sc % wid) + wid) % wid; }
+        }
+        if (sr < 0 || sr >= hgt || sc < 0 || sc >= wid) continue;  // zeros enter
+        for (var q = 0; q < ch; q++) out[(r * wid + c) * ch + q] = src[(sr * wid + sc) * ch + q];
+      }
+    }
+    return out;
+  }
+  function moved(i, steps) {
+    var sh = D.small.shape, x = smallOf(i);
+    steps.forEach(function (st) { x = step(x, sh[0], sh[1], sh[2], st); });
+    return x;
+  }
+  /* the elements whose inputs the view shows: all of a small orbit, else the identity, the sample's worst
+     element and evenly spaced ones (as eqaudit.report.thumbs chooses them for the worst samples) */
+  function shownElements(g, traces) {
+    var E = g.labels.length, ok = [];
+    for (var e = 0; e < E; e++) if (g.moves[e]) ok.push(e);
+    if (ok.length <= 9) return ok;
+    var order = g.param ? ok.slice().sort(function (a, b) { return g.param[a] - g.param[b]; }) : ok;
+    var worst = -1, best = -Infinity;
+    ok.forEach(function (e) {
+      var v = Math.max.apply(null, traces.map(function (t) { return t.values[e]; }));
+      if (e !== g.identity && v > best) { best = v; worst = e; }
+    });
+    var chosen = [g.identity, worst].filter(function (e) { return g.moves[e]; });
+    for (var n = 0; n < 6 && chosen.length < 6; n++) {
+      var e2 = order[Math.round((n * (order.length - 1)) / 5)];
+      if (chosen.indexOf(e2) < 0) chosen.push(e2);
+    }
+    return order.filter(function (e) { return chosen.indexOf(e) >= 0; });
+  }
+  function movedInputs(g, traces, i) {
+    var box = h("div", {class: "sv-moves"});
+    if (!g.moves) {
+      box.appendChild(h("p", {class: "muted"}, "The inputs are shown moved for exact image actions only: " + g.spec +
+                        " resamples the input (its result is not a pixel permutation), so only the untransformed input is shown above."));
+      return box;
+    }
+    var sh = D.small.shape;
+    shownElements(g, traces).forEach(function (e) {
+      var fig = h("figure", {class: "sv-move", "data-element": e});
+      var preds = traces.filter(function (t) { return t.pred; }).map(function (t) { return className(t.pred[e]); });
+      fig.appendChild(picture(moved(i, g.moves[e]), sh[1], sh[0], sh[2], {class: "moved-thumb", width: 56, "data-element": e,
+                                                                      alt: "the input moved by " + g.labels[e]}));
+      fig.appendChild(h("figcaption", {}, g.labels[e] + (preds.length ? " → " + preds.join(" / ") : "")));
+      box.appendChild(fig);
+    });
+    if (g.moves.some(function (m) { return !m; })) {
+      box.appendChild(h("p", {class: "muted"}, "Shifts that are not whole pixels of this small thumbnail are not shown."));
+    }
+    return box;
   }
 
   function show(k, focusGroup) {
@@ -221,6 +294,7 @@
                           g.metric + ", 0 … " + fmt(vmax)));
       }
       if (traces.some(function (t) { return t.floor; })) fig.appendChild(h("p", {class: "muted"}, "dashed: the floor (the resampling round trip alone)"));
+      if (D.small) fig.appendChild(movedInputs(g, traces, i));
       view.appendChild(fig);
       if (focusGroup != null && String(gi) === String(focusGroup)) target = fig;
     });
