@@ -500,6 +500,7 @@ def _symmetry_result(m: int, j: int, sym: Symmetry, table: dict[str, np.ndarray]
     orbits.put(j, "worst_index", worst)
     orbits.put(j, "worst_x", plan.dataset.take(worst).numpy())
     _add_thumbs(orbits, j, sym, table[task.main_metric][worst], orbits.get(j, "worst_x"))
+    _add_point_moves(orbits, j, sym)
     return SymmetryResult(
         model=m,
         name=desc["name"],
@@ -563,12 +564,22 @@ SMALL_INPUT_CHUNK = 512
 
 
 def _add_small_inputs(orbits: OrbitTable, dataset, symmetries) -> None:
-    """Image data: every sample's untransformed input, small and 8-bit, for the report's sample explorer."""
+    """Every sample's untransformed input for the report's sample explorer: images small and 8-bit, point
+    clouds a few points of each."""
     from .report.thumbs import small_images
 
+    n = len(dataset.indices)
+    if (len(dataset.sample_shape) == 2 and dataset.sample_shape[-1] == 3 and dataset.binding is None
+            and any(sym.domain == "points" for sym in symmetries)):
+        from .report.thumbs import small_points
+
+        parts = [small_points(dataset.take(np.arange(i, min(i + SMALL_INPUT_CHUNK, n))).numpy())
+                 for i in range(0, n, SMALL_INPUT_CHUNK)]
+        if parts:
+            orbits.put_small_points(np.concatenate(parts))
+        return
     if len(dataset.sample_shape) != 3 or not any(sym.domain == "image" for sym in symmetries):
         return
-    n = len(dataset.indices)
     parts = [small_images(dataset.take(np.arange(i, min(i + SMALL_INPUT_CHUNK, n))).numpy())
              for i in range(0, n, SMALL_INPUT_CHUNK)]  # chunks of samples, so large images never all sit in float32
     if parts:
@@ -595,6 +606,16 @@ def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, x
             out[r, : len(sel)] = sym.act(torch.from_numpy(x[None]), sym.elements[sel])[:, 0].numpy()
     orbits.put(j, "thumb_elements", index)
     orbits.put(j, "thumb_x", out)
+
+
+def _add_point_moves(orbits: OrbitTable, j: int, sym: Symmetry) -> None:
+    """A point symmetry's action on coordinates, per element: ``point_matrix`` (E, 3, 3) and ``point_shift``
+    (E, 3), so the report's sample explorer moves its small clouds without torch or the symmetry code."""
+    if sym.domain != "points" or OrbitTable.SMALL_POINTS not in orbits.arrays or not hasattr(sym, "point_matrix"):
+        return
+    orbits.put(j, "point_matrix", sym.point_matrix(sym.elements).numpy().astype(np.float32))
+    shift = sym.point_shift(sym.elements)
+    orbits.put(j, "point_shift", np.zeros((sym.n_elements, 3), np.float32) if shift is None else shift.numpy().astype(np.float32))
 
 
 FILE_SOURCES = ("sidecar ", "config ", "[tool.eqaudit] in ")

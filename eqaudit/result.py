@@ -30,7 +30,9 @@ classifiers: ``prob_tv``, ``flipped``, ``correct``, ``true_class_prob``, ``pred`
 transformed by those elements (the report's thumbnails, drawn without torch or the symmetry code; point
 symmetries store (k, T, P, 3) structures), ``m{m}.null`` (M,) per model the null sample its levels were
 estimated from, and for image data ``x_small`` (N, h, w, c) uint8 every sample's untransformed input, box-averaged
-to at most 32 pixels a side (the report's sample explorer). ``OrbitTable`` owns the scheme.
+to at most 32 pixels a side (the report's sample explorer); for point clouds ``x_points`` (N, p, 3) float16 up to 64
+evenly spaced points of each, with ``s{j}.point_matrix`` (E, 3, 3) and ``s{j}.point_shift`` (E, 3) per point symmetry,
+its action on coordinates (the explorer moves the clouds with them). ``OrbitTable`` owns the scheme.
 """
 
 
@@ -72,6 +74,12 @@ class OrbitTable:
     def put_small_inputs(self, small: np.ndarray) -> None:
         """Every sample's untransformed input as a small 8-bit image (N, h, w, c) (eqaudit.report.thumbs.small_images)."""
         self.arrays[self.SMALL_INPUTS] = np.asarray(small, dtype=np.uint8)
+
+    SMALL_POINTS = "x_points"
+
+    def put_small_points(self, points: np.ndarray) -> None:
+        """Every sample's untransformed point cloud, a few points of it in float16 (N, p, 3) (eqaudit.report.thumbs.small_points)."""
+        self.arrays[self.SMALL_POINTS] = np.asarray(points, dtype=np.float16)
 
     def keep_first(self, n_symmetries: int, n_models: int) -> None:
         """Drop every array of symmetries j >= n_symmetries and models m >= n_models (what a checkpoint's

@@ -35,6 +35,7 @@ WORST_PLOTTED = 4  # individual orbit plots per (model, symmetry)
 MAX_CLASSES = 20  # per-class small multiples beyond this are left out (and the page says so)
 MAX_MAP_POINTS = 3000  # sample-map points drawn (worst samples always kept)
 PNG_DPI = 96
+MIN_SMALL_POINTS = 16  # the explorer's point clouds thin out to fit the budget, not below this many points
 MIN_SMALL_SIDE = 12  # the explorer's thumbnails shrink to fit the budget, not below this many pixels a side
 MAX_MOVED_ELEMENTS = 4096  # exact orbits up to this size carry the steps that move the explorer's thumbnails
 EXPLORE_BUDGET = 12_000_000  # bytes of per-sample data (base64) the sample explorer embeds; beyond it a seeded subset
@@ -328,6 +329,13 @@ class _Builder:
             small = _halve(small)  # smaller thumbnails before fewer samples
         if small is not None:
             per_row += int(small[0].size)
+        points = o.get(OrbitTable.SMALL_POINTS)
+        if points is not None and (points.ndim != 3 or points.shape[0] != n or points.shape[2] != 3):
+            points = None
+        while points is not None and n * (per_row + points[0].size * 2) > budget and points.shape[1] > MIN_SMALL_POINTS:
+            points = points[:, ::2]  # fewer points before fewer samples
+        if points is not None:
+            per_row += int(points[0].size) * 2
         cap = max(1, int(budget // max(per_row, 1)))
         note = ""
         if n <= cap:
@@ -351,6 +359,7 @@ class _Builder:
             "groups": [self._explore_group(first, traces, rows, None if small is None else small.shape[1:3])
                        for first, traces in parts],
             "small": None if small is None else {"shape": list(small.shape[1:]), "data": _b64(small[rows])},
+            "points": None if points is None else {"shape": list(points.shape[1:]), "data": _b64(points[rows].astype("<f2"))},
             "note": note,
         }
         # JSON in a <script> block: no "<" (hence no "</script>") survives as such, strings stay JSON
@@ -363,7 +372,9 @@ class _Builder:
         group: dict[str, Any] = {"spec": first.spec, "layout": orbit.layout, "labels": list(orbit.labels),
                                  "identity": orbit.identity_index, "metric": plots.metric_info(self._main_metric(first)).label,
                                  "axis": orbit.axis_label(0), "param": None, "cells": None, "traces": [],
-                                 "moves": self._thumbnail_moves(first, small_hw)}
+                                 "moves": self._thumbnail_moves(first, small_hw), "kind": first.domain}
+        if first.domain == "points" and traces:
+            group["moves"] = self._point_moves(traces[0][0], len(first.elements))
         if orbit.layout in ("polar", "line"):
             group["param"] = orbit.elements[:, 0].tolist()
         elif orbit.layout == "grid2d":
@@ -395,6 +406,15 @@ class _Builder:
         if small_hw is None or not s.exact or s.domain != "image" or len(full) < 2 or len(s.elements) > MAX_MOVED_ELEMENTS:
             return None
         return element_steps(s.spec, s.elements, (int(full[-2]), int(full[-1])), (int(small_hw[0]), int(small_hw[1])))
+
+    def _point_moves(self, j: int, n_elements: int) -> list | None:
+        """Per element of point symmetry ``j`` its action on coordinates as 12 numbers (the 3x3 matrix row by
+        row, then the shift), read from the orbit table; None when the scan did not store it."""
+        m, t = self._table(j, "point_matrix"), self._table(j, "point_shift")
+        if m is None or t is None or m.shape != (n_elements, 3, 3) or t.shape != (n_elements, 3) or n_elements > MAX_MOVED_ELEMENTS:
+            return None
+        both = np.concatenate([m.reshape(n_elements, 9), t], axis=1).astype(np.float64)
+        return [[float(f"{v:.6g}") for v in row] for row in both]
 
     def _metrics(self) -> list[str]:
         keys: list[str] = []

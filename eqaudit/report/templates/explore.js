@@ -160,6 +160,10 @@
     return D.small.bytes.subarray(i * n, (i + 1) * n);
   }
   function thumbnail(i) {
+    if (D.points) {
+      var p = cloudOf(i);
+      return cloud(p, frameOf([p]), 96, {class: "sample-cloud", "aria-label": "the untransformed points"});
+    }
     if (!D.small) return null;
     var sh = D.small.shape;
     return picture(smallOf(i), sh[1], sh[0], sh[2], {class: "sample-thumb", width: 96, alt: "the untransformed input"});
@@ -208,8 +212,68 @@
     }
     return order.filter(function (e) { return chosen.indexOf(e) >= 0; });
   }
+  /* point clouds: a few points of each sample (float16), drawn as a depth-shaded scatter seen from one oblique
+     direction, every cloud of a view in one frame so that shifts show as moves */
+  function cloudOf(i) {
+    if (!D.points.v) D.points.v = half(new Uint16Array(bytes(D.points.data).buffer));
+    var n = D.points.shape[0] * 3;
+    return Array.prototype.slice.call(D.points.v, i * n, (i + 1) * n);
+  }
+  function movedCloud(p, a) {  // x -> M x + t, a = the 3x3 matrix row by row, then the shift
+    var out = [];
+    for (var q = 0; q < p.length; q += 3) {
+      for (var r = 0; r < 3; r++) out.push(a[3 * r] * p[q] + a[3 * r + 1] * p[q + 1] + a[3 * r + 2] * p[q + 2] + a[9 + r]);
+    }
+    return out;
+  }
+  function frameOf(clouds) {
+    var lo = [Infinity, Infinity, Infinity], hi = [-Infinity, -Infinity, -Infinity];
+    clouds.forEach(function (p) { for (var q = 0; q < p.length; q++) { lo[q % 3] = Math.min(lo[q % 3], p[q]); hi[q % 3] = Math.max(hi[q % 3], p[q]); } });
+    var c = [0, 1, 2].map(function (a) { return (lo[a] + hi[a]) / 2; });
+    return {c: c, r: Math.max(1e-9, Math.max(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]) * 0.75)};
+  }
+  function cloud(p, frame, size, attrs) {
+    var svg = s(null, "svg", Object.assign({viewBox: "0 0 " + size + " " + size, width: size, height: size, role: "img"}, attrs));
+    s(svg, "rect", {x: 0, y: 0, width: size, height: size, fill: "#fafbfc", stroke: "#dde2e7"});
+    var ca = Math.cos(0.6), sa = Math.sin(0.6), ce = Math.cos(0.45), se = Math.sin(0.45), pts = [];
+    for (var q = 0; q < p.length; q += 3) {
+      var x = (p[q] - frame.c[0]) / frame.r, y = (p[q + 1] - frame.c[1]) / frame.r, z = (p[q + 2] - frame.c[2]) / frame.r;
+      var x1 = x * ca - y * sa, y1 = x * sa + y * ca;
+      pts.push([x1, -(z * ce + y1 * se), y1 * ce - z * se]);
+    }
+    pts.sort(function (a, b) { return b[2] - a[2]; });  // far points first
+    pts.forEach(function (pt) {
+      var t = Math.max(0, Math.min(1, (1 - pt[2]) / 2));
+      s(svg, "circle", {cx: ((0.5 + pt[0] / 2) * size).toFixed(1), cy: ((0.5 + pt[1] / 2) * size).toFixed(1),
+                        r: Math.max(1.2, size / 60).toFixed(1), fill: colour(0.15 + 0.7 * t)});
+    });
+    return svg;
+  }
+  function movedClouds(g, traces, i, box) {
+    var base = cloudOf(i), shown = shownElements(g, traces);
+    var clouds = shown.map(function (e) { return movedCloud(base, g.moves[e]); });
+    var frame = frameOf(clouds.concat([base]));
+    shown.forEach(function (e, n) {
+      var fig = h("figure", {class: "sv-move", "data-element": e});
+      fig.appendChild(cloud(clouds[n], frame, 64, {class: "moved-cloud", "data-element": e, "aria-label": "the points moved by " + g.labels[e],
+                                                  "data-coords": JSON.stringify(clouds[n].map(function (v) { return +v.toPrecision(5); }))}));
+      fig.appendChild(h("figcaption", {}, g.labels[e] + predsAt(traces, e)));
+      box.appendChild(fig);
+    });
+    return box;
+  }
+  function predsAt(traces, e) {
+    var preds = traces.filter(function (t) { return t.pred; }).map(function (t) { return className(t.pred[e]); });
+    return preds.length ? " → " + preds.join(" / ") : "";
+  }
   function movedInputs(g, traces, i) {
     var box = h("div", {class: "sv-moves"});
+    if (g.kind === "points") {
+      if (D.points && g.moves) return movedClouds(g, traces, i, box);
+      box.appendChild(h("p", {class: "muted"}, "This result does not hold the action of " + g.spec + " on coordinates: the points are not shown moved."));
+      return box;
+    }
+    if (!D.small) return box;
     if (!g.moves) {
       box.appendChild(h("p", {class: "muted"}, "The inputs are shown moved for exact image actions only: " + g.spec +
                         " resamples the input (its result is not a pixel permutation), so only the untransformed input is shown above."));
@@ -218,10 +282,9 @@
     var sh = D.small.shape;
     shownElements(g, traces).forEach(function (e) {
       var fig = h("figure", {class: "sv-move", "data-element": e});
-      var preds = traces.filter(function (t) { return t.pred; }).map(function (t) { return className(t.pred[e]); });
       fig.appendChild(picture(moved(i, g.moves[e]), sh[1], sh[0], sh[2], {class: "moved-thumb", width: 56, "data-element": e,
                                                                       alt: "the input moved by " + g.labels[e]}));
-      fig.appendChild(h("figcaption", {}, g.labels[e] + (preds.length ? " → " + preds.join(" / ") : "")));
+      fig.appendChild(h("figcaption", {}, g.labels[e] + predsAt(traces, e)));
       box.appendChild(fig);
     });
     if (g.moves.some(function (m) { return !m; })) {
@@ -294,7 +357,7 @@
                           g.metric + ", 0 … " + fmt(vmax)));
       }
       if (traces.some(function (t) { return t.floor; })) fig.appendChild(h("p", {class: "muted"}, "dashed: the floor (the resampling round trip alone)"));
-      if (D.small) fig.appendChild(movedInputs(g, traces, i));
+      if (D.small || D.points) fig.appendChild(movedInputs(g, traces, i));
       view.appendChild(fig);
       if (focusGroup != null && String(gi) === String(focusGroup)) target = fig;
     });
