@@ -358,3 +358,66 @@ def test_point_clouds_are_drawn_and_moved_as_the_symmetry_moves_them(browser, cl
         assert not np.allclose(want[1], want[0])
     assert not problems, problems
     context.close()
+
+
+def test_map_colours_by_any_model_or_a_difference(browser, built):  # noqa: F811
+    """The select under a sample map recolours its points from the embedded table: another model's orbit mean,
+    or the difference of two models (diverging colours, the largest difference at a full end)."""
+    context, page, problems = _open(browser, built)
+    o, t = built["orbits"], built["table"]
+    g = next(g for g in t["groups"] if g["layout"] == "polar")
+    fig = page.locator(f"#sym-{g['index']} .model-0 figure.mapbox")
+    rows = [int(r) for r in fig.get_attribute("data-rows").split()]
+    select = fig.locator("select")
+    assert select.evaluate("s => Array.from(s.options).map(o => o.value)") == ["m:0", "m:1", "d:0:1"]
+    assert select.input_value() == "m:0"
+    j = {tr["model"]: tr["j"] for tr in g["traces"]}
+    mean = {m: np.delete(o[f"s{j[m]}.prob_tv"], g["identity"], axis=1).astype(np.float32).mean(1) for m in (0, 1)}
+
+    def shown():
+        return fig.locator("use.pick").evaluate_all("els => els.map(e => [Number(e.dataset.value), e.style.fill])")
+
+    select.select_option("m:1")
+    values = shown()
+    assert np.allclose([v for v, _ in values], mean[1][rows], rtol=1e-5, atol=1e-7)
+    top = max(float(mean[0].max()), float(mean[1].max()))
+    assert {f for v, f in values if v == pytest.approx(top)} <= {"rgb(253, 231, 37)"}  # viridis' bright end
+    select.select_option("d:0:1")
+    values = shown()
+    diff = (mean[0] - mean[1])[rows]
+    assert np.allclose([v for v, _ in values], diff, rtol=1e-4, atol=1e-6)
+    extreme = values[int(np.argmax(np.abs(diff)))][1]
+    assert extreme in ("rgb(178, 24, 43)", "rgb(33, 102, 172)")  # a full end of the diverging scale
+    assert "higher" in fig.locator(".map-legend").inner_text()
+    assert len({f for _, f in values}) > 3
+    assert not problems, problems
+    context.close()
+
+
+def test_one_tab_stop_per_map_and_arrow_keys_rove(browser, built):  # noqa: F811
+    context, page, problems = _open(browser, built)
+    figs = page.locator("figure.mapbox")
+    for n in range(figs.count()):
+        stops = figs.nth(n).locator("use.pick").evaluate_all("els => els.map(e => e.getAttribute('tabindex'))")
+        assert stops.count("0") == 1 and stops.count("-1") == len(stops) - 1  # one tab stop per map
+    fig = figs.first
+    fig.evaluate("f => f.scrollIntoView({block: 'center', behavior: 'instant'})")
+    first = fig.locator("use.pick[tabindex='0']")
+    first.focus()
+    start = page.evaluate("() => [Number(document.activeElement.getAttribute('x')), document.activeElement.dataset.sample]")
+    page.keyboard.press("ArrowRight")
+    moved = page.evaluate("() => [Number(document.activeElement.getAttribute('x')), document.activeElement.dataset.sample, "
+                          "document.activeElement.getAttribute('tabindex')]")
+    assert moved[1] != start[1] and moved[0] > start[0] and moved[2] == "0"  # to a point on the right, now the tab stop
+    assert fig.locator("use.pick[tabindex='0']").count() == 1
+    page.keyboard.press("ArrowLeft")
+    back = page.evaluate("() => Number(document.activeElement.getAttribute('x'))")
+    assert back < moved[0]
+    page.keyboard.press("End")
+    page.keyboard.press("Enter")
+    last = fig.locator("use.pick").last.get_attribute("data-sample")
+    assert f"sample {last}" in page.locator("#sample-view").inner_text()
+    page.keyboard.press("Tab")  # one Tab leaves the map's points (to its worst-sample links or on)
+    assert page.evaluate("() => !document.activeElement.matches('use.pick')")
+    assert not problems, problems
+    context.close()

@@ -299,7 +299,7 @@ class _Builder:
             return None
         n = int(len(o["sample_index"]))
         parts, worst, per_row = [], [], 0
-        for entries in groups:
+        for gi, entries in enumerate(groups):
             traces = []
             for j, s in entries:
                 t = self._profile_table(j, s)
@@ -318,7 +318,7 @@ class _Builder:
                 if w is not None:
                     worst.extend(int(r) for r in w[:WORST_PLOTTED] if 0 <= r < n)
             if traces:
-                parts.append((entries[0][1], traces))
+                parts.append((gi, entries[0][1], traces))
         if not parts:
             return None
         small = o.get(OrbitTable.SMALL_INPUTS)
@@ -356,8 +356,8 @@ class _Builder:
             "labels": None if labels is None or labels.shape[0] != n else labels[rows].astype(np.int64).tolist(),
             "classes": [str(c) for c in self.result.data.classes] if self.result.data.classes else None,
             "models": [{"name": m["name"], "path": m["path"], "color": m["color"]} for m in self.models],
-            "groups": [self._explore_group(first, traces, rows, None if small is None else small.shape[1:3])
-                       for first, traces in parts],
+            "groups": [self._explore_group(gi, first, traces, rows, None if small is None else small.shape[1:3])
+                       for gi, first, traces in parts],
             "small": None if small is None else {"shape": list(small.shape[1:]), "data": _b64(small[rows])},
             "points": None if points is None else {"shape": list(points.shape[1:]), "data": _b64(points[rows].astype("<f2"))},
             "note": note,
@@ -367,9 +367,9 @@ class _Builder:
         text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
         return {"json": Markup(text), "note": note}
 
-    def _explore_group(self, first: SymmetryResult, traces, rows: np.ndarray, small_hw) -> dict[str, Any]:
+    def _explore_group(self, gi: int, first: SymmetryResult, traces, rows: np.ndarray, small_hw) -> dict[str, Any]:
         orbit = plots.Orbit.from_symmetry(first).drawable()
-        group: dict[str, Any] = {"spec": first.spec, "layout": orbit.layout, "labels": list(orbit.labels),
+        group: dict[str, Any] = {"index": gi, "spec": first.spec, "layout": orbit.layout, "labels": list(orbit.labels),
                                  "identity": orbit.identity_index, "metric": plots.metric_info(self._main_metric(first)).label,
                                  "axis": orbit.axis_label(0), "param": None, "cells": None, "traces": [],
                                  "moves": self._thumbnail_moves(first, small_hw), "kind": first.domain}

@@ -359,7 +359,7 @@
       if (traces.some(function (t) { return t.floor; })) fig.appendChild(h("p", {class: "muted"}, "dashed: the floor (the resampling round trip alone)"));
       if (D.small || D.points) fig.appendChild(movedInputs(g, traces, i));
       view.appendChild(fig);
-      if (focusGroup != null && String(gi) === String(focusGroup)) target = fig;
+      if (focusGroup != null && String(g.index) === String(focusGroup)) target = fig;
     });
     if (D.note) view.appendChild(h("p", {class: "muted"}, D.note));
     if (target) view.scrollTop = target.offsetTop - 40;
@@ -367,18 +367,106 @@
   }
   window.eqauditShowSample = function (k) { return show(k, null); };
 
+  /* the sample maps' colours: any model's orbit mean or the difference of two models, from the embedded table */
+  function means(g, t) {  // per embedded row: the mean of the main metric over the non-identity elements
+    decode(t);
+    if (!t.mean) {
+      var E = g.labels.length, n = t.v.length / E;
+      t.mean = new Float32Array(n);
+      for (var i = 0; i < n; i++) {
+        var sum = 0, c = 0;
+        for (var e = 0; e < E; e++) if (e !== g.identity || E === 1) { sum += t.v[i * E + e]; c++; }
+        t.mean[i] = sum / Math.max(c, 1);
+      }
+    }
+    return t.mean;
+  }
+  function diverging(t) {  // t in [-1, 1]: blue, white, red
+    t = Math.max(-1, Math.min(1, isFinite(t) ? t : 0));
+    var a = t < 0 ? [33, 102, 172] : [178, 24, 43], f = Math.abs(t);
+    return "rgb(" + [0, 1, 2].map(function (c) { return Math.round(247 + f * (a[c] - 247)); }).join(",") + ")";
+  }
+  function colourControl(fig, g, pts, rows, own) {
+    var traceOf = {};
+    g.traces.forEach(function (t) { traceOf[t.model] = t; });
+    var ms = Object.keys(traceOf).map(Number);
+    if (ms.length < 2 && !D.rows) return;
+    var label = h("label", {class: "map-colour"}, "colour: ");
+    var sel = h("select", {"aria-label": "colour the sample map by"});
+    ms.forEach(function (m) { sel.appendChild(h("option", {value: "m:" + m}, "orbit mean of " + D.models[m].name)); });
+    ms.forEach(function (a) {
+      ms.forEach(function (b) { if (a < b) sel.appendChild(h("option", {value: "d:" + a + ":" + b}, D.models[a].name + " − " + D.models[b].name)); });
+    });
+    sel.value = "m:" + own;
+    var legend = h("span", {class: "map-legend muted"});
+    label.appendChild(sel);
+    label.appendChild(legend);
+    fig.insertBefore(label, fig.querySelector("figcaption"));
+    var vmax = 1e-9;
+    ms.forEach(function (m) { Array.prototype.forEach.call(means(g, traceOf[m]), function (v) { if (isFinite(v)) vmax = Math.max(vmax, v); }); });
+    function paint() {
+      var parts = sel.value.split(":").map(Number), diff = sel.value[0] === "d", vals = [], span = 1e-9;
+      var A = means(g, traceOf[parts[1]]), B = diff ? means(g, traceOf[parts[2]]) : null;
+      rows.forEach(function (r) {
+        var i = position(r), v = i < 0 ? NaN : diff ? A[i] - B[i] : A[i];
+        vals.push(v);
+        if (isFinite(v)) span = Math.max(span, Math.abs(v));
+      });
+      Array.prototype.forEach.call(pts, function (p, n) {
+        var v = vals[n];
+        p.style.fill = !isFinite(v) ? "#bbb" : diff ? diverging(v / span) : colour(v / vmax);
+        p.setAttribute("data-value", isFinite(v) ? v : "");
+      });
+      legend.textContent = diff ? " red: " + D.models[parts[1]].name + " higher, blue: " + D.models[parts[2]].name + " higher (±" + fmt(span) + ")"
+                                : " 0 … " + fmt(vmax) + " (" + g.metric + ")";
+    }
+    sel.addEventListener("change", paint);
+    if (D.rows) paint();  // a subset embedded: grey out the points that open nothing
+  }
+
+  /* roving focus: one tab stop per map; the arrow keys move to the nearest point that way, Enter or Space opens it */
+  function roving(fig, pts) {
+    var live = Array.prototype.filter.call(pts, function (p) { return p.hasAttribute("data-sample"); });
+    if (!live.length) return;
+    var xy = live.map(function (p) { return [Number(p.getAttribute("x")), Number(p.getAttribute("y"))]; });
+    live.forEach(function (p, n) { p.setAttribute("tabindex", n === 0 ? "0" : "-1"); });
+    function go(from, to) {
+      live[from].setAttribute("tabindex", "-1");
+      live[to].setAttribute("tabindex", "0");
+      live[to].focus();
+    }
+    fig.addEventListener("keydown", function (ev) {
+      var from = live.indexOf(ev.target);
+      var dir = {ArrowRight: [1, 0], ArrowLeft: [-1, 0], ArrowDown: [0, 1], ArrowUp: [0, -1]}[ev.key];
+      if (from < 0 || (!dir && ev.key !== "Home" && ev.key !== "End")) return;
+      ev.preventDefault();
+      if (!dir) { go(from, ev.key === "Home" ? 0 : live.length - 1); return; }
+      var best = -1, score = Infinity;
+      xy.forEach(function (q, n) {
+        var dx = q[0] - xy[from][0], dy = q[1] - xy[from][1], along = dx * dir[0] + dy * dir[1];
+        if (n === from || along <= 0) return;
+        var sc = along + 2 * Math.abs(dx * dir[1] - dy * dir[0]);
+        if (sc < score) { score = sc; best = n; }
+      });
+      if (best >= 0) go(from, best);
+    });
+  }
+
   Array.prototype.forEach.call(document.querySelectorAll("figure.mapbox[data-rows]"), function (fig) {
     var rows = fig.getAttribute("data-rows").split(" ").map(Number);
     var pts = fig.querySelectorAll('g[id$="-samples"] use');
     if (pts.length !== rows.length) return;  // a map drawn otherwise: its points stay plain
     Array.prototype.forEach.call(pts, function (p, n) {
       if (position(rows[n]) < 0) return;
-      p.setAttribute("tabindex", "0");
       p.setAttribute("role", "button");
       p.setAttribute("aria-label", "show sample " + rows[n]);
       p.setAttribute("data-sample", rows[n]);
       p.setAttribute("class", "pick");
     });
+    roving(fig, pts);
+    var g = D.groups.filter(function (x) { return String(x.index) === fig.getAttribute("data-group"); })[0];
+    var block = fig.closest("[data-model]");
+    if (g && block) colourControl(fig, g, pts, rows, Number(block.getAttribute("data-model")));
     function pick(ev) {
       var t = ev.target.closest && ev.target.closest("[data-sample]");
       if (!t || (ev.type === "keydown" && ev.key !== "Enter" && ev.key !== " ")) return;
