@@ -421,3 +421,58 @@ def test_one_tab_stop_per_map_and_arrow_keys_rove(browser, built):  # noqa: F811
     assert page.evaluate("() => !document.activeElement.matches('use.pick')")
     assert not problems, problems
     context.close()
+
+
+def _synthetic_report(folder, spec: str, n: int = 10):
+    """A result of one model and one symmetry made by hand (no model, no scan): random per-sample values."""
+    from eqaudit.report.io import write_bytes_atomic
+    from eqaudit.result import DataInfo, ModelInfo, SymmetryResult
+    from eqaudit.symmetries import parse_symmetry
+
+    sym = parse_symmetry(spec, seed=0)
+    e = sym.n_elements
+    rng = np.random.default_rng(0)
+    tv = rng.random((n, e)).astype(np.float32)
+    tv[:, sym.identity_index] = 0
+    pred = rng.integers(0, 3, (n, e))
+    rows = [{"prob_tv": float(tv[:, k].mean()), "flip_rate": float((pred[:, k] != pred[:, sym.identity_index]).mean())} for k in range(e)]
+    d = sym.describe()
+    s = SymmetryResult(model=0, name=d["name"], spec=d["spec"], exact=d["exact"], domain=d["domain"], param_names=list(d["param_names"]),
+                       units=list(d["units"]), layout=d["layout"], identity_index=d["identity_index"], elements=sym.elements.tolist(),
+                       labels=list(sym.labels), summary={"prob_tv": float(tv.mean())}, per_element=rows, main_metric="prob_tv")
+    result = AuditResult("0", "now", 0, "cpu", [ModelInfo("m.pt", "torch", "0" * 64, [16, 3])], DataInfo("d.npz", n, False, [16, 3], n),
+                         [s], {})
+    table = OrbitTable.start(np.arange(n), None)
+    for key, arr in {"prob_tv": tv, "pred": pred, "flipped": pred != pred[:, sym.identity_index:sym.identity_index + 1],
+                     "worst_index": np.argsort(-tv.mean(1))[:1]}.items():
+        table.put(0, key, arr)
+    result.save(folder / "result.json")
+    write_bytes_atomic(folder / "orbits.npz", table.to_bytes())
+    return result, html_report.write_report(result, folder, folder, workers=1)
+
+
+def test_rotations_in_3d_are_drawn_at_their_rotation_vectors(browser, tmp_path):  # noqa: F811
+    """so3/o3 orbits in the explorer: one mark per element at its rotation vector (as the static axis-angle plots),
+    on the z >= 0 or z < 0 disc (and the improper discs of o3), the identity at the centre of the first."""
+    from eqaudit.report.plots import axis_angle_points
+
+    result, page_file = _synthetic_report(tmp_path, "o3:n=5")
+    s = result.symmetries[0]
+    xy, up, improper = axis_angle_points(np.array(s.elements))
+    assert improper.any() and (~up).any()
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(page_file.as_uri())
+    assert page.evaluate("window.eqauditShowSample(2)") is True
+    trace = page.locator("#sample-view svg.orbit-plot g.trace")
+    assert trace.count() == 1
+    rings = trace.locator("circle[r='56']").evaluate_all("els => els.map(e => [Number(e.getAttribute('cx')), Number(e.getAttribute('cy'))])")
+    assert len(rings) == 4  # upper and lower halves, proper and improper
+    marks = trace.locator("circle.pt").evaluate_all(
+        "els => els.map(e => [Number(e.dataset.element), Number(e.getAttribute('cx')), Number(e.getAttribute('cy'))])")
+    assert sorted(e for e, _, _ in marks) == list(range(len(s.elements)))
+    for e, x, y in marks:
+        cx, cy = rings[2 * int(improper[e]) + (0 if up[e] else 1)]
+        assert (x - cx) / 56 == pytest.approx(xy[e, 0], abs=0.002) and (cy - y) / 56 == pytest.approx(xy[e, 1], abs=0.002)
+    assert "rotation vector" in page.locator("#sample-view").inner_text()
+    context.close()

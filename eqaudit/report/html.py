@@ -385,7 +385,10 @@ class _Builder:
         elif orbit.layout == "finite":
             index = plots.finite_cells(orbit)
             group["cells"] = {"shape": list(index.shape), "index": index.reshape(-1).tolist()}
-        else:  # axis-angle: drawn over the element index
+        elif orbit.layout == "axis-angle":  # 3-D rotations at their rotation vectors, as the static plots draw them
+            xy, up, improper = plots.axis_angle_points(orbit.elements)
+            group["discs"] = {"xy": np.round(xy, 5).tolist(), "up": up.tolist(), "improper": improper.tolist()}
+        else:  # a layout the plots do not know: drawn over the element index
             group["layout"], group["param"], group["axis"] = "line", list(range(orbit.n)), "element"
         for j, s, t, pred, floor in traces:
             group["traces"].append({

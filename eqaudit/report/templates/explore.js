@@ -159,6 +159,38 @@
     if (!D.small.bytes) D.small.bytes = bytes(D.small.data);
     return D.small.bytes.subarray(i * n, (i + 1) * n);
   }
+  /* 3-D rotations: each at its rotation vector (angle/180° times its axis) seen from +z, the upper and lower
+     halves of the ball as two discs (and two more for the improper elements of o3), one row per model */
+  function discs(g, traces, vmax) {
+    var d = g.discs, halves = [];
+    [false, true].forEach(function (imp) {
+      if (imp && d.improper.indexOf(true) < 0) return;
+      [true, false].forEach(function (up) { halves.push({imp: imp, up: up, title: (imp ? "−I · " : "") + (up ? "z ≥ 0" : "z < 0")}); });
+    });
+    var R = 56, gap = 16, head = 16, rowH = 2 * R + head + 22, W = halves.length * (2 * R + gap) + 8, H = traces.length * rowH + 4;
+    var size = Math.max(2, Math.min(5, 140 / Math.sqrt(g.labels.length)));
+    var svg = s(null, "svg", {viewBox: "0 0 " + W + " " + H, width: W, height: H, class: "orbit-plot", role: "img",
+                             "aria-label": g.metric + " over the orbit of " + g.spec + " at each rotation vector"});
+    traces.forEach(function (tr, m) {
+      var top = m * rowH, gEl = s(svg, "g", {class: "trace", "data-model": tr.model});
+      s(gEl, "text", {x: 4, y: top + 12, "font-size": 11, fill: tr.color, "font-weight": 600}, tr.name);
+      halves.forEach(function (hv, n) {
+        var cx = 4 + R + n * (2 * R + gap), cy = top + head + R + 2;
+        s(gEl, "circle", {cx: cx, cy: cy, r: R, fill: "none", stroke: "#999"});
+        s(gEl, "text", {x: cx, y: cy + R + 14, "font-size": 10, "text-anchor": "middle", fill: "#667"}, hv.title);
+        d.xy.forEach(function (p, e) {
+          if (d.up[e] !== hv.up || d.improper[e] !== hv.imp) return;
+          var x = (cx + p[0] * R).toFixed(1), y = (cy - p[1] * R).toFixed(1);
+          var c = s(gEl, "circle", {cx: x, cy: y, r: size, fill: colour(tr.values[e] / vmax), stroke: "#555", "stroke-width": 0.4,
+                                   class: "pt", "data-element": e});
+          s(c, "title", {}, tr.name + " · " + tip(g, e, tr.values[e], tr.pred ? tr.pred[e] : null));
+          if (e === g.identity) s(gEl, "circle", {cx: x, cy: y, r: size + 3, fill: "none", stroke: "#d33", "stroke-width": 1.2});
+        });
+      });
+    });
+    return svg;
+  }
+
   function thumbnail(i) {
     if (D.points) {
       var p = cloudOf(i);
@@ -347,7 +379,11 @@
         return t.name + ": mean " + fmt(sum / Math.max(c, 1)) + (flips != null ? ", " + flips + "/" + (E - 1) + " flips" : "");
       });
       fig.appendChild(h("figcaption", {}, g.spec + " — " + g.metric + " (" + mean.join("; ") + ")"));
-      fig.appendChild(g.cells ? cells(g, traces, vmax) : curves(g, traces, vmax));
+      fig.appendChild(g.discs ? discs(g, traces, vmax) : g.cells ? cells(g, traces, vmax) : curves(g, traces, vmax));
+      if (g.discs) {
+        fig.appendChild(h("p", {class: "muted"}, "each rotation at its rotation vector (angle/180° times its axis) seen from +z: the identity " +
+                          "at the centre (red ring), half turns on the rim; colour: " + g.metric + ", 0 … " + fmt(vmax)));
+      }
       if (g.cells && g.cells.x) {  // a 2-D grid: say which way its axes run
         fig.appendChild(h("p", {class: "muted"}, "columns: " + g.cells.x[0] + " " + fmt(g.cells.x[1]) + " … " + fmt(g.cells.x[2]) +
                           " (left to right); rows: " + g.cells.y[0] + " " + fmt(g.cells.y[1]) + " … " + fmt(g.cells.y[2]) +
