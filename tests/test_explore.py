@@ -476,3 +476,13 @@ def test_rotations_in_3d_are_drawn_at_their_rotation_vectors(browser, tmp_path):
         assert (x - cx) / 56 == pytest.approx(xy[e, 0], abs=0.002) and (cy - y) / 56 == pytest.approx(xy[e, 1], abs=0.002)
     assert "rotation vector" in page.locator("#sample-view").inner_text()
     context.close()
+
+
+def test_level_cells_show_the_confidence_interval(built):
+    """The level's 95% CI is in the summary cell's text (not only its tooltip), as the terminal shows it."""
+    text = built["html"].read_text(encoding="utf-8")
+    shown = re.findall(r'<span class="ci muted">\[([0-9.]+)–([0-9.]+)\]</span>', text)
+    want = [(f"{s.summary['level_ci'][0]:.2f}", f"{s.summary['level_ci'][1]:.2f}") for s in built["result"].symmetries
+            if s.summary.get("level") is not None and s.summary.get("level_ci")]
+    assert want and sorted(shown) == sorted(want * 2)  # the summary table and each symmetry's own table
+    assert html_report._level_ci({"level": None, "level_ci": [0.1, 0.2]}) == ""

@@ -454,13 +454,14 @@ class _Builder:
             "passed": s.passed,
             "own_gates": [g for g in s.gates if g.element is None or g.element not in listed.values()],  # beside its elements
             "elements": [
-                {"label": label, "summary": s.per_element[e], "level_note": "", "extent": "",
+                {"label": label, "summary": s.per_element[e], "level_note": "", "level_ci": "", "extent": "",
                  "gates": [g for g in s.gates if g.element == label]}
                 for e, label in listed.items()
             ],
             "floor_flip_rate": s.summary.get("floor_flip_rate"),
             "extent": _extent_text(s.summary.get("extent")),
             "level_note": _level_note(s.summary),
+            "level_ci": _level_ci(s.summary),
         }
 
     def _main_metric(self, s: SymmetryResult) -> str:
@@ -740,6 +741,15 @@ def _level_note(summary: dict) -> str:
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
         return f"95% CI {ci[0]:.3f}–{ci[1]:.3f}"
     return ""
+
+
+def _level_ci(summary: dict) -> str:
+    """The level's 95% confidence interval as the summary cell shows it beside the level ('0.58–1.00'), or ''."""
+    ci = summary.get("level_ci")
+    if summary.get("level") is None or not (isinstance(ci, (list, tuple)) and len(ci) == 2
+                                            and all(isinstance(v, (int, float)) for v in ci)):
+        return ""
+    return f"{ci[0]:.2f}–{ci[1]:.2f}"
 
 
 def _class_dtype(pred: np.ndarray) -> str:
