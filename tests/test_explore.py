@@ -486,3 +486,62 @@ def test_level_cells_show_the_confidence_interval(built):
             if s.summary.get("level") is not None and s.summary.get("level_ci")]
     assert want and sorted(shown) == sorted(want * 2)  # the summary table and each symmetry's own table
     assert html_report._level_ci({"level": None, "level_ci": [0.1, 0.2]}) == ""
+
+
+def _texts_inside_cells(fig) -> int:
+    """Every text of a tile axes lies inside its own cell (rendered extents); returns how many were checked."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    checked = 0
+    for ax in fig.axes:
+        if not ax.images:
+            continue
+        for t in ax.texts:
+            x, y = t.get_position()
+            cell = ax.transData.transform([[x - 0.5, y - 0.5], [x + 0.5, y + 0.5]])
+            (x0, y0), (x1, y1) = cell.min(0), cell.max(0)
+            box = t.get_window_extent(renderer)
+            assert box.x0 >= x0 - 0.5 and box.x1 <= x1 + 0.5 and box.y0 >= y0 - 0.5 and box.y1 <= y1 + 0.5, (t.get_text(), box, cell)
+            checked += 1
+    return checked
+
+
+def test_class_names_fit_their_heatmap_cells():
+    """Long class names (and element labels) in the tiles of a sample's finite orbit and of a shift grid are cut or
+    set smaller so that each stays inside its cell."""
+    from eqaudit.report import plots
+
+    long = "a very long class name indeed"
+    finite = plots.Orbit("finite", np.arange(4.0)[:, None], ("0°", "90°", "180°", "270°"), 0, ("k",), ("",))
+    texts = [f"{lab}\n→{long}\n0.25" for lab in finite.labels]
+    fig = plots.sample_figure(finite, [plots.Series("m", "#333", np.linspace(0, 1, 4))], "prob_tv", [], tile_texts=texts)
+    assert _texts_inside_cells(fig) == 4
+    assert any("…" in t.get_text() for ax in fig.axes for t in ax.texts)
+    grid = plots.Orbit("grid2d", np.array([[x, y] for y in range(-3, 4) for x in range(-3, 4)], float), tuple(str(i) for i in range(49)),
+                       24, ("dx", "dy"), ("px", "px"))
+    fig = plots.sample_figure(grid, [plots.Series("m", "#333", np.linspace(0, 1, 49))], "prob_tv", [],
+                              tile_texts=[f"{long}\n0.{i:02d}" for i in range(49)])
+    assert _texts_inside_cells(fig) == 49
+    fig = plots.orbit_figure(finite, [plots.Series("m", "#333", np.linspace(0, 1, 4))], "prob_tv")
+    assert _texts_inside_cells(fig) == 4
+
+
+def test_per_class_figure_has_one_row_per_model():
+    """With several models the per-class small multiples stack the models (one row each) instead of widening
+    every class's cell into a strip: as wide as for one model, taller."""
+    from eqaudit.report import plots
+
+    rng = np.random.default_rng(0)
+    for orbit in (plots.Orbit("finite", np.arange(4.0)[:, None], ("0°", "90°", "180°", "270°"), 0, ("k",), ("",)),
+                  plots.Orbit("grid2d", np.array([[x, y] for y in range(-1, 2) for x in range(-1, 2)], float),
+                              tuple(str(i) for i in range(9)), 4, ("dx", "dy"), ("px", "px")),
+                  plots.Orbit("axis-angle", np.array([[1, 0, 0, 0], [0.7071, 0.7071, 0, 0], [0.7071, 0, 0, -0.7071]]),
+                              ("id", "a", "b"), 0, ("qw", "qx", "qy", "qz"), ("", "", "", ""))):
+        sizes = []
+        for m in (1, 2, 3):
+            per = [[plots.Series(f"m{j}", "#333", rng.random(orbit.n)) for j in range(m)] for _ in range(5)]
+            sizes.append(plots.class_grid_figure(orbit, list("abcde"), [3] * 5, per, "prob_tv").get_size_inches())
+        (w1, h1), (w2, h2), (w3, h3) = sizes
+        assert w3 == pytest.approx(w1) and w2 == pytest.approx(w1), orbit.layout  # no wider per model...
+        assert h3 > h2 > h1, orbit.layout  # ...but a row more each
+        assert w3 / h3 < 4, orbit.layout  # no strip

@@ -655,7 +655,7 @@ class _Builder:
         if pred is not None and drawn.layout in ("grid2d", "finite"):
             index = plots.finite_cells(drawn) if drawn.layout == "finite" else plots.grid_cells(drawn.elements)[2]
             if index.size <= 81:
-                names = [plots.plain_text(self._class_name(int(p)), 6) for p in pred]
+                names = [plots.plain_text(self._class_name(int(p)), 14) for p in pred]  # cut to each tile by plots
                 if drawn.layout == "grid2d":
                     tile_texts = [f"{n}\n{v:.2f}" if index.size <= 49 else n for n, v in zip(names, values)]
                 else:
