@@ -545,3 +545,27 @@ def test_per_class_figure_has_one_row_per_model():
         assert w3 == pytest.approx(w1) and w2 == pytest.approx(w1), orbit.layout  # no wider per model...
         assert h3 > h2 > h1, orbit.layout  # ...but a row more each
         assert w3 / h3 < 4, orbit.layout  # no strip
+
+
+def test_polar_sample_plot_draws_the_true_class_probability_as_a_ring():
+    """The true-class probability of a sample's polar plot is a ring of marks outside the curve (dark = high), not
+    a curve that spikes to the centre wherever it is 0."""
+    from matplotlib.colors import to_hex
+
+    from eqaudit.report import plots
+
+    el = np.arange(-150, 210, 30.0)[:, None]
+    orbit = plots.Orbit("polar", el, tuple(f"{a:g}°" for a in el[:, 0]), 5, ("angle",), ("deg",), False)
+    tv, tcp = np.full(12, 0.95), np.full(12, 0.01)
+    tv[5], tcp[5], tcp[4] = 0.0, 0.99, 0.5
+    fig = plots.sample_figure(orbit, [plots.Series("prob", "#1f77b4", tv), plots.Series("true-class prob.", "#555555", tcp)],
+                              "prob_tv", [])
+    ax = next(a for a in fig.axes if a.name == "polar")
+    assert not [ln for ln in ax.lines if to_hex(ln.get_color()) == "#555555"]  # no curve of it
+    ring = [c for c in ax.collections if len(c.get_offsets()) == 12 and np.ptp(np.asarray(c.get_offsets())[:, 1]) == 0]
+    assert len(ring) == 1
+    r = float(np.asarray(ring[0].get_offsets())[0, 1])
+    assert r > tv.max() and r < ax.get_ylim()[1]  # outside the curve, inside the frame
+    ring[0].update_scalarmappable()
+    grey = ring[0].get_facecolors()[:, 0]  # dark = high
+    assert grey[5] < grey[4] < grey[0]

@@ -748,6 +748,18 @@ def class_grid_figure(orbit: Orbit, classes: Sequence[str], counts: Sequence[int
     return fig
 
 
+def _outer_ring(ax, orbit: Orbit, s: Series) -> None:
+    """A further per-element series of a polar sample plot (a probability, e.g. the true class's) as a ring of
+    marks outside the first curve's range, dark where high, instead of a curve that spikes to the centre
+    wherever it drops to 0."""
+    lo, hi = ax.get_ylim()
+    r = hi + 0.12 * (hi - lo)
+    theta = np.radians(orbit.elements[:, 0])
+    ax.scatter(theta, np.full(theta.shape, r), c=np.clip(np.asarray(s.values, dtype=np.float64), 0, 1), cmap="Greys", vmin=0,
+               vmax=1, s=20, edgecolors="#555", linewidths=0.4, zorder=4, label=f"{s.name} (ring; dark = high)")
+    ax.set_ylim(lo, r + 0.06 * (hi - lo))
+
+
 def _montage(thumbs: Sequence[Thumb], gap_frac: float = 0.18) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
     """Thumbnails side by side in one RGBA image; returns it and (x0, width, height) of each, in pixels."""
     imgs = []
@@ -802,7 +814,10 @@ def sample_figure(orbit: Orbit, series: Sequence[Series], metric: str, thumbs: S
             ax = _axes(fig, 0.4, y_top + 0.25, top_h - 0.4, top_h - 0.4, projection="polar")
         else:
             ax = _axes(fig, 0.55, y_top + 0.5, width - 2.35, top_h - 0.6)
-        _draw_curves(ax, orbit, series, info, polar=polar, band=False, lw=1.5)
+        _draw_curves(ax, orbit, series[:1] if polar else series, info, polar=polar, band=False, lw=1.5)
+        if polar:
+            for s in series[1:]:
+                _outer_ring(ax, orbit, s)
         if flags is not None and np.any(flags) and series:
             f = np.asarray(flags, bool)
             xf = orbit.elements[f, 0]
