@@ -254,6 +254,7 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
         sym = symmetries[si]
         audit.info = _model_info(adapter, dataset, st.output_kind, settings.output)
         audit.symmetries.append(_symmetry_result(m, j0 + si, sym, st.table, audit.null, orbits, plan))
+        _add_thumb_outputs(orbits, j0 + si, model, task, dataset, plan.device)
         _add_timing(audit.timing, seconds=st.seconds, model_seconds=st.model_seconds, model_evals=st.model_evals)
         if settings.local or settings.layers:
             _add_local(audit.symmetries[-1], j0 + si, orbits, model, sym, plan, audit.timing)
@@ -606,6 +607,36 @@ def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, x
             out[r, : len(sel)] = sym.act(torch.from_numpy(x[None]), sym.elements[sel])[:, 0].numpy()
     orbits.put(j, "thumb_elements", index)
     orbits.put(j, "thumb_x", out)
+
+
+THUMB_FLOW_SIDE = 12  # flow thumbnails: arrows on at most this many block means a side
+
+
+def _add_thumb_outputs(orbits: OrbitTable, j: int, model, task: Task, dataset, device) -> None:
+    """What box, flow and map models output on the worst samples' thumbnails (``thumb_x``), so the report's
+    cards draw it: ``thumb_box`` (k, T, 4) boxes, ``thumb_flow`` (k, T, 2, h, w) flows as block means or
+    ``thumb_map`` (k, T, H', W') argmax classes (one channel: the map), in float32 / int16. One model call."""
+    import torch
+
+    from .report.thumbs import box_means
+
+    xs = orbits.get(j, "thumb_x")
+    if task.name not in ("boxes", "vector-field", "dense") or xs is None or xs.ndim != 5 or dataset.binding is not None:
+        return
+    k, t = xs.shape[:2]
+    with torch.no_grad():
+        out = model(torch.from_numpy(np.ascontiguousarray(xs.reshape(k * t, *xs.shape[2:]), dtype=np.float32)).to(device))
+    if not isinstance(out, torch.Tensor):
+        return
+    out = out.detach().cpu().to(torch.float32).numpy()
+    if task.name == "boxes" and out.ndim == 2 and out.shape[1] >= 4:
+        orbits.put(j, "thumb_box", out[:, :4].reshape(k, t, 4))
+    elif task.name == "vector-field" and out.ndim == 4 and out.shape[1] == 2:
+        flow = box_means(box_means(out, 2, THUMB_FLOW_SIDE), 3, THUMB_FLOW_SIDE)
+        orbits.put(j, "thumb_flow", flow.reshape(k, t, *flow.shape[1:]).astype(np.float32))
+    elif task.name == "dense" and out.ndim == 4:
+        maps = out.argmax(1).astype(np.int16) if out.shape[1] > 1 else out[:, 0]
+        orbits.put(j, "thumb_map", maps.reshape(k, t, *maps.shape[1:]))
 
 
 def _add_point_moves(orbits: OrbitTable, j: int, sym: Symmetry) -> None:

@@ -28,7 +28,8 @@ classifiers: ``prob_tv``, ``flipped``, ``correct``, ``true_class_prob``, ``pred`
 ``s{j}.worst_x`` (k, ...) the inputs of those samples (no data file needed) and, for image symmetries,
 ``s{j}.thumb_elements`` (k, T) element rows (-1: none) with ``s{j}.thumb_x`` (k, T, C, H, W) those samples
 transformed by those elements (the report's thumbnails, drawn without torch or the symmetry code; point
-symmetries store (k, T, P, 3) structures), ``m{m}.null`` (M,) per model the null sample its levels were
+symmetries store (k, T, P, 3) structures) and what box, flow and map models output on those: ``s{j}.thumb_box`` (k, T, 4),
+``s{j}.thumb_flow`` (k, T, 2, h, w) block means or ``s{j}.thumb_map`` (k, T, H', W') argmax classes, ``m{m}.null`` (M,) per model the null sample its levels were
 estimated from, and for image data ``x_small`` (N, h, w, c) uint8 every sample's untransformed input, box-averaged
 to at most 32 pixels a side (the report's sample explorer); for point clouds ``x_points`` (N, p, 3) float16 up to 64
 evenly spaced points of each, with ``s{j}.point_matrix`` (E, 3, 3) and ``s{j}.point_shift`` (E, 3) per point symmetry,

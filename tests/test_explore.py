@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -569,3 +570,80 @@ def test_polar_sample_plot_draws_the_true_class_probability_as_a_ring():
     ring[0].update_scalarmappable()
     grey = ring[0].get_facecolors()[:, 0]  # dark = high
     assert grey[5] < grey[4] < grey[0]
+
+
+def _load(py: Path, cls: str, weights: Path):
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location(f"eqaudit_test_{py.stem}", py)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model = getattr(mod, cls)()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    return model.eval()
+
+
+@pytest.mark.slow  # three scans
+def test_scan_keeps_what_box_flow_and_map_models_output_on_the_thumbnails(tmp_path):
+    """thumb_box / thumb_flow / thumb_map are the model's own outputs on the stored thumbnails (thumb_x): boxes as
+    (x1, y1, x2, y2), flows as block means, class maps as argmax; classifiers keep none."""
+    import torch
+
+    from conftest import smooth_images
+    from eqaudit.api import scan
+    from eqaudit.report.thumbs import box_means
+
+    root = html_report.TEMPLATES.parents[2] / "sample_models"
+    tests = Path(__file__).parent
+    import toy_domains
+
+    torch.save(toy_domains.AsymmetricConv().state_dict(), tmp_path / "dense.pt")
+    np.savez(tmp_path / "gray.npz", x=smooth_images(6, seed=4, size=12, channels=1))
+    cases = [(root / "box_localiser.pt", {"symmetry": ["rot90"]}, root / "domain_models.py", "BoxNet", "box"),
+             (root / "piv_flow.pt", {"symmetry": ["translate:max=1,mode=zero"]}, root / "domain_models.py", "FlowNet", "flow"),
+             (tmp_path / "dense.pt", {"symmetry": ["flip"], "task": "dense", "data": str(tmp_path / "gray.npz"),
+                                      "model_factory": f"{tests / 'toy_domains.py'}:AsymmetricConv"}, tests / "toy_domains.py",
+              "AsymmetricConv", "map")]
+    for weights, kw, py, cls, key in cases:
+        out = tmp_path / key
+        scan(weights, limit=6, out=str(out), device="cpu", **kw)
+        o = OrbitTable.load(out / "orbits.npz").arrays
+        xs = o["s0.thumb_x"]
+        with torch.no_grad():
+            y = _load(py, cls, weights)(torch.from_numpy(xs.reshape(-1, *xs.shape[2:]))).numpy()
+        want = {"box": lambda: y[:, :4], "flow": lambda: box_means(box_means(y, 2, 12), 3, 12),
+                "map": lambda: y.argmax(1)}[key]()
+        got = o[f"s0.thumb_{key}"]
+        assert got.shape[:2] == xs.shape[:2] and [k for k in o if k.startswith("s0.thumb_")] == ["s0.thumb_elements", "s0.thumb_x",
+                                                                                                f"s0.thumb_{key}"]
+        assert np.allclose(got.reshape(want.shape), want, atol=1e-4), key
+    digits = scan(root / "digits_cnn.pt", limit=6, symmetry=["flip"], out=str(tmp_path / "cls"), device="cpu")
+    assert digits and not [k for k in OrbitTable.load(tmp_path / "cls" / "orbits.npz").arrays if k.startswith("s0.thumb_") and
+                           k not in ("s0.thumb_elements", "s0.thumb_x")]
+
+
+def test_cards_draw_boxes_arrows_and_maps_on_the_thumbnails():
+    """A worst-sample card's thumbnails carry what the model output there: its box (at its pixels), its flow as
+    arrows (one per block), its class map translucent over the input."""
+    import matplotlib
+
+    from eqaudit.report import plots
+
+    orbit = plots.Orbit("finite", np.arange(2.0)[:, None], ("id", "flip"), 0, ("f",), ("",))
+    img = np.zeros((16, 16))
+    flow = np.zeros((2, 12, 12))
+    flow[0] = 1.0  # rightwards
+    cmap = (np.arange(16 * 16).reshape(16, 16) % 3).astype(np.int16)
+    thumbs = [plots.Thumb(img, "id", "", box=[2.0, 3.0, 10.0, 7.0]), plots.Thumb(img, "flip", "", arrows=flow, overlay=cmap)]
+    fig = plots.sample_figure(orbit, [plots.Series("m", "#333", np.array([0.0, 0.5]))], "equivariance_error", thumbs)
+    strip = next(ax for ax in fig.axes if ax.images and ax.images[0].get_array().shape[:2] == (16, 16 + 16 + 3))
+    rects = [p for p in strip.patches if isinstance(p, matplotlib.patches.Rectangle) and
+             matplotlib.colors.to_hex(p.get_edgecolor()) == plots.OUTPUT_COLOR]
+    assert len(rects) == 1 and rects[0].get_xy() == (1.5, 2.5) and (rects[0].get_width(), rects[0].get_height()) == (8.0, 4.0)
+    quivers = [c for c in strip.collections if isinstance(c, matplotlib.quiver.Quiver)]
+    assert len(quivers) == 1 and quivers[0].N == plots.ARROWS_SIDE ** 2
+    assert np.all(quivers[0].U > 0) and np.all(quivers[0].V == 0)
+    assert quivers[0].X.min() > 16  # on the second thumbnail
+    assert len(strip.images) == 2 and strip.images[1].get_extent()[0] > 16  # the map over the second thumbnail

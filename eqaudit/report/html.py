@@ -695,8 +695,10 @@ class _Builder:
         if self.result.symmetries[j].domain == "points":
             return self._point_thumbs(x, index[r], images[r], orbit_labels)
         lo, hi = float(np.min(x)), float(np.max(x))
+        outputs = {key: self._table(j, f"thumb_{key}") for key in ("box", "flow", "map")}  # what box, flow, map models output
+        outputs = {k: v[r] for k, v in outputs.items() if v is not None and v.ndim >= 3 and r < v.shape[0] and v.shape[1] == index.shape[1]}
         thumbs = []
-        for e, img in zip(index[r].tolist(), images[r]):
+        for t, (e, img) in enumerate(zip(index[r].tolist(), images[r])):
             if e < 0 or e >= len(orbit_labels):
                 continue
             if pred is None:
@@ -706,7 +708,10 @@ class _Builder:
                 caption = "→ " + self._class_name(p)
                 target = label if label is not None else ref
                 ok = target is None or p == int(target)
-            thumbs.append(plots.Thumb(plots.thumbnail(img, lo, hi), orbit_labels[e], caption, ok))
+            thumbs.append(plots.Thumb(plots.thumbnail(img, lo, hi), orbit_labels[e], caption, ok,
+                                      box=outputs["box"][t].tolist() if "box" in outputs else None,
+                                      arrows=outputs["flow"][t] if "flow" in outputs else None,
+                                      overlay=outputs["map"][t] if "map" in outputs else None))
         return thumbs
 
 

@@ -120,6 +120,9 @@ class Thumb:
     title: str
     caption: str
     ok: bool = True
+    box: Sequence[float] | None = None  # what a box model output there: (x1, y1, x2, y2) in input pixels
+    arrows: np.ndarray | None = None  # what a flow model output there: (2, h, w) (u right, v down) over the image
+    overlay: np.ndarray | None = None  # what a dense model output there: (H', W') classes (integers) or values
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -748,6 +751,46 @@ def class_grid_figure(orbit: Orbit, classes: Sequence[str], counts: Sequence[int
     return fig
 
 
+OUTPUT_COLOR = "#ff9f1c"  # what the model output, drawn on its input thumbnails (boxes)
+ARROW_COLOR = "#ff3d7f"  # flows: seen on dark and light inputs alike
+ARROWS_SIDE = 6
+
+
+def _draw_outputs(ax, thumbs: Sequence[Thumb], boxes: Sequence[tuple[float, float, float]]) -> None:
+    """On a montage of thumbnails (``boxes``: x0, width, height of each, in pixels), what the model output at
+    each: its box, its flow as arrows (one length scale for the whole strip: the 90th percentile of the
+    lengths spans one block) or its output map, translucent over the input."""
+    from .thumbs import box_means
+
+    def coarse(f):  # at most ARROWS_SIDE arrows a side: readable at a thumbnail's size
+        f = np.asarray(f, dtype=np.float64)
+        return box_means(box_means(f, 1, ARROWS_SIDE), 2, ARROWS_SIDE)
+
+    flows = [coarse(t.arrows) for t in thumbs if t.arrows is not None]
+    mags = np.concatenate([np.hypot(f[0], f[1]).ravel() for f in flows]) if flows else np.zeros(0)
+    longest = float(np.percentile(mags, 90)) if mags.size else 0.0  # most arrows about a block long
+    for t, (x0, w, h) in zip(thumbs, boxes):
+        if t.overlay is not None:
+            m = np.asarray(t.overlay)
+            classes = np.issubdtype(m.dtype, np.integer)
+            ax.imshow(m % 10 if classes else m, cmap="tab10" if classes else "magma", vmin=0 if classes else None,
+                      vmax=9.5 if classes else None, alpha=0.45, interpolation="nearest",
+                      extent=(x0 - 0.5, x0 + w - 0.5, h - 0.5, -0.5))
+        if t.box is not None and np.all(np.isfinite(t.box)):
+            x1, y1, x2, y2 = (float(v) for v in t.box)
+            ax.add_patch(matplotlib.patches.Rectangle((x0 + x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
+                                                      ec=OUTPUT_COLOR, lw=1.3, zorder=5))
+        if t.arrows is not None and longest > 0:
+            f = coarse(t.arrows)
+            fh, fw = f.shape[1:]
+            bw, bh = w / fw, h / fh
+            gx, gy = np.meshgrid(x0 - 0.5 + (np.arange(fw) + 0.5) * bw, -0.5 + (np.arange(fh) + 0.5) * bh)
+            ax.quiver(gx, gy, f[0], f[1], angles="xy", scale_units="xy", scale=longest / (0.9 * min(bw, bh)),
+                      color=ARROW_COLOR, width=0.005, headwidth=3, headlength=3.5, headaxislength=3, zorder=5)
+    ax.set_xlim(-0.5, max((x0 + w for x0, w, _ in boxes), default=0) - 0.5)
+    ax.set_ylim(max((h for _, _, h in boxes), default=0) - 0.5, -0.5)
+
+
 def _outer_ring(ax, orbit: Orbit, s: Series) -> None:
     """A further per-element series of a polar sample plot (a probability, e.g. the true class's) as a ring of
     marks outside the first curve's range, dark where high, instead of a curve that spikes to the centre
@@ -863,6 +906,7 @@ def sample_figure(orbit: Orbit, series: Sequence[Series], metric: str, thumbs: S
                      color="#222" if t.ok else BAD_COLOR, fontweight="normal" if t.ok else "bold")
             tax.add_patch(matplotlib.patches.Rectangle((x0 - 0.5, -0.5), w, h, fill=False,
                                                        ec="#bbb" if t.ok else BAD_COLOR, lw=0.6 if t.ok else 1.8))
+        _draw_outputs(tax, thumbs, boxes)
     if title:
         fig.suptitle(plain_text(title, 80), fontsize=8.5, x=0.02, ha="left",
                      y=1 - 0.03 / fig.get_size_inches()[1], va="top")
