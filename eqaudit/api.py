@@ -260,6 +260,7 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
             _add_local(audit.symmetries[-1], j0 + si, orbits, model, sym, plan, audit.timing)
         if on_progress is not None:
             on_progress(audit)
+    _add_sample_outputs(orbits, m, model, task, dataset, plan.device)
     if settings.level_at_init:
         _add_level_at_init(audit, adapter, factory, dirs, plan)
     with _from_files(settings, "gates", "fail_over"):
@@ -607,6 +608,37 @@ def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, x
             out[r, : len(sel)] = sym.act(torch.from_numpy(x[None]), sym.elements[sel])[:, 0].numpy()
     orbits.put(j, "thumb_elements", index)
     orbits.put(j, "thumb_x", out)
+
+
+SAMPLE_FLOW_SIDE = 6  # the explorer's flows: arrows on this many block means a side
+
+
+def _add_sample_outputs(orbits: OrbitTable, m: int, model, task: Task, dataset, device) -> None:
+    """Box and flow models: what model ``m`` outputs on every sample's untransformed input, small, so the
+    report's sample explorer draws it over any sample's thumbnail: ``box`` (N, 4) float32 in input pixels
+    or ``flow`` (N, 2, 6, 6) float16 block means (OrbitTable.put_sample_output). One pass over the data."""
+    import torch
+
+    from .report.thumbs import box_means
+
+    key = {"boxes": "box", "vector-field": "flow"}.get(task.name)
+    if key is None or dataset.binding is not None or OrbitTable.SMALL_INPUTS not in orbits.arrays:
+        return
+    n, parts = len(dataset.indices), []
+    with torch.no_grad():
+        for i in range(0, n, SMALL_INPUT_CHUNK):
+            out = model(dataset.take(np.arange(i, min(i + SMALL_INPUT_CHUNK, n)), device))
+            if not isinstance(out, torch.Tensor):
+                return
+            out = out.detach().cpu().to(torch.float32).numpy()
+            if key == "box" and out.ndim == 2 and out.shape[1] >= 4:
+                parts.append(out[:, :4])
+            elif key == "flow" and out.ndim == 4 and out.shape[1] == 2:
+                parts.append(box_means(box_means(out, 2, SAMPLE_FLOW_SIDE), 3, SAMPLE_FLOW_SIDE).astype(np.float16))
+            else:
+                return
+    if parts:
+        orbits.put_sample_output(m, key, np.concatenate(parts))
 
 
 THUMB_FLOW_SIDE = 12  # flow thumbnails: arrows on at most this many block means a side

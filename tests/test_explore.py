@@ -586,9 +586,10 @@ def _load(py: Path, cls: str, weights: Path):
 
 
 @pytest.mark.slow  # three scans
-def test_scan_keeps_what_box_flow_and_map_models_output_on_the_thumbnails(tmp_path):
+def test_scan_keeps_what_box_flow_and_map_models_output_on_the_thumbnails(browser, tmp_path):  # noqa: F811
     """thumb_box / thumb_flow / thumb_map are the model's own outputs on the stored thumbnails (thumb_x): boxes as
-    (x1, y1, x2, y2), flows as block means, class maps as argmax; classifiers keep none."""
+    (x1, y1, x2, y2), flows as block means, class maps as argmax; classifiers keep none. m0.box / m0.flow are its
+    outputs on every untransformed input, and the explorer draws the box over the sample's thumbnail."""
     import torch
 
     from conftest import smooth_images
@@ -619,6 +620,27 @@ def test_scan_keeps_what_box_flow_and_map_models_output_on_the_thumbnails(tmp_pa
         assert got.shape[:2] == xs.shape[:2] and [k for k in o if k.startswith("s0.thumb_")] == ["s0.thumb_elements", "s0.thumb_x",
                                                                                                 f"s0.thumb_{key}"]
         assert np.allclose(got.reshape(want.shape), want, atol=1e-4), key
+        if key == "map":
+            assert "m0.box" not in o and "m0.flow" not in o
+            continue
+        x = np.load(kw.get("data") or weights.with_name(weights.stem.replace("box_localiser", "canvas_boxes_test")
+                                                        .replace("piv_flow", "piv_test") + ".npz"))["x"][o["sample_index"]]
+        with torch.no_grad():
+            y = _load(py, cls, weights)(torch.from_numpy(x.astype(np.float32))).numpy()
+        every = y[:, :4] if key == "box" else box_means(box_means(y, 2, 6), 3, 6)
+        assert np.allclose(o[f"m0.{key}"].astype(np.float32), every, atol=2e-3 if key == "flow" else 1e-4), key
+        if key == "box":
+            from eqaudit.report import render
+            from eqaudit.result import AuditResult
+
+            page = browser.new_page()
+            page.goto(render(AuditResult.load(out), out).as_uri())
+            assert page.evaluate("window.eqauditShowSample(3)") is True
+            rect = page.locator("#sample-view svg.sv-outputs rect.out-box")
+            drawn = [float(rect.get_attribute(a)) for a in ("x", "y", "width", "height")]
+            b = o["m0.box"][3]
+            assert drawn == pytest.approx([b[0], b[1], b[2] - b[0], b[3] - b[1]], abs=1e-4)
+            page.close()
     digits = scan(root / "digits_cnn.pt", limit=6, symmetry=["flip"], out=str(tmp_path / "cls"), device="cpu")
     assert digits and not [k for k in OrbitTable.load(tmp_path / "cls" / "orbits.npz").arrays if k.startswith("s0.thumb_") and
                            k not in ("s0.thumb_elements", "s0.thumb_x")]

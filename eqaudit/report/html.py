@@ -336,6 +336,14 @@ class _Builder:
             points = points[:, ::2]  # fewer points before fewer samples
         if points is not None:
             per_row += int(points[0].size) * 2
+        table = OrbitTable(o)
+        outputs = {}  # what box and flow models output on each untransformed input, per model
+        for m in range(len(self.models)):
+            for key, dtype, ndim in (("box", "<f4", 2), ("flow", "<f2", 4)):
+                arr = table.sample_output(m, key)
+                if arr is not None and arr.ndim == ndim and arr.shape[0] == n:
+                    outputs[m] = (key, arr.astype(dtype), dtype)
+                    per_row += int(arr[0].size) * np.dtype(dtype).itemsize
         cap = max(1, int(budget // max(per_row, 1)))
         note = ""
         if n <= cap:
@@ -355,7 +363,10 @@ class _Builder:
             "sample_index": o["sample_index"][rows].astype(np.int64).tolist(),
             "labels": None if labels is None or labels.shape[0] != n else labels[rows].astype(np.int64).tolist(),
             "classes": [str(c) for c in self.result.data.classes] if self.result.data.classes else None,
-            "models": [{"name": m["name"], "path": m["path"], "color": m["color"]} for m in self.models],
+            "models": [{"name": m["name"], "path": m["path"], "color": m["color"]} |
+                       ({outputs[i][0]: {"shape": list(outputs[i][1].shape[1:]), "data": _b64(outputs[i][1][rows])}}
+                        if i in outputs else {}) for i, m in enumerate(self.models)],
+            "input_hw": [int(v) for v in self.result.data.sample_shape[-2:]] if len(self.result.data.sample_shape) >= 2 else None,
             "groups": [self._explore_group(gi, first, traces, rows, None if small is None else small.shape[1:3])
                        for gi, first, traces in parts],
             "small": None if small is None else {"shape": list(small.shape[1:]), "data": _b64(small[rows])},

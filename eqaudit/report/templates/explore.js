@@ -191,6 +191,42 @@
     return svg;
   }
 
+  /* what box and flow models output on the untransformed input, over its thumbnail (input pixels), per model */
+  function withOutputs(img, i) {
+    var hw = D.input_hw, own = D.models.filter(function (m) { return m.box || m.flow; });
+    if (!hw || !own.length || !D.small) return img;
+    var box = h("div", {class: "sv-thumb"}), H = hw[0], W = hw[1];
+    box.appendChild(img);
+    var svg = s(box, "svg", {viewBox: "0 0 " + W + " " + H, class: "sv-outputs", preserveAspectRatio: "none",
+                             "aria-label": "what each model output on this input"});
+    var flows = [], longest = 0;
+    own.forEach(function (m) {
+      if (m.box) {
+        if (!m.box.v) m.box.v = new Float32Array(bytes(m.box.data).buffer);
+        var b = m.box.v.subarray(4 * i, 4 * i + 4);
+        var r = s(svg, "rect", {x: b[0], y: b[1], width: Math.max(0, b[2] - b[0]), height: Math.max(0, b[3] - b[1]), fill: "none",
+                                stroke: m.color, "stroke-width": W / 40, class: "out-box"});
+        s(r, "title", {}, m.name + ": box " + Array.prototype.map.call(b, fmt).join(", "));
+      }
+      if (m.flow) {
+        if (!m.flow.v) m.flow.v = half(new Uint16Array(bytes(m.flow.data).buffer));
+        var sh = m.flow.shape, k = sh[1] * sh[2], f = m.flow.v.subarray(2 * k * i, 2 * k * (i + 1));
+        for (var q = 0; q < k; q++) longest = Math.max(longest, Math.hypot(f[q], f[k + q]));
+        flows.push([m, f, sh]);
+      }
+    });
+    flows.forEach(function (x) {
+      var m = x[0], f = x[1], fh = x[2][1], fw = x[2][2], k = fh * fw, bw = W / fw, bh = H / fh;
+      var sc = longest > 0 ? (0.9 * Math.min(bw, bh)) / longest : 0;
+      for (var q = 0; q < k; q++) {
+        var cx = ((q % fw) + 0.5) * bw, cy = (Math.floor(q / fw) + 0.5) * bh, tx = cx + f[q] * sc, ty = cy + f[k + q] * sc;
+        s(svg, "line", {x1: cx, y1: cy, x2: tx, y2: ty, stroke: m.color, "stroke-width": W / 60, class: "out-arrow"});
+        s(svg, "circle", {cx: tx, cy: ty, r: W / 50, fill: m.color});
+      }
+    });
+    return box;
+  }
+
   function thumbnail(i) {
     if (D.points) {
       var p = cloudOf(i);
@@ -343,7 +379,7 @@
     view.appendChild(h("p", {class: "facts"}, facts));
     var top = h("div", {class: "sv-top"});
     var th = thumbnail(i);
-    if (th) top.appendChild(th);
+    if (th) top.appendChild(withOutputs(th, i));
     var ul = h("ul", {class: "sv-models"});
     D.models.forEach(function (m, mi) {
       var li = h("li", {});
@@ -360,6 +396,9 @@
       ul.appendChild(li);
     });
     top.appendChild(ul);
+    if (top.querySelector("svg.sv-outputs")) {
+      ul.appendChild(h("li", {class: "muted"}, "over the input: what each model output on it (its box or flow), in its colour"));
+    }
     view.appendChild(top);
     var target = null;
     D.groups.forEach(function (g, gi) {
