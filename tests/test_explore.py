@@ -424,8 +424,9 @@ def test_one_tab_stop_per_map_and_arrow_keys_rove(browser, built):  # noqa: F811
     context.close()
 
 
-def _synthetic_report(folder, spec: str, n: int = 10):
-    """A result of one model and one symmetry made by hand (no model, no scan): random per-sample values."""
+def _synthetic_report(folder, spec: str, n: int = 10, points: np.ndarray | None = None, draw: bool = True):
+    """A result of one model and one symmetry made by hand (no model, no scan): random per-sample values; with
+    ``points`` (N, p, 3) the explorer's small clouds. ``draw``: write the report (else return the orbit table)."""
     from eqaudit.report.io import write_bytes_atomic
     from eqaudit.result import DataInfo, ModelInfo, SymmetryResult
     from eqaudit.symmetries import parse_symmetry
@@ -447,6 +448,10 @@ def _synthetic_report(folder, spec: str, n: int = 10):
     for key, arr in {"prob_tv": tv, "pred": pred, "flipped": pred != pred[:, sym.identity_index:sym.identity_index + 1],
                      "worst_index": np.argsort(-tv.mean(1))[:1]}.items():
         table.put(0, key, arr)
+    if points is not None:
+        table.put_small_points(points)
+    if not draw:
+        return result, table
     result.save(folder / "result.json")
     write_bytes_atomic(folder / "orbits.npz", table.to_bytes())
     return result, html_report.write_report(result, folder, folder, workers=1)
@@ -669,3 +674,22 @@ def test_cards_draw_boxes_arrows_and_maps_on_the_thumbnails():
     assert np.all(quivers[0].U > 0) and np.all(quivers[0].V == 0)
     assert quivers[0].X.min() > 16  # on the second thumbnail
     assert len(strip.images) == 2 and strip.images[1].get_extent()[0] > 16  # the map over the second thumbnail
+
+
+def test_point_clouds_thin_out_before_samples_are_dropped(tmp_path, monkeypatch):
+    """Over the budget the explorer keeps every second point of each cloud (not below MIN_SMALL_POINTS) before it
+    embeds a seeded subset of the samples."""
+    n = 40
+    clouds = np.random.default_rng(0).normal(size=(n, 64, 3)).astype(np.float16)
+    result, table = _synthetic_report(tmp_path, "rotate-z:step=90", n=n, points=clouds, draw=False)
+    full = json.loads(str(html_report._Builder(result, dict(table.arrays), tmp_path).build()["explore"]["json"]))
+    assert full["points"]["shape"] == [64, 3] and full["rows"] is None
+    assert np.array_equal(_decode(full["points"]["data"], "<f2").reshape(n, 64, 3), clouds)
+    per_sample = 5 * len(result.symmetries[0].elements)  # prob_tv (float32) and the class (u1) at each element
+    monkeypatch.setattr(html_report, "EXPLORE_BUDGET", n * (per_sample + 32 * 3 * 2) * 4 // 3 + 8)  # room for 32 points each
+    t = json.loads(str(html_report._Builder(result, dict(table.arrays), tmp_path).build()["explore"]["json"]))
+    assert t["points"]["shape"] == [32, 3] and t["rows"] is None
+    assert np.array_equal(_decode(t["points"]["data"], "<f2").reshape(n, 32, 3), clouds[:, ::2])
+    monkeypatch.setattr(html_report, "EXPLORE_BUDGET", n * (per_sample + 16 * 3 * 2) * 4 // 3 // 2)  # half of them at 16
+    t = json.loads(str(html_report._Builder(result, dict(table.arrays), tmp_path).build()["explore"]["json"]))
+    assert t["points"]["shape"] == [html_report.MIN_SMALL_POINTS, 3] and t["rows"] is not None and len(t["rows"]) < n
