@@ -383,7 +383,8 @@ class _Builder:
         group: dict[str, Any] = {"index": gi, "spec": first.spec, "layout": orbit.layout, "labels": list(orbit.labels),
                                  "identity": orbit.identity_index, "metric": plots.metric_info(self._main_metric(first)).label,
                                  "axis": orbit.axis_label(0), "param": None, "cells": None, "traces": [],
-                                 "moves": self._thumbnail_moves(first, small_hw), "kind": first.domain}
+                                 "moves": self._thumbnail_moves(first, small_hw), "kind": first.domain,
+                                 "exact": first.exact}
         if first.domain == "points" and traces:
             group["moves"] = self._point_moves(traces[0][0], len(first.elements))
         if orbit.layout in ("polar", "line"):

@@ -343,8 +343,9 @@
     }
     if (!D.small) return box;
     if (!g.moves) {
-      box.appendChild(h("p", {class: "muted"}, "The inputs are shown moved for exact image actions only: " + g.spec +
-                        " resamples the input (its result is not a pixel permutation), so only the untransformed input is shown above."));
+      box.appendChild(h("p", {class: "muted"}, "The inputs are shown moved for exact image actions only: " + g.spec + (g.exact
+                        ? " acts on more than the pixels' places (frames or channels), which this small thumbnail does not show,"
+                        : " resamples the input (its result is not a pixel permutation),") + " so only the untransformed input is shown above."));
       return box;
     }
     var sh = D.small.shape;
