@@ -448,6 +448,10 @@ def _synthetic_report(folder, spec: str, n: int = 10, points: np.ndarray | None 
     for key, arr in {"prob_tv": tv, "pred": pred, "flipped": pred != pred[:, sym.identity_index:sym.identity_index + 1],
                      "worst_index": np.argsort(-tv.mean(1))[:1]}.items():
         table.put(0, key, arr)
+    if not sym.exact:  # the floor, measured on every second sample (NaN elsewhere, as --floor-samples leaves it)
+        floor = rng.random((n, e)).astype(np.float32) * 0.01
+        floor[1::2] = np.nan
+        table.put(0, "floor", floor)
     if points is not None:
         table.put_small_points(points)
     if not draw:
@@ -693,3 +697,16 @@ def test_point_clouds_thin_out_before_samples_are_dropped(tmp_path, monkeypatch)
     monkeypatch.setattr(html_report, "EXPLORE_BUDGET", n * (per_sample + 16 * 3 * 2) * 4 // 3 // 2)  # half of them at 16
     t = json.loads(str(html_report._Builder(result, dict(table.arrays), tmp_path).build()["explore"]["json"]))
     assert t["points"]["shape"] == [html_report.MIN_SMALL_POINTS, 3] and t["rows"] is not None and len(t["rows"]) < n
+
+
+def test_a_floor_measured_on_other_samples_draws_nothing(browser, tmp_path):  # noqa: F811
+    """A sample outside the floor's subset (NaN floor) shows its orbit without a floor line and without errors;
+    one inside it shows the floor dashed."""
+    _, page_file = _synthetic_report(tmp_path, "rotate:step=90", n=6)
+    context, page, problems = _open(browser, {"html": page_file})
+    for k, floors in ((1, 0), (2, 1)):
+        assert page.evaluate(f"window.eqauditShowSample({k})") is True
+        assert page.locator("#sample-view polyline.floor").count() == floors
+        assert page.locator("#sample-view polyline.curve").count() == 1
+    assert not problems, problems
+    context.close()

@@ -408,6 +408,7 @@
         decode(t);
         var tr = {model: t.model, name: D.models[t.model].name, color: D.models[t.model].color,
                   values: row(t.v, i, E), pred: row(t.p, i, E), floor: row(t.f, i, E)};
+        if (tr.floor && tr.floor.some(isNaN)) tr.floor = null;  // the floor is measured on a subset of the samples
         tr.values.concat(tr.floor || []).forEach(function (v) { if (isFinite(v)) vmax = Math.max(vmax, v); });
         return tr;
       });
