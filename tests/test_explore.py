@@ -310,8 +310,24 @@ def test_steps_only_for_whole_thumbnail_pixels():
         [["s", 0, 0, True]], None, [["s", 1, -1, True]]]  # 1 px of the input is half a thumbnail pixel
     assert element_steps("translate:max=2,mode=zero", shifts, (8, 8), (8, 8))[1] == [["s", 1, 0, False]]
     assert element_steps("rotate:step=90", [[0.0], [90.0]], (8, 8), (8, 8)) is None  # resampled: not moved
-    assert element_steps("rot90*swap", [[1.0, 1.0]], (8, 8), (8, 8)) is None  # a factor it does not know
+    assert element_steps("rot90*permute", [[1.0, 1.0]], (8, 8), (8, 8)) is None  # a factor it does not know
+    assert element_steps("d4*swap", [[1.0, 1.0, 1.0]], (8, 8), (8, 8)) == [[["d", 1, 1, "h"]]]  # swap: the mean stays
     assert element_steps("rot90*translate", [[1.0, 2.0, 0.0]], (8, 8), (8, 8)) == [[["s", 2, 0, True], ["d", 1, 0, "h"]]]
+
+
+def test_swapped_frames_leave_the_thumbnail_as_it_is():
+    """The thumbnail of a two-frame input is the mean of its channels, so exchanging the frames leaves it unchanged
+    (why eqaudit.report.moves gives swap no pixel step)."""
+    import torch
+
+    from eqaudit.symmetries import parse_symmetry
+
+    sym = parse_symmetry("swap")
+    x = np.random.default_rng(3).random((5, 4, 9, 9)).astype(np.float32)  # two frames of two channels
+    sym.check_input(x.shape[1:])
+    moved = sym.apply(torch.from_numpy(x).expand(2, *x.shape).contiguous(), sym.elements).numpy()
+    assert not np.array_equal(moved[1], x)
+    assert np.array_equal(small_images(moved[1]), small_images(x))
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ untransformed thumbnail ``x_small``; the first step acts first. A step is
 - ``["s", dx, dy, wrap]``: an integer shift right and down in thumbnail pixels, wrapping around
   (``wrap`` true) or filling with zeros.
 
-Only the exact image symmetries are moved (rot90, rot180, flip, d4, translate and products of them);
+Only the exact image symmetries are moved (rot90, rot180, flip, d4, translate and products of them; swap,
+which exchanges the frames of a two-frame input, leaves its thumbnail, the mean of the channels, as it is);
 a shift that is not a whole number of thumbnail pixels (the thumbnail is smaller than the input) has no
 steps (None) and the page says so, as do resampled actions, which the page shows untransformed.
 """
@@ -20,7 +21,7 @@ from typing import Any
 from ..symmetries.catalogue import split_spec
 
 Step = list[Any]
-WIDTHS = {"rot90": 1, "rot180": 1, "flip": 1, "d4": 2, "translate": 2}  # element parameters per factor
+WIDTHS = {"rot90": 1, "rot180": 1, "flip": 1, "d4": 2, "translate": 2, "swap": 1}  # element parameters per factor
 
 
 def _factor_steps(name: str, params: dict[str, str], row: list[float], scale: tuple[float, float]) -> list[Step] | None:
@@ -33,6 +34,8 @@ def _factor_steps(name: str, params: dict[str, str], row: list[float], scale: tu
         return [["d", 0, int(round(row[0])) % 2, params.get("axis", "h")]]
     if name == "d4":
         return [["d", int(round(row[0])) % 4, int(round(row[1])) % 2, "h"]]
+    if name == "swap":  # exchanges the frames of a two-frame input: its thumbnail, the mean of the channels, stays
+        return []
     if name == "translate":
         dx, dy = row[0] * scale[1], row[1] * scale[0]
         if abs(dx - round(dx)) > 1e-9 or abs(dy - round(dy)) > 1e-9:
