@@ -257,11 +257,13 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
         sym = symmetries[si]
         audit.info = _model_info(adapter, dataset, st.output_kind, settings.output)
         audit.symmetries.append(_symmetry_result(m, j0 + si, sym, st.table, audit.null, orbits, plan, st.reduced))
+        _add_thumb_outputs(orbits, j0 + si, model, task, dataset, plan.device)
         _add_timing(audit.timing, seconds=st.seconds, model_seconds=st.model_seconds, model_evals=st.model_evals)
         if settings.local or settings.layers:
             _add_local(audit.symmetries[-1], j0 + si, orbits, model, sym, plan, audit.timing)
         if on_progress is not None:
             on_progress(audit)
+    _add_sample_outputs(orbits, m, model, task, dataset, plan.device)
     if settings.level_at_init:
         _add_level_at_init(audit, adapter, factory, dirs, plan)
     with _from_files(settings, "gates", "fail_over"):
@@ -512,6 +514,7 @@ def _symmetry_result(m: int, j: int, sym: Symmetry, table: dict[str, np.ndarray]
     orbits.put(j, "worst_index", worst)
     orbits.put(j, "worst_x", plan.dataset.take(worst).numpy())
     _add_thumbs(orbits, j, sym, table[task.main_metric][worst], orbits.get(j, "worst_x"))
+    _add_point_moves(orbits, j, sym)
     return SymmetryResult(
         model=m,
         name=desc["name"],
@@ -590,12 +593,22 @@ SMALL_INPUT_CHUNK = 512
 
 
 def _add_small_inputs(orbits: OrbitTable, dataset, symmetries) -> None:
-    """Image data: every sample's untransformed input, small and 8-bit, for the report's sample explorer."""
+    """Every sample's untransformed input for the report's sample explorer: images small and 8-bit, point
+    clouds a few points of each."""
     from .report.thumbs import small_images
 
+    n = len(dataset.indices)
+    if (len(dataset.sample_shape) == 2 and dataset.sample_shape[-1] == 3 and dataset.binding is None
+            and any(sym.domain == "points" for sym in symmetries)):
+        from .report.thumbs import small_points
+
+        parts = [small_points(dataset.take(np.arange(i, min(i + SMALL_INPUT_CHUNK, n))).numpy())
+                 for i in range(0, n, SMALL_INPUT_CHUNK)]
+        if parts:
+            orbits.put_small_points(np.concatenate(parts))
+        return
     if len(dataset.sample_shape) != 3 or not any(sym.domain == "image" for sym in symmetries):
         return
-    n = len(dataset.indices)
     parts = [small_images(dataset.take(np.arange(i, min(i + SMALL_INPUT_CHUNK, n))).numpy())
              for i in range(0, n, SMALL_INPUT_CHUNK)]  # chunks of samples, so large images never all sit in float32
     if parts:
@@ -622,6 +635,77 @@ def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, x
             out[r, : len(sel)] = sym.act(torch.from_numpy(x[None]), sym.elements[sel])[:, 0].numpy()
     orbits.put(j, "thumb_elements", index)
     orbits.put(j, "thumb_x", out)
+
+
+SAMPLE_FLOW_SIDE = 6  # the explorer's flows: arrows on this many block means a side
+
+
+def _add_sample_outputs(orbits: OrbitTable, m: int, model, task: Task, dataset, device) -> None:
+    """Box and flow models: what model ``m`` outputs on every sample's untransformed input, small, so the
+    report's sample explorer draws it over any sample's thumbnail: ``box`` (N, 4) float32 in input pixels
+    or ``flow`` (N, 2, 6, 6) float16 block means (OrbitTable.put_sample_output). One pass over the data."""
+    import torch
+
+    from .report.thumbs import box_means
+
+    key = {"boxes": "box", "vector-field": "flow"}.get(task.name)
+    if key is None or dataset.binding is not None or OrbitTable.SMALL_INPUTS not in orbits.arrays:
+        return
+    n, parts = len(dataset.indices), []
+    with torch.no_grad():
+        for i in range(0, n, SMALL_INPUT_CHUNK):
+            out = model(dataset.take(np.arange(i, min(i + SMALL_INPUT_CHUNK, n)), device))
+            if not isinstance(out, torch.Tensor):
+                return
+            out = out.detach().cpu().to(torch.float32).numpy()
+            if key == "box" and out.ndim == 2 and out.shape[1] >= 4:
+                parts.append(out[:, :4])
+            elif key == "flow" and out.ndim == 4 and out.shape[1] == 2:
+                parts.append(box_means(box_means(out, 2, SAMPLE_FLOW_SIDE), 3, SAMPLE_FLOW_SIDE).astype(np.float16))
+            else:
+                return
+    if parts:
+        orbits.put_sample_output(m, key, np.concatenate(parts))
+
+
+THUMB_FLOW_SIDE = 12  # flow thumbnails: arrows on at most this many block means a side
+
+
+def _add_thumb_outputs(orbits: OrbitTable, j: int, model, task: Task, dataset, device) -> None:
+    """What box, flow and map models output on the worst samples' thumbnails (``thumb_x``), so the report's
+    cards draw it: ``thumb_box`` (k, T, 4) boxes, ``thumb_flow`` (k, T, 2, h, w) flows as block means or
+    ``thumb_map`` (k, T, H', W') argmax classes (one channel: the map), in float32 / int16. One model call."""
+    import torch
+
+    from .report.thumbs import box_means
+
+    xs = orbits.get(j, "thumb_x")
+    if task.name not in ("boxes", "vector-field", "dense") or xs is None or xs.ndim != 5 or dataset.binding is not None:
+        return
+    k, t = xs.shape[:2]
+    with torch.no_grad():
+        out = model(torch.from_numpy(np.ascontiguousarray(xs.reshape(k * t, *xs.shape[2:]), dtype=np.float32)).to(device))
+    if not isinstance(out, torch.Tensor):
+        return
+    out = out.detach().cpu().to(torch.float32).numpy()
+    if task.name == "boxes" and out.ndim == 2 and out.shape[1] >= 4:
+        orbits.put(j, "thumb_box", out[:, :4].reshape(k, t, 4))
+    elif task.name == "vector-field" and out.ndim == 4 and out.shape[1] == 2:
+        flow = box_means(box_means(out, 2, THUMB_FLOW_SIDE), 3, THUMB_FLOW_SIDE)
+        orbits.put(j, "thumb_flow", flow.reshape(k, t, *flow.shape[1:]).astype(np.float32))
+    elif task.name == "dense" and out.ndim == 4:
+        maps = out.argmax(1).astype(np.int16) if out.shape[1] > 1 else out[:, 0]
+        orbits.put(j, "thumb_map", maps.reshape(k, t, *maps.shape[1:]))
+
+
+def _add_point_moves(orbits: OrbitTable, j: int, sym: Symmetry) -> None:
+    """A point symmetry's action on coordinates, per element: ``point_matrix`` (E, 3, 3) and ``point_shift``
+    (E, 3), so the report's sample explorer moves its small clouds without torch or the symmetry code."""
+    if sym.domain != "points" or OrbitTable.SMALL_POINTS not in orbits.arrays or not hasattr(sym, "point_matrix"):
+        return
+    orbits.put(j, "point_matrix", sym.point_matrix(sym.elements).numpy().astype(np.float32))
+    shift = sym.point_shift(sym.elements)
+    orbits.put(j, "point_shift", np.zeros((sym.n_elements, 3), np.float32) if shift is None else shift.numpy().astype(np.float32))
 
 
 FILE_SOURCES = ("sidecar ", "config ", "[tool.eqaudit] in ")

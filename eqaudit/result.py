@@ -28,9 +28,13 @@ classifiers: ``prob_tv``, ``flipped``, ``correct``, ``true_class_prob``, ``pred`
 ``s{j}.worst_x`` (k, ...) the inputs of those samples (no data file needed) and, for image symmetries,
 ``s{j}.thumb_elements`` (k, T) element rows (-1: none) with ``s{j}.thumb_x`` (k, T, C, H, W) those samples
 transformed by those elements (the report's thumbnails, drawn without torch or the symmetry code; point
-symmetries store (k, T, P, 3) structures), ``m{m}.null`` (M,) per model the null sample its levels were
+symmetries store (k, T, P, 3) structures) and what box, flow and map models output on those: ``s{j}.thumb_box`` (k, T, 4),
+``s{j}.thumb_flow`` (k, T, 2, h, w) block means or ``s{j}.thumb_map`` (k, T, H', W') argmax classes, ``m{m}.box`` (N, 4)
+or ``m{m}.flow`` (N, 2, 6, 6) what box and flow models output on every untransformed input, ``m{m}.null`` (M,) per model the null sample its levels were
 estimated from, and for image data ``x_small`` (N, h, w, c) uint8 every sample's untransformed input, box-averaged
-to at most 32 pixels a side (the report's sample explorer). ``OrbitTable`` owns the scheme.
+to at most 32 pixels a side (the report's sample explorer); for point clouds ``x_points`` (N, p, 3) float16 up to 64
+evenly spaced points of each, with ``s{j}.point_matrix`` (E, 3, 3) and ``s{j}.point_shift`` (E, 3) per point symmetry,
+its action on coordinates (the explorer moves the clouds with them). ``OrbitTable`` owns the scheme.
 """
 
 
@@ -72,6 +76,19 @@ class OrbitTable:
     def put_small_inputs(self, small: np.ndarray) -> None:
         """Every sample's untransformed input as a small 8-bit image (N, h, w, c) (eqaudit.report.thumbs.small_images)."""
         self.arrays[self.SMALL_INPUTS] = np.asarray(small, dtype=np.uint8)
+
+    def put_sample_output(self, m: int, name: str, arr: np.ndarray) -> None:
+        """What model ``m`` outputs on every sample's untransformed input, small (``m{m}.box``, ``m{m}.flow``)."""
+        self.arrays[f"m{m}.{name}"] = arr
+
+    def sample_output(self, m: int, name: str) -> np.ndarray | None:
+        return self.arrays.get(f"m{m}.{name}")
+
+    SMALL_POINTS = "x_points"
+
+    def put_small_points(self, points: np.ndarray) -> None:
+        """Every sample's untransformed point cloud, a few points of it in float16 (N, p, 3) (eqaudit.report.thumbs.small_points)."""
+        self.arrays[self.SMALL_POINTS] = np.asarray(points, dtype=np.float16)
 
     def keep_first(self, n_symmetries: int, n_models: int) -> None:
         """Drop every array of symmetries j >= n_symmetries and models m >= n_models (what a checkpoint's

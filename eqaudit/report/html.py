@@ -33,7 +33,9 @@ WORST_PLOTTED = 4  # individual orbit plots per (model, symmetry)
 MAX_CLASSES = 20  # per-class small multiples beyond this are left out (and the page says so)
 MAX_MAP_POINTS = 3000  # sample-map points drawn (worst samples always kept)
 PNG_DPI = pool.PNG_DPI
+MIN_SMALL_POINTS = 16  # the explorer's point clouds thin out to fit the budget, not below this many points
 MIN_SMALL_SIDE = 12  # the explorer's thumbnails shrink to fit the budget, not below this many pixels a side
+MAX_MOVED_ELEMENTS = 4096  # exact orbits up to this size carry the steps that move the explorer's thumbnails
 EXPLORE_BUDGET = 12_000_000  # bytes of per-sample data (base64) the sample explorer embeds; beyond it a seeded subset
 METRIC_ORDER = ["prob_tv", "flip_rate", "accuracy", "true_class_prob", "equivariance_error", "box_error", "iou",
                 "mean_iou", "pixel_flip_rate", "epe", "center_error", "max_abs_error"]
@@ -251,7 +253,7 @@ class _Builder:
             return None
         n = int(len(o["sample_index"]))
         parts, worst, per_row = [], [], 0
-        for entries in groups:
+        for gi, entries in enumerate(groups):
             traces = []
             for j, s in entries:
                 t = self._profile_table(j, s)
@@ -270,7 +272,7 @@ class _Builder:
                 if w is not None:
                     worst.extend(int(r) for r in w[:WORST_PLOTTED] if 0 <= r < n)
             if traces:
-                parts.append((entries[0][1], traces))
+                parts.append((gi, entries[0][1], traces))
         if not parts:
             return None
         small = o.get(OrbitTable.SMALL_INPUTS)
@@ -281,6 +283,21 @@ class _Builder:
             small = _halve(small)  # smaller thumbnails before fewer samples
         if small is not None:
             per_row += int(small[0].size)
+        points = o.get(OrbitTable.SMALL_POINTS)
+        if points is not None and (points.ndim != 3 or points.shape[0] != n or points.shape[2] != 3):
+            points = None
+        while points is not None and n * (per_row + points[0].size * 2) > budget and points.shape[1] > MIN_SMALL_POINTS:
+            points = points[:, ::2]  # fewer points before fewer samples
+        if points is not None:
+            per_row += int(points[0].size) * 2
+        table = OrbitTable(o)
+        outputs = {}  # what box and flow models output on each untransformed input, per model
+        for m in range(len(self.models)):
+            for key, dtype, ndim in (("box", "<f4", 2), ("flow", "<f2", 4)):
+                arr = table.sample_output(m, key)
+                if arr is not None and arr.ndim == ndim and arr.shape[0] == n:
+                    outputs[m] = (key, arr.astype(dtype), dtype)
+                    per_row += int(arr[0].size) * np.dtype(dtype).itemsize
         cap = max(1, int(budget // max(per_row, 1)))
         note = ""
         if n <= cap:
@@ -300,9 +317,14 @@ class _Builder:
             "sample_index": o["sample_index"][rows].astype(np.int64).tolist(),
             "labels": None if labels is None or labels.shape[0] != n else labels[rows].astype(np.int64).tolist(),
             "classes": [str(c) for c in self.result.data.classes] if self.result.data.classes else None,
-            "models": [{"name": m["name"], "path": m["path"], "color": m["color"]} for m in self.models],
-            "groups": [self._explore_group(first, traces, rows) for first, traces in parts],
+            "models": [{"name": m["name"], "path": m["path"], "color": m["color"]} |
+                       ({outputs[i][0]: {"shape": list(outputs[i][1].shape[1:]), "data": _b64(outputs[i][1][rows])}}
+                        if i in outputs else {}) for i, m in enumerate(self.models)],
+            "input_hw": [int(v) for v in self.result.data.sample_shape[-2:]] if len(self.result.data.sample_shape) >= 2 else None,
+            "groups": [self._explore_group(gi, first, traces, rows, None if small is None else small.shape[1:3])
+                       for gi, first, traces in parts],
             "small": None if small is None else {"shape": list(small.shape[1:]), "data": _b64(small[rows])},
+            "points": None if points is None else {"shape": list(points.shape[1:]), "data": _b64(points[rows].astype("<f2"))},
             "note": note,
         }
         # JSON in a <script> block: no "<" (hence no "</script>") survives as such, strings stay JSON
@@ -310,11 +332,15 @@ class _Builder:
         text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
         return {"json": Markup(text), "note": note}
 
-    def _explore_group(self, first: SymmetryResult, traces, rows: np.ndarray) -> dict[str, Any]:
+    def _explore_group(self, gi: int, first: SymmetryResult, traces, rows: np.ndarray, small_hw) -> dict[str, Any]:
         orbit = plots.Orbit.from_symmetry(first).drawable()
-        group: dict[str, Any] = {"spec": first.spec, "layout": orbit.layout, "labels": list(orbit.labels),
+        group: dict[str, Any] = {"index": gi, "spec": first.spec, "layout": orbit.layout, "labels": list(orbit.labels),
                                  "identity": orbit.identity_index, "metric": plots.metric_info(self._main_metric(first)).label,
-                                 "axis": orbit.axis_label(0), "param": None, "cells": None, "traces": []}
+                                 "axis": orbit.axis_label(0), "param": None, "cells": None, "traces": [],
+                                 "moves": self._thumbnail_moves(first, small_hw), "kind": first.domain,
+                                 "exact": first.exact}
+        if first.domain == "points" and traces:
+            group["moves"] = self._point_moves(traces[0][0], len(first.elements))
         if orbit.layout in ("polar", "line"):
             group["param"] = orbit.elements[:, 0].tolist()
         elif orbit.layout == "grid2d":
@@ -325,7 +351,10 @@ class _Builder:
         elif orbit.layout == "finite":
             index = plots.finite_cells(orbit)
             group["cells"] = {"shape": list(index.shape), "index": index.reshape(-1).tolist()}
-        else:  # axis-angle: drawn over the element index
+        elif orbit.layout == "axis-angle":  # 3-D rotations at their rotation vectors, as the static plots draw them
+            xy, up, improper = plots.axis_angle_points(orbit.elements)
+            group["discs"] = {"xy": np.round(xy, 5).tolist(), "up": up.tolist(), "improper": improper.tolist()}
+        else:  # a layout the plots do not know: drawn over the element index
             group["layout"], group["param"], group["axis"] = "line", list(range(orbit.n)), "element"
         for j, s, t, pred, floor in traces:
             group["traces"].append({
@@ -336,6 +365,25 @@ class _Builder:
                 "floor": None if floor is None else _b64(floor[rows].astype("<f2")),  # a reference line: half precision
             })
         return group
+
+    def _thumbnail_moves(self, s: SymmetryResult, small_hw) -> list | None:
+        """Per element the pixel steps that move the explorer's thumbnail as ``s`` moves the input
+        (eqaudit.report.moves); None for resampled actions and inputs other than images."""
+        from .moves import element_steps
+
+        full = self.result.data.sample_shape or (self.result.models[0].input_shape if self.result.models else [])
+        if small_hw is None or not s.exact or s.domain != "image" or len(full) < 2 or len(s.elements) > MAX_MOVED_ELEMENTS:
+            return None
+        return element_steps(s.spec, s.elements, (int(full[-2]), int(full[-1])), (int(small_hw[0]), int(small_hw[1])))
+
+    def _point_moves(self, j: int, n_elements: int) -> list | None:
+        """Per element of point symmetry ``j`` its action on coordinates as 12 numbers (the 3x3 matrix row by
+        row, then the shift), read from the orbit table; None when the scan did not store it."""
+        m, t = self._table(j, "point_matrix"), self._table(j, "point_shift")
+        if m is None or t is None or m.shape != (n_elements, 3, 3) or t.shape != (n_elements, 3) or n_elements > MAX_MOVED_ELEMENTS:
+            return None
+        both = np.concatenate([m.reshape(n_elements, 9), t], axis=1).astype(np.float64)
+        return [[float(f"{v:.6g}") for v in row] for row in both]
 
     def _metrics(self) -> list[str]:
         keys: list[str] = []
@@ -372,13 +420,14 @@ class _Builder:
             "passed": s.passed,
             "own_gates": [g for g in s.gates if g.element is None or g.element not in listed.values()],  # beside its elements
             "elements": [
-                {"label": label, "summary": s.per_element[e], "level_note": "", "extent": "",
+                {"label": label, "summary": s.per_element[e], "level_note": "", "level_ci": "", "extent": "",
                  "gates": [g for g in s.gates if g.element == label]}
                 for e, label in listed.items()
             ],
             "floor_flip_rate": s.summary.get("floor_flip_rate"),
             "extent": _extent_text(s.summary.get("extent")),
             "level_note": _level_note(s.summary),
+            "level_ci": _level_ci(s.summary),
         }
 
     def _main_metric(self, s: SymmetryResult) -> str:
@@ -589,7 +638,7 @@ class _Builder:
         if pred is not None and drawn.layout in ("grid2d", "finite"):
             index = plots.finite_cells(drawn) if drawn.layout == "finite" else plots.grid_cells(drawn.elements)[2]
             if index.size <= 81:
-                names = [plots.plain_text(self._class_name(int(p)), 6) for p in pred]
+                names = [plots.plain_text(self._class_name(int(p)), 14) for p in pred]  # cut to each tile by plots
                 if drawn.layout == "grid2d":
                     tile_texts = [f"{n}\n{v:.2f}" if index.size <= 49 else n for n, v in zip(names, values)]
                 else:
@@ -629,8 +678,10 @@ class _Builder:
         if self.result.symmetries[j].domain == "points":
             return self._point_thumbs(x, index[r], images[r], orbit_labels)
         lo, hi = float(np.min(x)), float(np.max(x))
+        outputs = {key: self._table(j, f"thumb_{key}") for key in ("box", "flow", "map")}  # what box, flow, map models output
+        outputs = {k: v[r] for k, v in outputs.items() if v is not None and v.ndim >= 3 and r < v.shape[0] and v.shape[1] == index.shape[1]}
         thumbs = []
-        for e, img in zip(index[r].tolist(), images[r]):
+        for t, (e, img) in enumerate(zip(index[r].tolist(), images[r])):
             if e < 0 or e >= len(orbit_labels):
                 continue
             if pred is None:
@@ -640,7 +691,10 @@ class _Builder:
                 caption = "→ " + self._class_name(p)
                 target = label if label is not None else ref
                 ok = target is None or p == int(target)
-            thumbs.append(plots.Thumb(plots.thumbnail(img, lo, hi), orbit_labels[e], caption, ok))
+            thumbs.append(plots.Thumb(plots.thumbnail(img, lo, hi), orbit_labels[e], caption, ok,
+                                      box=outputs["box"][t].tolist() if "box" in outputs else None,
+                                      arrows=outputs["flow"][t] if "flow" in outputs else None,
+                                      overlay=outputs["map"][t] if "map" in outputs else None))
         return thumbs
 
 
@@ -675,6 +729,15 @@ def _level_note(summary: dict) -> str:
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
         return f"95% CI {ci[0]:.3f}–{ci[1]:.3f}"
     return ""
+
+
+def _level_ci(summary: dict) -> str:
+    """The level's 95% confidence interval as the summary cell shows it beside the level ('0.58–1.00'), or ''."""
+    ci = summary.get("level_ci")
+    if summary.get("level") is None or not (isinstance(ci, (list, tuple)) and len(ci) == 2
+                                            and all(isinstance(v, (int, float)) for v in ci)):
+        return ""
+    return f"{ci[0]:.2f}–{ci[1]:.2f}"
 
 
 def _class_dtype(pred: np.ndarray) -> str:

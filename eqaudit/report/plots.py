@@ -120,6 +120,9 @@ class Thumb:
     title: str
     caption: str
     ok: bool = True
+    box: Sequence[float] | None = None  # what a box model output there: (x1, y1, x2, y2) in input pixels
+    arrows: np.ndarray | None = None  # what a flow model output there: (2, h, w) (u right, v down) over the image
+    overlay: np.ndarray | None = None  # what a dense model output there: (H', W') classes (integers) or values
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -436,6 +439,24 @@ def _text_colour(cmap, v: float, vmin: float, vmax: float) -> str:
     return "white" if (0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]) < 0.55 else "black"
 
 
+CHAR_EM = 0.62  # the widest average character of the plots' font, in ems (DejaVu Sans digits and capitals)
+MIN_TILE_FONT = 4.5
+
+
+def _fit_text(text: str, fontsize: float, cell_pt: float) -> tuple[str, float]:
+    """``text`` (lines) made to fit a square cell of ``cell_pt`` points: a smaller font first (not below
+    MIN_TILE_FONT), then fewer lines and lines cut with an ellipsis; returns the text and its font size."""
+    room = 0.9 * cell_pt
+    lines = text.split("\n")
+    longest = max((len(line) for line in lines), default=1) or 1
+    floor = min(max(MIN_TILE_FONT, 0.7 * fontsize), room / 1.2)  # below it lines are cut rather than shrunk
+    size = max(floor, min(fontsize, room / (1.2 * len(lines)), room / (CHAR_EM * longest)))
+    keep = max(1, int(room // (1.2 * size)))
+    chars = max(1, int(room // (CHAR_EM * size)))
+    lines = [line if len(line) <= chars else line[: chars - 1].rstrip("\\") + "…" for line in lines[:keep]]
+    return "\n".join(lines), size
+
+
 def _paint_tiles(ax, orbit: Orbit, values: np.ndarray, info: MetricInfo, vmin: float, vmax: float, *,
                  texts: Sequence[str] | None = None, fontsize: float = 7.0):
     """One heatmap/tile image of per-element ``values`` (E,) laid out in the orbit's geometry."""
@@ -447,6 +468,8 @@ def _paint_tiles(ax, orbit: Orbit, values: np.ndarray, info: MetricInfo, vmin: f
     finite = orbit.layout != "grid2d"
     if texts is not None or index.size <= 121:
         fs = fontsize if index.size <= 49 else fontsize * 0.8
+        pos, (fw, fh) = ax.get_position(), ax.figure.get_size_inches()
+        cell_pt = 72 * min(pos.width * fw / index.shape[1], pos.height * fh / index.shape[0])  # square cells (aspect equal)
         for (r, c), e in np.ndenumerate(index):
             if e < 0:
                 continue
@@ -456,7 +479,8 @@ def _paint_tiles(ax, orbit: Orbit, values: np.ndarray, info: MetricInfo, vmin: f
                 t = f"{plain_text(orbit.labels[e], 12)}\n{values[e]:.2f}"
             else:
                 t = f"{values[e]:.2f}"
-            ax.text(c, r, t, ha="center", va="center", fontsize=fs, color=_text_colour(cmap, values[e], vmin, vmax))
+            t, size = _fit_text(t, fs, cell_pt)
+            ax.text(c, r, t, ha="center", va="center", fontsize=size, color=_text_colour(cmap, values[e], vmin, vmax))
     if not finite:
         step_x = max(1, math.ceil(len(xt) / 9))
         step_y = max(1, math.ceil(len(yt) / 9))
@@ -626,23 +650,24 @@ def class_grid_figure(orbit: Orbit, classes: Sequence[str], counts: Sequence[int
     legend_h = 0.3 if len(names) > 1 else 0.0
     if orbit.layout == "axis-angle":
         m = max((len(g) for g in per_class), default=1)
-        cols = max(1, min(max(1, max_cols // m), n))
-        rows = max(1, math.ceil(n / cols))
         n_disc = len(_disc_groups(orbit))
+        cols = max(1, min(max(1, max_cols * 2 // n_disc), n))
+        rows = max(1, math.ceil(n / cols))
         unit = 0.5  # inches per disc radius
-        cell_w = m * (n_disc * 2.35 - 0.35) + (m - 1) * 0.6 + 0.8
-        cell_h = 3.1
+        cell_w = n_disc * 2.35 - 0.35 + 0.8
+        row_h = 2.5  # one row of discs per model under the class's name
+        cell_h = 0.6 + m * row_h
         fig = new_figure(cols * cell_w * unit + 1.0, rows * cell_h * unit + 0.25 + legend_h)
         ax = _axes(fig, 0.1, 0.15 + legend_h, cols * cell_w * unit, rows * cell_h * unit)
         sc = None
         for k in range(n):
-            x0, y0 = (k % cols) * cell_w + 0.4, -(k // cols) * cell_h - 1.75
-            ax.text(x0, y0 + 1.25, f"{plain_text(classes[k], 16)}  (n={counts[k]})", fontsize=7, va="bottom")
+            x0, top = (k % cols) * cell_w + 0.4, -(k // cols) * cell_h
+            ax.text(x0, top - 0.5, f"{plain_text(classes[k], 16)}  (n={counts[k]})", fontsize=7, va="bottom")
             for j, s in enumerate(per_class[k]):
+                y0 = top - 1.75 - j * row_h
                 sc, width = _paint_discs(ax, orbit, s.values, info, vmin, vmax, x0=x0, y0=y0, titles=False,
                                          size=max(3.0, 200.0 / max(orbit.n, 1)))
                 ax.plot([x0, x0 + width], [y0 - 1.15] * 2, color=s.color, lw=2)
-                x0 += width + 0.6
         ax.set_xlim(0, cols * cell_w)
         ax.set_ylim(-rows * cell_h, 0)
         ax.set_aspect("equal")
@@ -698,25 +723,26 @@ def class_grid_figure(orbit: Orbit, classes: Sequence[str], counts: Sequence[int
         tr, tc = index.shape
         m = max((len(g) for g in per_class), default=1)
         gap = 1
-        unit = float(np.clip(1.5 / max(m * tc, 1), 0.06, 0.22)) if orbit.layout == "grid2d" else 0.2
-        cell_w = m * tc + (m - 1) * gap + 2 * gap
+        unit = float(np.clip(1.5 / max(tc, 1), 0.06, 0.22)) if orbit.layout == "grid2d" else 0.2
+        cell_w = tc + 2 * gap  # one column per class, one row of tiles per model under the class's name
         head = int(math.ceil(0.6 + 0.16 / unit))
-        cell_h = tr + head + gap
+        cell_h = head + m * (tr + gap)
         fig = new_figure(cols * cell_w * unit + 1.0, rows * cell_h * unit + 0.15 + legend_h + 0.15)
         ax = _axes(fig, 0.1, 0.1 + legend_h, cols * cell_w * unit, rows * cell_h * unit)
         big = np.full((int(math.ceil(rows * cell_h)), int(math.ceil(cols * cell_w))), np.nan)
         frames = []
         for k in range(n):
-            r0 = (k // cols) * cell_h + head
             for j, s in enumerate(per_class[k]):
-                c0 = (k % cols) * cell_w + gap + j * (tc + gap)
+                c0 = (k % cols) * cell_w + gap
+                r0 = (k // cols) * cell_h + head + j * (tr + gap)
                 vals = np.asarray(s.values, dtype=np.float64)
                 block = np.where(index >= 0, vals[np.clip(index, 0, None)], np.nan)
                 ri, ci = int(r0), int(c0)
                 big[ri:ri + tr, ci:ci + tc] = block
                 frames.append((ci, ri, s.color))
             ax.text((k % cols) * cell_w + gap - 0.5, (k // cols) * cell_h + head - 0.5 - 0.05 / unit,
-                    f"{plain_text(classes[k], 14)} (n={counts[k]})", fontsize=6.5, va="bottom", ha="left")
+                    f"{plain_text(classes[k], max(4, min(14, int(cell_w * unit / 0.06) - 6)))} (n={counts[k]})", fontsize=6.5,
+                    va="bottom", ha="left")
         cmap = _cmap(info).with_extremes(bad=(1, 1, 1, 0))
         im = ax.imshow(big, cmap=cmap, vmin=vmin, vmax=vmax, origin="upper", interpolation="nearest", aspect="equal",
                        extent=(-0.5, big.shape[1] - 0.5, big.shape[0] - 0.5, -0.5))
@@ -730,6 +756,58 @@ def class_grid_figure(orbit: Orbit, classes: Sequence[str], counts: Sequence[int
         fig.legend(handles, [plain_text(k, 30) for k in names], loc="lower right", bbox_to_anchor=(0.99, 0.0),
                    ncols=min(4, len(names)), fontsize=7, frameon=False)
     return fig
+
+
+OUTPUT_COLOR = "#ff9f1c"  # what the model output, drawn on its input thumbnails (boxes)
+ARROW_COLOR = "#ff3d7f"  # flows: seen on dark and light inputs alike
+ARROWS_SIDE = 6
+
+
+def _draw_outputs(ax, thumbs: Sequence[Thumb], boxes: Sequence[tuple[float, float, float]]) -> None:
+    """On a montage of thumbnails (``boxes``: x0, width, height of each, in pixels), what the model output at
+    each: its box, its flow as arrows (one length scale for the whole strip: the 90th percentile of the
+    lengths spans one block) or its output map, translucent over the input."""
+    from .thumbs import box_means
+
+    def coarse(f):  # at most ARROWS_SIDE arrows a side: readable at a thumbnail's size
+        f = np.asarray(f, dtype=np.float64)
+        return box_means(box_means(f, 1, ARROWS_SIDE), 2, ARROWS_SIDE)
+
+    flows = [coarse(t.arrows) for t in thumbs if t.arrows is not None]
+    mags = np.concatenate([np.hypot(f[0], f[1]).ravel() for f in flows]) if flows else np.zeros(0)
+    longest = float(np.percentile(mags, 90)) if mags.size else 0.0  # most arrows about a block long
+    for t, (x0, w, h) in zip(thumbs, boxes):
+        if t.overlay is not None:
+            m = np.asarray(t.overlay)
+            classes = np.issubdtype(m.dtype, np.integer)
+            ax.imshow(m % 10 if classes else m, cmap="tab10" if classes else "magma", vmin=0 if classes else None,
+                      vmax=9.5 if classes else None, alpha=0.45, interpolation="nearest",
+                      extent=(x0 - 0.5, x0 + w - 0.5, h - 0.5, -0.5))
+        if t.box is not None and np.all(np.isfinite(t.box)):
+            x1, y1, x2, y2 = (float(v) for v in t.box)
+            ax.add_patch(matplotlib.patches.Rectangle((x0 + x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False,
+                                                      ec=OUTPUT_COLOR, lw=1.3, zorder=5))
+        if t.arrows is not None and longest > 0:
+            f = coarse(t.arrows)
+            fh, fw = f.shape[1:]
+            bw, bh = w / fw, h / fh
+            gx, gy = np.meshgrid(x0 - 0.5 + (np.arange(fw) + 0.5) * bw, -0.5 + (np.arange(fh) + 0.5) * bh)
+            ax.quiver(gx, gy, f[0], f[1], angles="xy", scale_units="xy", scale=longest / (0.9 * min(bw, bh)),
+                      color=ARROW_COLOR, width=0.005, headwidth=3, headlength=3.5, headaxislength=3, zorder=5)
+    ax.set_xlim(-0.5, max((x0 + w for x0, w, _ in boxes), default=0) - 0.5)
+    ax.set_ylim(max((h for _, _, h in boxes), default=0) - 0.5, -0.5)
+
+
+def _outer_ring(ax, orbit: Orbit, s: Series) -> None:
+    """A further per-element series of a polar sample plot (a probability, e.g. the true class's) as a ring of
+    marks outside the first curve's range, dark where high, instead of a curve that spikes to the centre
+    wherever it drops to 0."""
+    lo, hi = ax.get_ylim()
+    r = hi + 0.12 * (hi - lo)
+    theta = np.radians(orbit.elements[:, 0])
+    ax.scatter(theta, np.full(theta.shape, r), c=np.clip(np.asarray(s.values, dtype=np.float64), 0, 1), cmap="Greys", vmin=0,
+               vmax=1, s=20, edgecolors="#555", linewidths=0.4, zorder=4, label=f"{s.name} (ring; dark = high)")
+    ax.set_ylim(lo, r + 0.06 * (hi - lo))
 
 
 def _montage(thumbs: Sequence[Thumb], gap_frac: float = 0.18) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
@@ -786,7 +864,10 @@ def sample_figure(orbit: Orbit, series: Sequence[Series], metric: str, thumbs: S
             ax = _axes(fig, 0.4, y_top + 0.25, top_h - 0.4, top_h - 0.4, projection="polar")
         else:
             ax = _axes(fig, 0.55, y_top + 0.5, width - 2.35, top_h - 0.6)
-        _draw_curves(ax, orbit, series, info, polar=polar, band=False, lw=1.5)
+        _draw_curves(ax, orbit, series[:1] if polar else series, info, polar=polar, band=False, lw=1.5)
+        if polar:
+            for s in series[1:]:
+                _outer_ring(ax, orbit, s)
         if flags is not None and np.any(flags) and series:
             f = np.asarray(flags, bool)
             xf = orbit.elements[f, 0]
@@ -832,6 +913,7 @@ def sample_figure(orbit: Orbit, series: Sequence[Series], metric: str, thumbs: S
                      color="#222" if t.ok else BAD_COLOR, fontweight="normal" if t.ok else "bold")
             tax.add_patch(matplotlib.patches.Rectangle((x0 - 0.5, -0.5), w, h, fill=False,
                                                        ec="#bbb" if t.ok else BAD_COLOR, lw=0.6 if t.ok else 1.8))
+        _draw_outputs(tax, thumbs, boxes)
     if title:
         fig.suptitle(plain_text(title, 80), fontsize=8.5, x=0.02, ha="left",
                      y=1 - 0.03 / fig.get_size_inches()[1], va="top")

@@ -68,3 +68,15 @@ def small_images(x: np.ndarray, side: int = SMALL_SIDE) -> np.ndarray:
     span = x.max(axis=(1, 2, 3), keepdims=True) - lo
     out = np.where(span > 0, (x - lo) / np.where(span > 0, span, 1), 0.5)
     return np.round(out * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+SMALL_POINTS = 64  # points a side of the explorer's point-cloud thumbnails keeps (evenly spaced rows)
+
+
+def small_points(x: np.ndarray, n: int = SMALL_POINTS) -> np.ndarray:
+    """Point clouds (N, P, 3) -> (N, p, 3) float16 with p <= ``n``: evenly spaced rows of each cloud."""
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[-1] != 3:
+        return np.zeros((0, 0, 3), np.float16)
+    rows = np.unique(np.linspace(0, x.shape[1] - 1, min(n, x.shape[1])).round().astype(np.int64))
+    return x[:, rows].astype(np.float16)

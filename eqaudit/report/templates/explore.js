@@ -142,11 +142,8 @@
     return svg;
   }
 
-  function thumbnail(i) {
-    if (!D.small) return null;
-    var sh = D.small.shape, hgt = sh[0], wid = sh[1], ch = sh[2], n = hgt * wid * ch;
-    if (!D.small.bytes) D.small.bytes = bytes(D.small.data);
-    var src = D.small.bytes.subarray(i * n, (i + 1) * n), cv = document.createElement("canvas");
+  function picture(src, wid, hgt, ch, attrs) {  // 8-bit pixels (h, w, ch) -> an <img> (lossless PNG)
+    var cv = document.createElement("canvas");
     cv.width = wid; cv.height = hgt;
     var ctx = cv.getContext("2d"), img = ctx.createImageData(wid, hgt);
     for (var p = 0; p < hgt * wid; p++) {
@@ -154,7 +151,215 @@
       img.data[4 * p + 3] = 255;
     }
     ctx.putImageData(img, 0, 0);
-    return h("img", {class: "sample-thumb", src: cv.toDataURL("image/png"), width: 96, alt: "the untransformed input"});
+    attrs.src = cv.toDataURL("image/png");
+    return h("img", attrs);
+  }
+  function smallOf(i) {
+    var sh = D.small.shape, n = sh[0] * sh[1] * sh[2];
+    if (!D.small.bytes) D.small.bytes = bytes(D.small.data);
+    return D.small.bytes.subarray(i * n, (i + 1) * n);
+  }
+  /* 3-D rotations: each at its rotation vector (angle/180° times its axis) seen from +z, the upper and lower
+     halves of the ball as two discs (and two more for the improper elements of o3), one row per model */
+  function discs(g, traces, vmax) {
+    var d = g.discs, halves = [];
+    [false, true].forEach(function (imp) {
+      if (imp && d.improper.indexOf(true) < 0) return;
+      [true, false].forEach(function (up) { halves.push({imp: imp, up: up, title: (imp ? "−I · " : "") + (up ? "z ≥ 0" : "z < 0")}); });
+    });
+    var R = 56, gap = 16, head = 16, rowH = 2 * R + head + 22, W = halves.length * (2 * R + gap) + 8, H = traces.length * rowH + 4;
+    var size = Math.max(2, Math.min(5, 140 / Math.sqrt(g.labels.length)));
+    var svg = s(null, "svg", {viewBox: "0 0 " + W + " " + H, width: W, height: H, class: "orbit-plot", role: "img",
+                             "aria-label": g.metric + " over the orbit of " + g.spec + " at each rotation vector"});
+    traces.forEach(function (tr, m) {
+      var top = m * rowH, gEl = s(svg, "g", {class: "trace", "data-model": tr.model});
+      s(gEl, "text", {x: 4, y: top + 12, "font-size": 11, fill: tr.color, "font-weight": 600}, tr.name);
+      halves.forEach(function (hv, n) {
+        var cx = 4 + R + n * (2 * R + gap), cy = top + head + R + 2;
+        s(gEl, "circle", {cx: cx, cy: cy, r: R, fill: "none", stroke: "#999"});
+        s(gEl, "text", {x: cx, y: cy + R + 14, "font-size": 10, "text-anchor": "middle", fill: "#667"}, hv.title);
+        d.xy.forEach(function (p, e) {
+          if (d.up[e] !== hv.up || d.improper[e] !== hv.imp) return;
+          var x = (cx + p[0] * R).toFixed(1), y = (cy - p[1] * R).toFixed(1);
+          var c = s(gEl, "circle", {cx: x, cy: y, r: size, fill: colour(tr.values[e] / vmax), stroke: "#555", "stroke-width": 0.4,
+                                   class: "pt", "data-element": e});
+          s(c, "title", {}, tr.name + " · " + tip(g, e, tr.values[e], tr.pred ? tr.pred[e] : null));
+          if (e === g.identity) s(gEl, "circle", {cx: x, cy: y, r: size + 3, fill: "none", stroke: "#d33", "stroke-width": 1.2});
+        });
+      });
+    });
+    return svg;
+  }
+
+  /* what box and flow models output on the untransformed input, over its thumbnail (input pixels), per model */
+  function withOutputs(img, i) {
+    var hw = D.input_hw, own = D.models.filter(function (m) { return m.box || m.flow; });
+    if (!hw || !own.length || !D.small) return img;
+    var box = h("div", {class: "sv-thumb"}), H = hw[0], W = hw[1];
+    box.appendChild(img);
+    var svg = s(box, "svg", {viewBox: "0 0 " + W + " " + H, class: "sv-outputs", preserveAspectRatio: "none",
+                             "aria-label": "what each model output on this input"});
+    var flows = [], longest = 0;
+    own.forEach(function (m) {
+      if (m.box) {
+        if (!m.box.v) m.box.v = new Float32Array(bytes(m.box.data).buffer);
+        var b = m.box.v.subarray(4 * i, 4 * i + 4);
+        var r = s(svg, "rect", {x: b[0], y: b[1], width: Math.max(0, b[2] - b[0]), height: Math.max(0, b[3] - b[1]), fill: "none",
+                                stroke: m.color, "stroke-width": W / 40, class: "out-box"});
+        s(r, "title", {}, m.name + ": box " + Array.prototype.map.call(b, fmt).join(", "));
+      }
+      if (m.flow) {
+        if (!m.flow.v) m.flow.v = half(new Uint16Array(bytes(m.flow.data).buffer));
+        var sh = m.flow.shape, k = sh[1] * sh[2], f = m.flow.v.subarray(2 * k * i, 2 * k * (i + 1));
+        for (var q = 0; q < k; q++) longest = Math.max(longest, Math.hypot(f[q], f[k + q]));
+        flows.push([m, f, sh]);
+      }
+    });
+    flows.forEach(function (x) {
+      var m = x[0], f = x[1], fh = x[2][1], fw = x[2][2], k = fh * fw, bw = W / fw, bh = H / fh;
+      var sc = longest > 0 ? (0.9 * Math.min(bw, bh)) / longest : 0;
+      for (var q = 0; q < k; q++) {
+        var cx = ((q % fw) + 0.5) * bw, cy = (Math.floor(q / fw) + 0.5) * bh, tx = cx + f[q] * sc, ty = cy + f[k + q] * sc;
+        s(svg, "line", {x1: cx, y1: cy, x2: tx, y2: ty, stroke: m.color, "stroke-width": W / 60, class: "out-arrow"});
+        s(svg, "circle", {cx: tx, cy: ty, r: W / 50, fill: m.color});
+      }
+    });
+    return box;
+  }
+
+  function thumbnail(i) {
+    if (D.points) {
+      var p = cloudOf(i);
+      return cloud(p, frameOf([p]), 96, {class: "sample-cloud", "aria-label": "the untransformed points"});
+    }
+    if (!D.small) return null;
+    var sh = D.small.shape;
+    return picture(smallOf(i), sh[1], sh[0], sh[2], {class: "sample-thumb", width: 96, alt: "the untransformed input"});
+  }
+  /* one pixel step of eqaudit.report.moves: ["d", k, f, axis] rot90^k after a flip, or ["s", dx, dy, wrap] */
+  function step(src, hgt, wid, ch, st) {
+    var out = new Uint8Array(src.length), C = [1, 0, -1, 0][st[1]], S = [0, 1, 0, -1][st[1]];
+    for (var r = 0; r < hgt; r++) {
+      for (var c = 0; c < wid; c++) {
+        var sr, sc;
+        if (st[0] === "d") {  // doubled centred coordinates, as eqaudit.symmetries.images
+          var U = 2 * c - (wid - 1), V = 2 * r - (hgt - 1), us = C * U - S * V, vs = S * U + C * V;
+          if (st[2]) { if (st[3] === "v") vs = -vs; else us = -us; }
+          sr = (vs + hgt - 1) / 2; sc = (us + wid - 1) / 2;
+        } else {
+          sr = r - st[2]; sc = c - st[1];
+          if (st[3]) { sr = ((sr % hgt) + hgt) % hgt; sc = ((sc % wid) + wid) % wid; }
+        }
+        if (sr < 0 || sr >= hgt || sc < 0 || sc >= wid) continue;  // zeros enter
+        for (var q = 0; q < ch; q++) out[(r * wid + c) * ch + q] = src[(sr * wid + sc) * ch + q];
+      }
+    }
+    return out;
+  }
+  function moved(i, steps) {
+    var sh = D.small.shape, x = smallOf(i);
+    steps.forEach(function (st) { x = step(x, sh[0], sh[1], sh[2], st); });
+    return x;
+  }
+  /* the elements whose inputs the view shows: all of a small orbit, else the identity, the sample's worst
+     element and evenly spaced ones (as eqaudit.report.thumbs chooses them for the worst samples) */
+  function shownElements(g, traces) {
+    var E = g.labels.length, ok = [];
+    for (var e = 0; e < E; e++) if (g.moves[e]) ok.push(e);
+    if (ok.length <= 9) return ok;
+    var order = g.param ? ok.slice().sort(function (a, b) { return g.param[a] - g.param[b]; }) : ok;
+    var worst = -1, best = -Infinity;
+    ok.forEach(function (e) {
+      var v = Math.max.apply(null, traces.map(function (t) { return t.values[e]; }));
+      if (e !== g.identity && v > best) { best = v; worst = e; }
+    });
+    var chosen = [g.identity, worst].filter(function (e) { return g.moves[e]; });
+    for (var n = 0; n < 6 && chosen.length < 6; n++) {
+      var e2 = order[Math.round((n * (order.length - 1)) / 5)];
+      if (chosen.indexOf(e2) < 0) chosen.push(e2);
+    }
+    return order.filter(function (e) { return chosen.indexOf(e) >= 0; });
+  }
+  /* point clouds: a few points of each sample (float16), drawn as a depth-shaded scatter seen from one oblique
+     direction, every cloud of a view in one frame so that shifts show as moves */
+  function cloudOf(i) {
+    if (!D.points.v) D.points.v = half(new Uint16Array(bytes(D.points.data).buffer));
+    var n = D.points.shape[0] * 3;
+    return Array.prototype.slice.call(D.points.v, i * n, (i + 1) * n);
+  }
+  function movedCloud(p, a) {  // x -> M x + t, a = the 3x3 matrix row by row, then the shift
+    var out = [];
+    for (var q = 0; q < p.length; q += 3) {
+      for (var r = 0; r < 3; r++) out.push(a[3 * r] * p[q] + a[3 * r + 1] * p[q + 1] + a[3 * r + 2] * p[q + 2] + a[9 + r]);
+    }
+    return out;
+  }
+  function frameOf(clouds) {
+    var lo = [Infinity, Infinity, Infinity], hi = [-Infinity, -Infinity, -Infinity];
+    clouds.forEach(function (p) { for (var q = 0; q < p.length; q++) { lo[q % 3] = Math.min(lo[q % 3], p[q]); hi[q % 3] = Math.max(hi[q % 3], p[q]); } });
+    var c = [0, 1, 2].map(function (a) { return (lo[a] + hi[a]) / 2; });
+    return {c: c, r: Math.max(1e-9, Math.max(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]) * 0.75)};
+  }
+  function cloud(p, frame, size, attrs) {
+    var svg = s(null, "svg", Object.assign({viewBox: "0 0 " + size + " " + size, width: size, height: size, role: "img"}, attrs));
+    s(svg, "rect", {x: 0, y: 0, width: size, height: size, fill: "#fafbfc", stroke: "#dde2e7"});
+    var ca = Math.cos(0.6), sa = Math.sin(0.6), ce = Math.cos(0.45), se = Math.sin(0.45), pts = [];
+    for (var q = 0; q < p.length; q += 3) {
+      var x = (p[q] - frame.c[0]) / frame.r, y = (p[q + 1] - frame.c[1]) / frame.r, z = (p[q + 2] - frame.c[2]) / frame.r;
+      var x1 = x * ca - y * sa, y1 = x * sa + y * ca;
+      pts.push([x1, -(z * ce + y1 * se), y1 * ce - z * se]);
+    }
+    pts.sort(function (a, b) { return b[2] - a[2]; });  // far points first
+    pts.forEach(function (pt) {
+      var t = Math.max(0, Math.min(1, (1 - pt[2]) / 2));
+      s(svg, "circle", {cx: ((0.5 + pt[0] / 2) * size).toFixed(1), cy: ((0.5 + pt[1] / 2) * size).toFixed(1),
+                        r: Math.max(1.2, size / 60).toFixed(1), fill: colour(0.15 + 0.7 * t)});
+    });
+    return svg;
+  }
+  function movedClouds(g, traces, i, box) {
+    var base = cloudOf(i), shown = shownElements(g, traces);
+    var clouds = shown.map(function (e) { return movedCloud(base, g.moves[e]); });
+    var frame = frameOf(clouds.concat([base]));
+    shown.forEach(function (e, n) {
+      var fig = h("figure", {class: "sv-move", "data-element": e});
+      fig.appendChild(cloud(clouds[n], frame, 64, {class: "moved-cloud", "data-element": e, "aria-label": "the points moved by " + g.labels[e],
+                                                  "data-coords": JSON.stringify(clouds[n].map(function (v) { return +v.toPrecision(5); }))}));
+      fig.appendChild(h("figcaption", {}, g.labels[e] + predsAt(traces, e)));
+      box.appendChild(fig);
+    });
+    return box;
+  }
+  function predsAt(traces, e) {
+    var preds = traces.filter(function (t) { return t.pred; }).map(function (t) { return className(t.pred[e]); });
+    return preds.length ? " → " + preds.join(" / ") : "";
+  }
+  function movedInputs(g, traces, i) {
+    var box = h("div", {class: "sv-moves"});
+    if (g.kind === "points") {
+      if (D.points && g.moves) return movedClouds(g, traces, i, box);
+      box.appendChild(h("p", {class: "muted"}, "This result does not hold the action of " + g.spec + " on coordinates: the points are not shown moved."));
+      return box;
+    }
+    if (!D.small) return box;
+    if (!g.moves) {
+      box.appendChild(h("p", {class: "muted"}, "The inputs are shown moved for exact image actions only: " + g.spec + (g.exact
+                        ? " acts on more than the pixels' places (frames or channels), which this small thumbnail does not show,"
+                        : " resamples the input (its result is not a pixel permutation),") + " so only the untransformed input is shown above."));
+      return box;
+    }
+    var sh = D.small.shape;
+    shownElements(g, traces).forEach(function (e) {
+      var fig = h("figure", {class: "sv-move", "data-element": e});
+      fig.appendChild(picture(moved(i, g.moves[e]), sh[1], sh[0], sh[2], {class: "moved-thumb", width: 56, "data-element": e,
+                                                                      alt: "the input moved by " + g.labels[e]}));
+      fig.appendChild(h("figcaption", {}, g.labels[e] + predsAt(traces, e)));
+      box.appendChild(fig);
+    });
+    if (g.moves.some(function (m) { return !m; })) {
+      box.appendChild(h("p", {class: "muted"}, "Shifts that are not whole pixels of this small thumbnail are not shown."));
+    }
+    return box;
   }
 
   function show(k, focusGroup) {
@@ -175,7 +380,7 @@
     view.appendChild(h("p", {class: "facts"}, facts));
     var top = h("div", {class: "sv-top"});
     var th = thumbnail(i);
-    if (th) top.appendChild(th);
+    if (th) top.appendChild(withOutputs(th, i));
     var ul = h("ul", {class: "sv-models"});
     D.models.forEach(function (m, mi) {
       var li = h("li", {});
@@ -192,6 +397,9 @@
       ul.appendChild(li);
     });
     top.appendChild(ul);
+    if (top.querySelector("svg.sv-outputs")) {
+      ul.appendChild(h("li", {class: "muted"}, "over the input: what each model output on it (its box or flow), in its colour"));
+    }
     view.appendChild(top);
     var target = null;
     D.groups.forEach(function (g, gi) {
@@ -200,6 +408,7 @@
         decode(t);
         var tr = {model: t.model, name: D.models[t.model].name, color: D.models[t.model].color,
                   values: row(t.v, i, E), pred: row(t.p, i, E), floor: row(t.f, i, E)};
+        if (tr.floor && tr.floor.some(isNaN)) tr.floor = null;  // the floor is measured on a subset of the samples
         tr.values.concat(tr.floor || []).forEach(function (v) { if (isFinite(v)) vmax = Math.max(vmax, v); });
         return tr;
       });
@@ -211,7 +420,11 @@
         return t.name + ": mean " + fmt(sum / Math.max(c, 1)) + (flips != null ? ", " + flips + "/" + (E - 1) + " flips" : "");
       });
       fig.appendChild(h("figcaption", {}, g.spec + " — " + g.metric + " (" + mean.join("; ") + ")"));
-      fig.appendChild(g.cells ? cells(g, traces, vmax) : curves(g, traces, vmax));
+      fig.appendChild(g.discs ? discs(g, traces, vmax) : g.cells ? cells(g, traces, vmax) : curves(g, traces, vmax));
+      if (g.discs) {
+        fig.appendChild(h("p", {class: "muted"}, "each rotation at its rotation vector (angle/180° times its axis) seen from +z: the identity " +
+                          "at the centre (red ring), half turns on the rim; colour: " + g.metric + ", 0 … " + fmt(vmax)));
+      }
       if (g.cells && g.cells.x) {  // a 2-D grid: say which way its axes run
         fig.appendChild(h("p", {class: "muted"}, "columns: " + g.cells.x[0] + " " + fmt(g.cells.x[1]) + " … " + fmt(g.cells.x[2]) +
                           " (left to right); rows: " + g.cells.y[0] + " " + fmt(g.cells.y[1]) + " … " + fmt(g.cells.y[2]) +
@@ -221,8 +434,9 @@
                           g.metric + ", 0 … " + fmt(vmax)));
       }
       if (traces.some(function (t) { return t.floor; })) fig.appendChild(h("p", {class: "muted"}, "dashed: the floor (the resampling round trip alone)"));
+      if (D.small || D.points) fig.appendChild(movedInputs(g, traces, i));
       view.appendChild(fig);
-      if (focusGroup != null && String(gi) === String(focusGroup)) target = fig;
+      if (focusGroup != null && String(g.index) === String(focusGroup)) target = fig;
     });
     if (D.note) view.appendChild(h("p", {class: "muted"}, D.note));
     if (target) view.scrollTop = target.offsetTop - 40;
@@ -230,18 +444,106 @@
   }
   window.eqauditShowSample = function (k) { return show(k, null); };
 
+  /* the sample maps' colours: any model's orbit mean or the difference of two models, from the embedded table */
+  function means(g, t) {  // per embedded row: the mean of the main metric over the non-identity elements
+    decode(t);
+    if (!t.mean) {
+      var E = g.labels.length, n = t.v.length / E;
+      t.mean = new Float32Array(n);
+      for (var i = 0; i < n; i++) {
+        var sum = 0, c = 0;
+        for (var e = 0; e < E; e++) if (e !== g.identity || E === 1) { sum += t.v[i * E + e]; c++; }
+        t.mean[i] = sum / Math.max(c, 1);
+      }
+    }
+    return t.mean;
+  }
+  function diverging(t) {  // t in [-1, 1]: blue, white, red
+    t = Math.max(-1, Math.min(1, isFinite(t) ? t : 0));
+    var a = t < 0 ? [33, 102, 172] : [178, 24, 43], f = Math.abs(t);
+    return "rgb(" + [0, 1, 2].map(function (c) { return Math.round(247 + f * (a[c] - 247)); }).join(",") + ")";
+  }
+  function colourControl(fig, g, pts, rows, own) {
+    var traceOf = {};
+    g.traces.forEach(function (t) { traceOf[t.model] = t; });
+    var ms = Object.keys(traceOf).map(Number);
+    if (ms.length < 2 && !D.rows) return;
+    var label = h("label", {class: "map-colour"}, "colour: ");
+    var sel = h("select", {"aria-label": "colour the sample map by"});
+    ms.forEach(function (m) { sel.appendChild(h("option", {value: "m:" + m}, "orbit mean of " + D.models[m].name)); });
+    ms.forEach(function (a) {
+      ms.forEach(function (b) { if (a < b) sel.appendChild(h("option", {value: "d:" + a + ":" + b}, D.models[a].name + " − " + D.models[b].name)); });
+    });
+    sel.value = "m:" + own;
+    var legend = h("span", {class: "map-legend muted"});
+    label.appendChild(sel);
+    label.appendChild(legend);
+    fig.insertBefore(label, fig.querySelector("figcaption"));
+    var vmax = 1e-9;
+    ms.forEach(function (m) { Array.prototype.forEach.call(means(g, traceOf[m]), function (v) { if (isFinite(v)) vmax = Math.max(vmax, v); }); });
+    function paint() {
+      var parts = sel.value.split(":").map(Number), diff = sel.value[0] === "d", vals = [], span = 1e-9;
+      var A = means(g, traceOf[parts[1]]), B = diff ? means(g, traceOf[parts[2]]) : null;
+      rows.forEach(function (r) {
+        var i = position(r), v = i < 0 ? NaN : diff ? A[i] - B[i] : A[i];
+        vals.push(v);
+        if (isFinite(v)) span = Math.max(span, Math.abs(v));
+      });
+      Array.prototype.forEach.call(pts, function (p, n) {
+        var v = vals[n];
+        p.style.fill = !isFinite(v) ? "#bbb" : diff ? diverging(v / span) : colour(v / vmax);
+        p.setAttribute("data-value", isFinite(v) ? v : "");
+      });
+      legend.textContent = diff ? " red: " + D.models[parts[1]].name + " higher, blue: " + D.models[parts[2]].name + " higher (±" + fmt(span) + ")"
+                                : " 0 … " + fmt(vmax) + " (" + g.metric + ")";
+    }
+    sel.addEventListener("change", paint);
+    if (D.rows) paint();  // a subset embedded: grey out the points that open nothing
+  }
+
+  /* roving focus: one tab stop per map; the arrow keys move to the nearest point that way, Enter or Space opens it */
+  function roving(fig, pts) {
+    var live = Array.prototype.filter.call(pts, function (p) { return p.hasAttribute("data-sample"); });
+    if (!live.length) return;
+    var xy = live.map(function (p) { return [Number(p.getAttribute("x")), Number(p.getAttribute("y"))]; });
+    live.forEach(function (p, n) { p.setAttribute("tabindex", n === 0 ? "0" : "-1"); });
+    function go(from, to) {
+      live[from].setAttribute("tabindex", "-1");
+      live[to].setAttribute("tabindex", "0");
+      live[to].focus();
+    }
+    fig.addEventListener("keydown", function (ev) {
+      var from = live.indexOf(ev.target);
+      var dir = {ArrowRight: [1, 0], ArrowLeft: [-1, 0], ArrowDown: [0, 1], ArrowUp: [0, -1]}[ev.key];
+      if (from < 0 || (!dir && ev.key !== "Home" && ev.key !== "End")) return;
+      ev.preventDefault();
+      if (!dir) { go(from, ev.key === "Home" ? 0 : live.length - 1); return; }
+      var best = -1, score = Infinity;
+      xy.forEach(function (q, n) {
+        var dx = q[0] - xy[from][0], dy = q[1] - xy[from][1], along = dx * dir[0] + dy * dir[1];
+        if (n === from || along <= 0) return;
+        var sc = along + 2 * Math.abs(dx * dir[1] - dy * dir[0]);
+        if (sc < score) { score = sc; best = n; }
+      });
+      if (best >= 0) go(from, best);
+    });
+  }
+
   Array.prototype.forEach.call(document.querySelectorAll("figure.mapbox[data-rows]"), function (fig) {
     var rows = fig.getAttribute("data-rows").split(" ").map(Number);
     var pts = fig.querySelectorAll('g[id$="-samples"] use');
     if (pts.length !== rows.length) return;  // a map drawn otherwise: its points stay plain
     Array.prototype.forEach.call(pts, function (p, n) {
       if (position(rows[n]) < 0) return;
-      p.setAttribute("tabindex", "0");
       p.setAttribute("role", "button");
       p.setAttribute("aria-label", "show sample " + rows[n]);
       p.setAttribute("data-sample", rows[n]);
       p.setAttribute("class", "pick");
     });
+    roving(fig, pts);
+    var g = D.groups.filter(function (x) { return String(x.index) === fig.getAttribute("data-group"); })[0];
+    var block = fig.closest("[data-model]");
+    if (g && block) colourControl(fig, g, pts, rows, Number(block.getAttribute("data-model")));
     function pick(ev) {
       var t = ev.target.closest && ev.target.closest("[data-sample]");
       if (!t || (ev.type === "keydown" && ev.key !== "Enter" && ev.key !== " ")) return;
