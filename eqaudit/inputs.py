@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError
-from .symmetries.outputs import bind_mask, point_permutation, sample_permutation
+from .symmetries.outputs import point_permutation, sample_permutation
 
 Batch = Union[Tensor, dict]  # one tensor (B, ...) or {input name: tensor (B, ...)}
 
@@ -126,17 +126,16 @@ def orbit(sym, batch: Batch, elements: Tensor, act_on: list[str] | None = None, 
     In a dict, the inputs in ``act_on`` are moved by ``sym`` (``round_trip``: there and back, for the
     floor); the others are repeated per element, permuted with the points when the action permutes them
     (not on a round trip, which permutes nothing). A ``mask`` (B, P) in the dict marks padded systems:
-    it is bound to ``sym`` (eqaudit.symmetries.outputs.bind_mask) so that the outputs of this batch are
-    compared with the same per-sample permutations, which reorder only the real points; padded rows of
-    acted-on inputs keep their values. An ``edge_index`` (B, 2, M) is relabelled under permutations."""
+    permutations reorder only the real points of each sample (the same per-sample permutations that the
+    tasks apply to the outputs, given the same mask: ``point_mask``); padded rows of acted-on inputs keep
+    their values. An ``edge_index`` (B, 2, M) is relabelled under permutations. Nothing is stored on
+    ``sym``: the orbit depends on its arguments only."""
     move = sym.round_trip if round_trip else sym.act
-    mask = batch.get("mask") if isinstance(batch, dict) else None
-    mask = None if mask is None else mask != 0
-    bind_mask(sym, mask)
     if not isinstance(batch, dict):
         return move(batch, elements)
+    mask = point_mask(batch)
     e = int(elements.shape[0])
-    perm = None if round_trip else sample_permutation(sym, elements)
+    perm = None if round_trip else sample_permutation(sym, elements, mask)
     out = {}
     for name, t in batch.items():
         if name in act_on:
@@ -149,6 +148,12 @@ def orbit(sym, batch: Batch, elements: Tensor, act_on: list[str] | None = None, 
         else:
             out[name] = _repeat(t, e, perm)
     return out
+
+
+def point_mask(batch: Batch) -> Tensor | None:
+    """The batch's point mask (B, P) bool (True: a real point) when it has a ``mask`` input, else None."""
+    mask = batch.get("mask") if isinstance(batch, dict) else None
+    return None if mask is None else mask != 0
 
 
 def flatten(xg: Batch) -> Batch:

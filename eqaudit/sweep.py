@@ -48,7 +48,7 @@ from torch import Tensor
 
 from .data import Dataset
 from .errors import DataError, EqauditError, ModelRunError
-from .inputs import describe, flatten, lead_shape, orbit
+from .inputs import describe, flatten, lead_shape, orbit, point_mask
 from .models.batching import n_rows, take_rows
 from .symmetries import Symmetry
 from .tasks import Task
@@ -215,6 +215,11 @@ class _Batch:
     sub: np.ndarray  # indices into the batch of the floor subset's samples
     ref: Tensor | None = None  # converted f(x) (B, ...)
     sep: Tensor | None = None  # converted f(x) from a separate call, for the floor subset of folded batches
+    mask: Tensor | None = None  # (B, P) bool point mask of padded systems (the feed's ``mask``), passed to every compare
+
+    def sub_mask(self) -> Tensor | None:
+        """The point mask of the floor subset's rows (len(sub), P), or None."""
+        return None if self.mask is None else self.mask.index_select(0, torch.as_tensor(self.sub, device=self.mask.device))
 
 
 @dataclass
@@ -260,8 +265,8 @@ def sweep_tables(
     batch's chunks: the first sums the outputs mapped back to the canonical frame and counts class
     votes, the second compares). The floor is always measured against f(x), on the seeded subset of
     ``floor_samples`` samples (0: all). ``prefetch`` builds the next chunk's orbit in a thread while
-    the model runs (same numbers either way; off for padded systems, whose point mask the orbit binds
-    to the symmetry per batch). The null is measured from the first symmetry's reference outputs.
+    the model runs (same numbers either way: the point mask of padded systems travels with its batch).
+    The null is measured from the first symmetry's reference outputs.
     ``stop`` is called between batches; it raises to stop the sweep (e.g. eqaudit.errors.Interrupted
     after SIGTERM)."""
     task.check_reference(reference, dataset.has_labels, dataset.has_targets, dataset.targets_key)
@@ -282,8 +287,6 @@ def sweep_tables(
     state = {"kind": None, "kept": None}
     binding = dataset.binding
     act_on = binding.act_on if binding is not None else None
-    if binding is not None and "mask" in [*binding.names, *binding.extras]:
-        prefetch = False  # the mask bound per batch (eqaudit.inputs.orbit) must not change under the consumer
     null = None
     t0, m0, e0 = time.perf_counter(), caller.seconds, caller.evals  # the setup call counts with the first symmetry
     with torch.inference_mode():
@@ -346,7 +349,8 @@ def _produce(dataset: Dataset, sym: Symmetry, elements: Tensor, per_batch: int, 
     if fold:
         chunks.sort(key=lambda sl: not (sl.start <= sym.identity_index < sl.stop))
     for pos, x, y in dataset.batches(per_batch, device):
-        b = _Batch(pos, x, y, dataset.feed(pos, x, device), np.nonzero(in_floor[pos])[0])
+        feed = dataset.feed(pos, x, device)
+        b = _Batch(pos, x, y, feed, np.nonzero(in_floor[pos])[0], mask=point_mask(feed))
         if not build:
             yield b, None, None, None
             continue
@@ -504,7 +508,7 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
         kept = [] if keep else None
         for sl in slices:
             out = _evaluate(caller, task, orbit(sym, feed, elements[sl], act_on))
-            acc.add(out, sym, elements[sl], x)
+            acc.add(out, sym, elements[sl], x, mask=b.mask)
             if keep:
                 kept.append(out)
         ref, ref_class = acc.result(ref_out)
@@ -527,10 +531,11 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
             if null_state is not None:
                 state, slot, m = null_state
                 _keep_null_refs(state, b, ref, slot, m)
-        values = task.compare(ref, out, sym, el, x, y, ref_class=ref_class)
+        values = task.compare(ref, out, sym, el, x, y, ref_class=ref_class, mask=b.mask)
         if fold and has_identity and b.sep is not None and len(b.sub):
             sub = torch.as_tensor(b.sub, device=out.device)
-            noise = task.compare(b.sep, out[i : i + 1].index_select(1, sub), sym, identity, x.index_select(0, sub.to(x.device)), None)
+            noise = task.compare(b.sep, out[i : i + 1].index_select(1, sub), sym, identity, x.index_select(0, sub.to(x.device)), None,
+                                 mask=b.sub_mask())
             for key, v in noise.items():
                 if key in values:
                     values[key] = values[key].clone()
@@ -540,13 +545,13 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
                 fb = _evaluate(caller, task, back)
             sub = torch.as_tensor(b.sub, device=ref_out.device)
             floor = task.compare(ref_out.index_select(0, sub), fb, sym, identity.expand(fb.shape[0], -1),
-                                 x.index_select(0, sub.to(x.device)), None)
+                                 x.index_select(0, sub.to(x.device)), None, mask=b.sub_mask())
             for key, target in task.floor_pairs():
                 if key in floor:
                     _store_floor(table, target, n, e_total, pos[b.sub], sl, floor[key])
         elif reference != "identity" and sym.exact and has_identity:
             # exact action, other reference: the floor is the identity element's output against f(x)
-            floor = task.compare(ref_out, out[i : i + 1], sym, identity, x, None)
+            floor = task.compare(ref_out, out[i : i + 1], sym, identity, x, None, mask=b.mask)
             for key, target in task.floor_pairs():
                 if key in floor:
                     _store(table, target, n, e_total, pos, slice(0, e_total), floor[key].expand(e_total, -1))

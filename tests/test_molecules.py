@@ -168,11 +168,39 @@ def test_masked_permutations_reorder_only_real_points():
     sym.check_input((9, 3))
     pos = torch.randn(6, 9, 3, dtype=torch.float64, generator=g)
     xg = orbit(sym, {"pos": pos, "mask": mask}, sym.elements, ["pos"])
-    sp = sample_permutation(sym, sym.elements)
+    sp = sample_permutation(sym, sym.elements, mask)  # the mask travels with the batch, nothing is bound to sym
+    assert sample_permutation(sym, sym.elements).shape == (sym.n_elements, 1, 9)
     assert sp.shape == (sym.n_elements, 6, 9) and point_permutation(sym, sym.elements).shape == (sym.n_elements, 9)
     norms = pos.norm(dim=-1)
     assert_close(xg["pos"].norm(dim=-1), torch.gather(norms.expand(sym.n_elements, 6, 9), 2, sp), rtol=0, atol=1e-12)
     assert torch.equal(xg["pos"][:, ~mask], pos[~mask].expand(sym.n_elements, -1, 3))
+
+
+def test_padded_systems_read_the_same_with_prefetch_on_and_off_over_several_batches(files, tmp_path):
+    """The point mask travels with its batch (nothing is bound to the symmetry): over several batches with
+    different masks (the last one shorter) and a partial floor subset, prefetching changes no bit, every
+    batch is compared with its own mask (GarbagePad's padded rows would read a clear error otherwise), and
+    the batch size changes only float noise."""
+    outputs = ["energy=energy", "forces=forces", "charges=charges"]
+    specs = ["permute:n=4", "so3:n=2*permute:n=2", "translate3d:max=0.5"]
+    tables = {}
+    for prefetch in (True, False):
+        for bs in (15, 4096):
+            res, _ = run(files, tmp_path / f"{prefetch}{bs}", "GarbagePad", files["lj"], outputs, specs, batch_size=bs,
+                         prefetch=prefetch, floor_samples=5)
+            for spec in specs:
+                for key in ("forces.equivariance_error", "charges.equivariance_error", "energy.equivariance_error"):
+                    assert res[spec][key] < NOISE, (prefetch, bs, spec, key, res[spec][key])
+            with np.load(tmp_path / f"{prefetch}{bs}" / "out" / "orbits.npz") as z:
+                tables[prefetch, bs] = {k: z[k] for k in z.files if z[k].dtype.kind in "fiub"}
+    for bs in (15, 4096):
+        on, off = tables[True, bs], tables[False, bs]
+        assert sorted(on) == sorted(off)
+        for key in on:
+            np.testing.assert_array_equal(on[key], off[key], err_msg=key)
+    for key, v in tables[True, 15].items():
+        if key.endswith("_error") and v.dtype.kind == "f":
+            np.testing.assert_allclose(v, tables[True, 4096][key], rtol=0, atol=1e-5, err_msg=key)
 
 
 def test_bad_masks_and_edges_are_data_errors(files, tmp_path):

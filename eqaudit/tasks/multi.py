@@ -84,10 +84,10 @@ class MultiOutputTask(Task):
         lead = t.shape[:-1]
         return [p.reshape(*lead, *s) for p, s in zip(torch.split(t, sizes, -1), self.shapes)]
 
-    def compare(self, ref, out, sym, elements, x, y, ref_class=None):
+    def compare(self, ref, out, sym, elements, x, y, ref_class=None, mask=None):
         values: dict[str, Tensor] = {}
         for name, t, r, o in zip(self.names, self.tasks, self.unpack(ref), self.unpack(out)):
-            for k, v in t.compare(r, o, sym, elements, x, y).items():
+            for k, v in t.compare(r, o, sym, elements, x, y, mask=mask).items():
                 values[f"{name}.{k}"] = v
         return values
 
