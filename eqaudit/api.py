@@ -241,6 +241,7 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
     adapter, factory, dirs = loaded if loaded is not None else _load(path, settings, plan.device, plan.factory_dirs, plan.out_names)
     _check_inputs(adapter, dataset)
     model = _as_called(adapter, dataset, plan.reshape)
+    _bind_shapes(symmetries[done:], model, dataset, plan.device)
     named = None if plan.progress is None else (lambda d, t, w, name=Path(path).name: plan.progress(d, t, f"{name} {w}"))
     tables = sweep_tables(model, dataset, symmetries[done:], task, batch_size=settings.batch_size, output_kind=settings.output_kind,
                           seed=settings.seed, progress=named, reference=settings.reference, stop=plan.stop,
@@ -396,6 +397,29 @@ def _as_called(adapter, dataset: Dataset, reshape: bool):
     (--layout) and reshaped to its flat rows (--input-shape) before each call."""
     model = ReshapedInput(adapter, dataset.stored_shape) if reshape else adapter
     return model if dataset.layout.is_identity else LayoutInput(model, dataset.layout)
+
+
+def _bind_shapes(symmetries: list[Symmetry], model, dataset: Dataset, device) -> None:
+    """Quarter turns of non-square images (rot90, d4): one call of this model on one sample turned to the
+    transposed shape decides whether they run on the full group, in two shape groups (the call
+    succeeds), or on the shape-keeping subgroup with its note (it fails; models with several inputs
+    always). Per model, since models of one scan may differ (eqaudit.symmetries.images)."""
+    import torch
+
+    wanting = [s for s in symmetries if s.other_input_shape() is not None]
+    if not wanting:
+        return
+    accepted = False
+    if dataset.binding is None and len(dataset):
+        x = torch.rot90(dataset.take(np.arange(1), device), 1, (-2, -1))
+        try:
+            with torch.inference_mode():
+                out = model(x)
+            accepted = all(bool(torch.isfinite(o).all()) for o in ((out,) if isinstance(out, torch.Tensor) else out))
+        except Exception:  # noqa: BLE001 - a model that rejects the other shape keeps the subgroup
+            accepted = False
+    for s in wanting:
+        s.use_both_shapes(accepted)
 
 
 def _model_info(adapter, dataset: Dataset, output_kind: str, outputs: list[str] | None = None) -> ModelInfo:
@@ -589,10 +613,38 @@ def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, x
     col = varying_column(el) if sym.layout in ("polar", "line") and el.shape[1] > 1 else 0
     picks = [thumb_elements(sym.layout, el[:, col], sym.identity_index, v.astype(np.float64)) for v in values]
     index = pack_thumbs(picks)
+    turned = sym.transposes(sym.elements).numpy()
+    if image and turned.any():  # quarter turns of non-square images: each thumbnail centred on a square canvas
+        _add_turned_thumbs(orbits, j, sym, xs, picks, index, turned)
+        return
     out = np.zeros(index.shape + xs.shape[1:], dtype=xs.dtype)
     with torch.no_grad():
         for r, (x, sel) in enumerate(zip(xs, picks)):  # at most WORST_SAMPLES samples
             out[r, : len(sel)] = sym.act(torch.from_numpy(x[None]), sym.elements[sel])[:, 0].numpy()
+    orbits.put(j, "thumb_elements", index)
+    orbits.put(j, "thumb_x", out)
+
+
+def _add_turned_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, xs: np.ndarray, picks: list[list[int]], index: np.ndarray,
+                       turned: np.ndarray) -> None:
+    """Thumbnails of images whose orbit holds both H x W and W x H (rot90, d4 in two shape groups): every
+    moved image centred on a (C, S, S) canvas, S = max(H, W), filled with the sample's lowest value."""
+    import torch
+
+    c, h, w = xs.shape[1:]
+    side = max(h, w)
+    out = np.zeros(index.shape + (c, side, side), dtype=xs.dtype)
+    with torch.no_grad():
+        for r, (x, sel) in enumerate(zip(xs, picks)):  # at most WORST_SAMPLES samples, two shape groups each
+            out[r] = x.min()
+            for group in (False, True):
+                cols = [i for i, e in enumerate(sel) if bool(turned[e]) == group]
+                if not cols:
+                    continue
+                moved = sym.act(torch.from_numpy(x[None]), sym.elements[[sel[i] for i in cols]])[:, 0].numpy()
+                mh, mw = moved.shape[-2:]
+                top, left = (side - mh) // 2, (side - mw) // 2
+                out[r, cols, :, top : top + mh, left : left + mw] = moved
     orbits.put(j, "thumb_elements", index)
     orbits.put(j, "thumb_x", out)
 

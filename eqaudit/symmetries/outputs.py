@@ -178,6 +178,12 @@ def _letter(gen: str, power: int, perms: dict[str, Tensor], label: str) -> tuple
     return None, 0
 
 
+def _label(sym: Symmetry, row: Tensor) -> str:
+    """The label of element ``row`` (D,) among ``sym``'s sampled elements (a chunk's rows need not start at 0)."""
+    hits = (sym.elements.to(row) == row).all(1).nonzero()
+    return sym.labels[int(hits[0, 0])] if len(hits) and int(hits[0, 0]) < len(sym.labels) else str(row.tolist())
+
+
 def label_map(sym: Symmetry, elements: Tensor, perms: dict[str, Tensor], *, inverse: bool = False) -> Tensor:
     """(E, D) -> (E, K) int64: the class that class i becomes under each element (or its inverse), from
     one permutation of the K classes per named generator (``perms[gen][i]`` = image of class i),
@@ -187,10 +193,11 @@ def label_map(sym: Symmetry, elements: Tensor, perms: dict[str, Tensor], *, inve
     n_classes = len(next(iter(perms.values())))
     ident = torch.arange(n_classes, dtype=torch.int64)
     rows = []
-    for e, word in enumerate(sym.words(elements.detach().cpu())):
+    rows_cpu = elements.detach().cpu()
+    for e, word in enumerate(sym.words(rows_cpu)):
         c = ident.clone()
         for gen, power in word:
-            name, times = _letter(gen, power, perms, sym.labels[e] if e < len(sym.labels) else str(e))
+            name, times = _letter(gen, power, perms, _label(sym, rows_cpu[e]))
             for _ in range(times if name is not None else 0):
                 c = perms[name][c]
         rows.append(c)
