@@ -396,6 +396,9 @@ def _as_called(adapter, dataset: Dataset, reshape: bool):
     """The adapter as the sweep calls it: canonical batches in, moved to the model's own layout
     (--layout) and reshaped to its flat rows (--input-shape) before each call."""
     model = ReshapedInput(adapter, dataset.stored_shape) if reshape else adapter
+    binding = dataset.binding
+    if binding is not None and (binding.layouts or not dataset.layout.is_identity):  # several inputs, each in its own layout
+        return LayoutInput(model, dataset.layout, binding.main, binding.layouts)
     return model if dataset.layout.is_identity else LayoutInput(model, dataset.layout)
 
 

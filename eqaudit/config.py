@@ -149,10 +149,11 @@ def _to_gates(v: Any) -> list[GateSpec]:
 
 
 def _to_layout(v: Any) -> str:
-    """An input layout name (see eqaudit.layouts), case-insensitive: ``nhwc`` -> ``NHWC``."""
-    from .layouts import normalise
+    """Input layouts (see eqaudit.layouts), case-insensitive: ``nhwc`` -> ``NHWC``; per input ``NAME=LAYOUT``,
+    repeated (a list) or comma-separated, kept as one canonical string."""
+    from .layouts import normalise_spec
 
-    return normalise(v)
+    return normalise_spec(v)
 
 
 def _to_formats(v: Any) -> list[str]:
@@ -219,7 +220,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("junit_xml", None, _to_str, "write a JUnit XML file (one test case per gate and baseline metric)", is_path=True),
         Setting("format", list(FORMATS), _to_formats, "outputs to write: json, orbits, csv, html, junit, summary, annotations or all (result.json is always written)"),
         Setting("input_shape", None, _to_str, "per-sample shape for flat inputs, e.g. 1x8x8"),
-        Setting("layout", "auto", _to_layout, "axes of the model's input batch: auto, NCHW, NHWC, NCL, NLC or NPD"),
+        Setting("layout", "auto", _to_layout, "axes of the model's input batch: auto, NCHW, NHWC, NCL, NLC or NPD; per input NAME=LAYOUT"),
         Setting("input", [], _to_input_pairs, "NAME=KEY: feed the model input NAME from the data array KEY (several inputs)"),
         Setting("act_on", [], _to_names, "the model inputs the symmetry moves, e.g. pos,vel (default: the first input)"),
         Setting("output_name", None, _to_str, "which output of a multi-output model to audit"),

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError
+from .layouts import Layout
 from .symmetries.outputs import point_permutation, sample_permutation
 
 Batch = Union[Tensor, dict]  # one tensor (B, ...) or {input name: tensor (B, ...)}
@@ -33,6 +34,7 @@ class InputBinding:
     act_on: list[str]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     extras: list[str] = field(default_factory=list)  # FIELD_NAMES in the file that the model does not take
+    layouts: dict[str, Layout] = field(default_factory=dict)  # inputs other than act_on[0] stored in a layout (--layout NAME=...)
 
     @property
     def main(self) -> str:
@@ -41,10 +43,13 @@ class InputBinding:
     def feed(self, x: Tensor, rows: np.ndarray, device) -> dict[str, Tensor]:
         """{name: (b, ...)} for the data rows ``rows``, with ``x`` (b, ...) as the main input; float arrays
         become float32, integer and bool arrays keep their dtype. The fixed-meaning arrays the model does
-        not take (``extras``) ride along for the symmetry; adapters pass only the model's own inputs."""
+        not take (``extras``) ride along for the symmetry; adapters pass only the model's own inputs. Inputs
+        with a declared layout (``layouts``) are handed out canonical, like ``x``."""
         out = {}
         for name in [*self.names, *self.extras]:
             out[name] = x if name == self.main else to_tensor(self.arrays[name][rows], device)
+            if name in self.layouts:
+                out[name] = self.layouts[name].to_canonical(out[name])
         return out
 
 
