@@ -163,7 +163,7 @@ def scan(
     input_shape: Annotated[Optional[str], typer.Option(help="per-sample shape for flat inputs, e.g. 1x8x8")] = None,
     layout: Annotated[Optional[list[str]], typer.Option(help="axes of the model's input batch: auto, NCHW, NHWC (channels-last), NCL, NLC (1-D signals) or NPD (point sets); per input NAME=LAYOUT, repeatable or comma-separated [default: auto]")] = None,
     input_: Annotated[Optional[list[str]], typer.Option("--input", help="NAME=KEY: feed model input NAME from data array KEY, repeatable (models with several inputs)")] = None,
-    act_on: Annotated[Optional[str], typer.Option(help="model inputs the symmetry moves, e.g. pos,vel [default: the first input]")] = None,
+    act_on: Annotated[Optional[str], typer.Option(help="model inputs the symmetry moves, NAME[=TYPE],...: positions (default, shifted too), vector or pseudovector (turned only), e.g. pos,vel=vector [default: the first input]")] = None,
     output_name: Annotated[Optional[str], typer.Option(help="which output of a multi-output model to audit")] = None,
     output_kind: Annotated[Optional[str], typer.Option(help="auto, logits or probabilities [default: auto]")] = None,
     output: Annotated[Optional[list[str]], typer.Option("--output", help="declare how the group acts on an output, [NAME=]TYPE, repeatable: invariant, label-perm:GEN=i,j,..., binary, vector, pseudovector, vector-per-point, scalar-per-point, map, field, boxes (replaces --task)")] = None,

@@ -222,7 +222,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("input_shape", None, _to_str, "per-sample shape for flat inputs, e.g. 1x8x8"),
         Setting("layout", "auto", _to_layout, "axes of the model's input batch: auto, NCHW, NHWC, NCL, NLC or NPD; per input NAME=LAYOUT"),
         Setting("input", [], _to_input_pairs, "NAME=KEY: feed the model input NAME from the data array KEY (several inputs)"),
-        Setting("act_on", [], _to_names, "the model inputs the symmetry moves, e.g. pos,vel (default: the first input)"),
+        Setting("act_on", [], _to_names, "the model inputs the symmetry moves, NAME[=TYPE], e.g. pos,vel=vector (default: the first input)"),
         Setting("output_name", None, _to_str, "which output of a multi-output model to audit"),
         Setting("output", [], _to_words, "declared output types [NAME=]TYPE (invariant, label-perm:GEN=i,j,..., binary, vector, pseudovector, ...); replaces --task"),
         Setting("output_kind", "auto", _to_str, "classifier outputs: auto, logits or probabilities"),

@@ -286,7 +286,7 @@ def sweep_tables(
     fslot[rows] = np.arange(len(rows))
     state = {"kind": None, "kept": None}
     binding = dataset.binding
-    act_on = binding.act_on if binding is not None else None
+    act_on = binding.moved if binding is not None else None
     null = None
     t0, m0, e0 = time.perf_counter(), caller.seconds, caller.evals  # the setup call counts with the first symmetry
     with torch.inference_mode():

@@ -67,3 +67,35 @@ def test_layout_declarations_are_checked_with_typed_errors(files, tmp_path):
         r = CliRunner().invoke(app, [*args, *extra])
         assert r.exit_code in (2, 3) and all(w in r.output for w in words), (extra, r.exit_code, r.output)
         assert "Traceback" not in r.output
+
+
+@pytest.fixture(scope="module")
+def nbody(tmp_path_factory) -> Path:
+    g = np.random.default_rng(4)
+    path = tmp_path_factory.mktemp("nbody") / "nbody.npz"
+    np.savez(path, pos=g.normal(size=(8, 5, 3)).astype(np.float32), vel=g.normal(size=(8, 5, 3)).astype(np.float32))
+    return path
+
+
+SPECS = ["so3:n=4", "o3:n=2", "translate3d:max=0.5", "permute:n=4", "e3:n=4"]
+
+
+def test_velocities_declared_as_vectors_are_turned_not_shifted(files, nbody, tmp_path):
+    """next = pos + dt vel + dt^2 a is E(3)-equivariant when vel is a vector: float noise everywhere with
+    --act-on pos,vel=vector; moving vel as a position (the default) shifts it too, so translate3d (and e3,
+    which holds shifts) read a clear error while rotations and permutations still read noise; declared a
+    pseudovector, vel flips under reflections (o3) and reads a clear error there."""
+    files = dict(files, nbody=nbody)
+    typed = run(files, tmp_path / "typed", "VelocityStep", "nbody", SPECS, act_on=["pos", "vel=vector"], output=["next=positions"])
+    plain = run(files, tmp_path / "plain", "VelocityStep", "nbody", SPECS, act_on=["pos", "vel"], output=["next=positions"])
+    for spec in SPECS:
+        assert typed[spec]["equivariance_error"] < 1e-6, (spec, typed[spec]["equivariance_error"])
+    for spec in ("translate3d:max=0.5",):
+        assert plain[spec]["equivariance_error"] > 1e-2, spec
+    for spec in ("so3:n=4", "o3:n=2", "permute:n=4"):
+        assert plain[spec]["equivariance_error"] < 1e-6, spec
+    pseudo = run(files, tmp_path / "pseudo", "VelocityStep", "nbody", ["o3:n=2", "so3:n=4"], act_on="pos,vel=pseudovector",
+                 output=["next=positions"])
+    assert pseudo["o3:n=2"]["equivariance_error"] > 1e-2 and pseudo["so3:n=4"]["equivariance_error"] < 1e-6
+    with pytest.raises(ConfigError, match=r"positions, vector, pseudovector, got .vel=velocity."):
+        run(files, tmp_path / "bad", "VelocityStep", "nbody", ["so3:n=2"], act_on=["pos", "vel=velocity"], output=["next=positions"])

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataError, PathNotFoundError
 from ..layouts import Layout, get_layout, parse_layouts
-from ..inputs import FIELD_NAMES, InputBinding, check_names, resolve_act_on
+from ..inputs import FIELD_NAMES, InputBinding, check_names, resolve_act_on, split_act_on
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -159,6 +159,7 @@ def load_dataset(
                           "(TorchScript?), do drop --input/--act-on and name the array with --data PATH:KEY.")
     check_names(list(input_map), names, "--input")
     acted = resolve_act_on(names, act_on) if names else []
+    kinds = split_act_on(act_on)[1]
     bare, named = parse_layouts(layout or "auto")
     if named and not names:
         raise ConfigError("Expected a model whose input names eqaudit can read for --layout NAME=LAYOUT, got one without "
@@ -208,6 +209,11 @@ def load_dataset(
                 f"got {'x'.join(map(str, input_shape))} = {math.prod(input_shape)} values."
             )
         sample_shape = tuple(input_shape)
+    if kinds and binding is None:
+        raise ConfigError(f"Expected --act-on NAME=TYPE only for models with several inputs, got {', '.join(f'{k}={v}' for k, v in kinds.items())} "
+                          "for a model with one, do drop the type: its only input takes the whole action.")
+    if binding is not None:
+        binding.kinds = kinds
     lay = get_layout(named.get(acted[0] if acted else "", bare or "auto"))
     canonical = lay.canonical_shape(sample_shape)
     if binding is not None:
