@@ -526,7 +526,12 @@ def _symmetry_result(m: int, j: int, sym: Symmetry, table: dict[str, np.ndarray]
     worst = _worst(table, sym.identity_index, task.main_metric)
     orbits.put(j, "worst_index", worst)
     orbits.put(j, "worst_x", plan.dataset.take(worst).numpy())
-    _add_thumbs(orbits, j, sym, table[task.main_metric][worst], orbits.get(j, "worst_x"))
+    binding = plan.dataset.binding
+    masks = None
+    if binding is not None and "mask" in binding.arrays:  # padded systems: which atoms of the worst samples are real
+        masks = np.asarray(binding.arrays["mask"][plan.dataset.indices[worst]]) != 0
+        orbits.put(j, "worst_mask", masks)
+    _add_thumbs(orbits, j, sym, table[task.main_metric][worst], orbits.get(j, "worst_x"), masks)
     return SymmetryResult(
         model=m,
         name=desc["name"],
@@ -602,11 +607,15 @@ def _add_small_inputs(orbits: OrbitTable, dataset, symmetries) -> None:
         orbits.put_small_inputs(np.concatenate(parts))
 
 
-def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, xs: np.ndarray) -> None:
+def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, xs: np.ndarray, masks: np.ndarray | None = None) -> None:
     """The worst samples' orbits as thumbnails: ``thumb_elements`` (k, T) element rows (-1: none) and
     ``thumb_x`` (k, T, ...) those samples moved by those elements (images (C, H, W), point structures
-    (P, 3)), so the report draws them without torch or the symmetry code."""
+    (P, 3)), so the report draws them without torch or the symmetry code. ``masks`` (k, P) marks the
+    real atoms of padded systems: they are moved as the sweep moves them (permuted among themselves,
+    padded rows left in place), and the report draws only them (``worst_mask``)."""
     import torch
+
+    from .inputs import orbit
 
     image = sym.domain == "image" and xs.ndim == 4
     points = sym.domain == "points" and xs.ndim == 3 and xs.shape[-1] == 3
@@ -623,6 +632,10 @@ def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, x
     out = np.zeros(index.shape + xs.shape[1:], dtype=xs.dtype)
     with torch.no_grad():
         for r, (x, sel) in enumerate(zip(xs, picks)):  # at most WORST_SAMPLES samples
+            if points and masks is not None:
+                batch = {"x": torch.from_numpy(x[None]), "mask": torch.from_numpy(masks[r][None])}
+                out[r, : len(sel)] = orbit(sym, batch, sym.elements[sel], ["x"])["x"][:, 0].numpy()
+                continue
             out[r, : len(sel)] = sym.act(torch.from_numpy(x[None]), sym.elements[sel])[:, 0].numpy()
     orbits.put(j, "thumb_elements", index)
     orbits.put(j, "thumb_x", out)

@@ -396,3 +396,33 @@ def test_shipped_trajectory_predictors_equivariant_augmented_plain(tmp_path):
     for name in ("nbody_egnn", "nbody_aug", "nbody_mlp"):
         assert res[name]["translate3d"]["rms_error"] < 1e-5  # all centre their inputs
     assert res["nbody_aug"]["so3"]["rms_error"] > 1e-3 and res["nbody_mlp"]["so3"]["rms_error"] > 1e-3
+
+
+def test_thumbnails_of_padded_systems_keep_the_mask_and_draw_only_real_atoms(files, tmp_path, monkeypatch):
+    """The worst samples' mask is stored beside them; the stored moved structures permute only the real
+    atoms (padded rows stay at their stored positions, as the sweep moves them); the report frames and
+    draws the real atoms only."""
+    from eqaudit.report import structures
+
+    _, res = run(files, tmp_path, "MLPPotential", files["lj"], ["energy=energy", "forces=forces"], ["so3:n=2*permute:n=2"])
+    data = np.load(files["lj"])
+    with np.load(tmp_path / "out" / "orbits.npz") as z:
+        worst, masks, xs, moved = z["s0.worst_index"], z["s0.worst_mask"], z["s0.worst_x"], z["s0.thumb_x"]
+    assert masks.dtype == bool and np.array_equal(masks, data["mask"][worst])
+    assert (~masks).any()  # the worst samples include a padded system: a real test
+    for r in range(len(worst)):
+        pad = ~masks[r]
+        assert np.array_equal(moved[r][:, pad], np.broadcast_to(xs[r][pad], moved[r][:, pad].shape))  # padding stays put
+        np.testing.assert_allclose(np.linalg.norm(moved[r][:, ~pad] - moved[r][:, ~pad].mean(1, keepdims=True), axis=-1).sum(-1),
+                                   np.linalg.norm(xs[r][~pad] - xs[r][~pad].mean(0), axis=-1).sum(), rtol=1e-5)  # real atoms: moved rigidly
+    drawn = []
+    real = structures.structure_image
+    monkeypatch.setattr(structures, "structure_image", lambda p, c, h, *a, **k: (drawn.append(np.asarray(p)), real(p, c, h, *a, **k))[1])
+    from eqaudit.report.html import write_report
+
+    write_report(res, tmp_path / "report", tmp_path / "out", workers=1)
+    real_counts = sorted(set(masks.sum(1).tolist()))
+    assert drawn and all(len(p) in real_counts for p in drawn)  # only real atoms drawn
+    padded = np.concatenate([xs[r][~masks[r]] for r in range(len(worst))])
+    for p in drawn:  # no drawn point sits where a padded atom is stored
+        assert not (np.abs(p[:, None, :] - padded[None]).sum(-1) < 1e-9).any()

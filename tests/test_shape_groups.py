@@ -106,3 +106,16 @@ def test_chunk_plan_keeps_one_shape_per_call_and_every_element_once():
     square = parse_symmetry("d4")
     square.check_input((1, 6, 6))
     assert _chunk_plan(square, 3) == [slice(0, 3), slice(3, 6), slice(6, 8)]  # square images: the plan as before
+
+
+def test_thumbnails_of_both_shapes_sit_centred_on_square_canvases(files, tmp_path):
+    run(files, tmp_path, "PooledNet", ["rot90"])
+    with np.load(tmp_path / "PooledNet" / "orbits.npz") as z:
+        xs, index, thumbs = z["s0.worst_x"], z["s0.thumb_elements"], z["s0.thumb_x"]
+    assert thumbs.shape[-3:] == (1, 10, 10) and index.shape[1] == 4
+    for r in range(len(xs)):
+        for t, e in enumerate(index[r].tolist()):
+            turned = np.rot90(xs[r], e, axes=(-2, -1))
+            top, left = (10 - turned.shape[-2]) // 2, (10 - turned.shape[-1]) // 2
+            np.testing.assert_array_equal(thumbs[r, t, :, top : top + turned.shape[-2], left : left + turned.shape[-1]], turned)
+            assert (thumbs[r, t][..., :top, :] == xs[r].min()).all() and (thumbs[r, t][..., :left] == xs[r].min()).all()

@@ -656,7 +656,9 @@ class _Builder:
         orbit_labels = self.result.symmetries[j].labels
         x = np.asarray(xs[r])
         if self.result.symmetries[j].domain == "points":
-            return self._point_thumbs(x, index[r], images[r], orbit_labels)
+            masks = self._table(j, "worst_mask")
+            real = masks[r] if masks is not None and r < len(masks) and masks[r].shape == x.shape[:1] else None
+            return self._point_thumbs(x, index[r], images[r], orbit_labels, real)
         lo, hi = float(np.min(x)), float(np.max(x))
         thumbs = []
         for e, img in zip(index[r].tolist(), images[r]):
@@ -673,15 +675,19 @@ class _Builder:
         return thumbs
 
 
-    def _point_thumbs(self, x: np.ndarray, index: np.ndarray, moved: np.ndarray, labels: list[str]) -> list[plots.Thumb]:
+    def _point_thumbs(self, x: np.ndarray, index: np.ndarray, moved: np.ndarray, labels: list[str],
+                      real: np.ndarray | None = None) -> list[plots.Thumb]:
         """Thumbnails of a point structure x (P, 3) as the scan stored it moved by the elements with the
         largest error (``moved`` (T, P, 3)), drawn as depth-shaded 3-D scatters in one frame, so shifts
-        show as moves (eqaudit.report.structures)."""
+        show as moves (eqaudit.report.structures); ``real`` (P,) bool: padded atoms (False) are neither
+        drawn nor framed."""
         from .structures import frame_of, structure_image
 
         keep = [(int(e), m) for e, m in zip(index.tolist(), moved) if 0 <= e < len(labels)]
         if x.ndim != 2 or x.shape[-1] != 3 or not keep:
             return []
+        if real is not None:
+            x, keep = x[real], [(e, m[real]) for e, m in keep]
         centre, half = frame_of(np.concatenate([x[None], np.stack([m for _, m in keep])]))
         return [plots.Thumb(structure_image(m, centre, half), labels[e], "", True) for e, m in keep]
 
