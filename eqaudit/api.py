@@ -255,6 +255,7 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
         sym = symmetries[si]
         audit.info = _model_info(adapter, dataset, st.output_kind, settings.output)
         audit.symmetries.append(_symmetry_result(m, j0 + si, sym, st.table, audit.null, orbits, plan))
+        _add_point_errors(orbits, j0 + si, model, sym, plan)
         _add_timing(audit.timing, seconds=st.seconds, model_seconds=st.model_seconds, model_evals=st.model_evals)
         if settings.local or settings.layers:
             _add_local(audit.symmetries[-1], j0 + si, orbits, model, sym, plan, audit.timing)
@@ -639,6 +640,39 @@ def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, x
             out[r, : len(sel)] = sym.act(torch.from_numpy(x[None]), sym.elements[sel])[:, 0].numpy()
     orbits.put(j, "thumb_elements", index)
     orbits.put(j, "thumb_x", out)
+
+
+def _add_point_errors(orbits: OrbitTable, j: int, model, sym: Symmetry, plan: ScanPlan) -> None:
+    """Per-atom errors of the worst samples for per-point vector outputs (forces): ``worst_point_error``
+    (k, E, P) float32, |f(g.x)_p - (S_g f(x))_p| for every element, 0 on padded atoms, and
+    ``worst_point_output`` the output's name; the report draws them as error bars per atom. A few extra
+    model calls on the k worst samples only (identity reference; nothing for other outputs)."""
+    import torch
+
+    from .inputs import orbit, point_mask
+    from .sweep import ModelCaller, _evaluate
+
+    worst = orbits.get(j, "worst_index")
+    if sym.domain != "points" or plan.settings.reference != "identity" or worst is None or not len(worst):
+        return
+    dataset, task, device = plan.dataset, plan.task, plan.device
+    caller = ModelCaller(model, device)
+    parts, name = [], None
+    with torch.inference_mode():
+        x = dataset.take(worst, device)
+        feed = dataset.feed(worst, x, device)
+        ref = task.convert(caller(feed))
+        step = max(1, plan.settings.batch_size // len(worst))
+        for s in range(0, sym.n_elements, step):
+            el = sym.elements[s : s + step].to(device)
+            out = _evaluate(caller, task, orbit(sym, feed, el, dataset.binding.moved if dataset.binding is not None else None))
+            got = task.point_errors(ref, out, sym, el, point_mask(feed))
+            if got is None:
+                return
+            name = got[0]
+            parts.append(got[1].transpose(0, 1).to(torch.float32).cpu())
+    orbits.put(j, "worst_point_error", torch.cat(parts, 1).numpy())
+    orbits.put(j, "worst_point_output", np.array(name or ""))
 
 
 def _add_turned_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, xs: np.ndarray, picks: list[list[int]], index: np.ndarray,

@@ -426,3 +426,30 @@ def test_thumbnails_of_padded_systems_keep_the_mask_and_draw_only_real_atoms(fil
     padded = np.concatenate([xs[r][~masks[r]] for r in range(len(worst))])
     for p in drawn:  # no drawn point sits where a padded atom is stored
         assert not (np.abs(p[:, None, :] - padded[None]).sum(-1) < 1e-9).any()
+
+
+def test_per_atom_force_errors_of_the_worst_samples_agree_with_the_sweep(files, tmp_path):
+    """Known answer: the stored per-atom errors (k, E, P) of the worst samples, from their own model calls,
+    give back the sweep's rms_error per (sample, element) (root mean square over the real atoms), are 0
+    on padded atoms and at the identity, and the report draws one error-bar figure per plotted sample."""
+    _, res = run(files, tmp_path, "MLPPotential", files["lj"], ["energy=energy", "forces=forces"], ["so3:n=2", "permute:n=3"])
+    data = np.load(files["lj"])
+    with np.load(tmp_path / "out" / "orbits.npz") as z:
+        for j, sym in enumerate(res.symmetries):
+            worst, err = z[f"s{j}.worst_index"], z[f"s{j}.worst_point_error"]
+            assert str(z[f"s{j}.worst_point_output"]) == "forces"
+            mask = data["mask"][worst]
+            assert err.shape == (len(worst), len(sym.labels), mask.shape[1]) and (~mask).any()
+            assert (err.transpose(1, 0, 2)[:, ~mask] == 0).all() and np.abs(err[:, sym.identity_index]).max() < 1e-5
+            rms = np.sqrt((err.astype(np.float64) ** 2).sum(-1) / mask.sum(1)[:, None])  # (k, E)
+            np.testing.assert_allclose(rms, z[f"s{j}.forces.rms_error"][worst], rtol=1e-4, atol=1e-6)
+            assert rms.max() > 1e-3  # the MLP moves its forces: a real comparison
+    from eqaudit.report.html import write_report
+
+    html = write_report(res, tmp_path / "report", tmp_path / "out", workers=1).read_text()
+    assert html.count('alt="error per atom of sample') == 2 * min(4, len(worst))  # both symmetries, every plotted sample
+    # GarbagePad's padded rows move arbitrarily: still 0 there, float noise on the real atoms
+    run(files, tmp_path / "garbage", "GarbagePad", files["lj"], ["energy=energy", "forces=forces", "charges=charges"], ["so3:n=2"])
+    with np.load(tmp_path / "garbage" / "out" / "orbits.npz") as z:
+        err, mask = z["s0.worst_point_error"], data["mask"][z["s0.worst_index"]]
+    assert (~mask).any() and (err.transpose(1, 0, 2)[:, ~mask] == 0).all() and err.max() < 1e-4

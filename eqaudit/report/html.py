@@ -632,7 +632,9 @@ class _Builder:
         f = self._png(recipe, f"{slug}-worst{r + 1}", f"orbit of sample {sample_index} under {s.spec}")
         non_id = np.arange(orbit.n) != orbit.identity_index
         worst_e = int(np.argmax(np.where(non_id, values, -np.inf))) if non_id.any() else orbit.identity_index
+        atoms = self._point_error_fig(j, s, r, sample_index, slug)
         return {
+            "atoms_fig": atoms,
             "rank": r + 1,
             "anchor": anchor,
             "sample_index": sample_index,
@@ -646,6 +648,18 @@ class _Builder:
             "worst_pred": None if pred is None else self._class_name(int(pred[worst_e])),
             "fig": f,
         }
+
+    def _point_error_fig(self, j: int, s: SymmetryResult, r: int, sample_index: int, slug: str) -> _Figure | None:
+        """Error bars per atom of worst sample ``r`` (``worst_point_error``: per-point vector outputs such as
+        forces, stored for the worst samples only), real atoms only; None when the scan stored none."""
+        errors, masks = self._table(j, "worst_point_error"), self._table(j, "worst_mask")
+        if errors is None or r >= len(errors) or errors.ndim != 3:
+            return None
+        real = masks[r] if masks is not None and r < len(masks) and masks[r].shape == errors.shape[2:] else None
+        name = self._table(j, "worst_point_output")
+        label = f"{str(name) + ' ' if name is not None and str(name) else ''}error per atom"
+        recipe = (plots.point_error_figure, (errors[r], s.identity_index, real, label), {})
+        return self._png(recipe, f"{slug}-atoms{r + 1}", f"error per atom of sample {sample_index} under {s.spec}")
 
     def _thumbs(self, j: int, r: int, xs, pred, label, ref) -> list[plots.Thumb]:
         """Thumbnails of worst sample ``r``: the transformed inputs the scan stored (``s{j}.thumb_x``),

@@ -63,6 +63,13 @@ class Task(ABC):
         for real points; permutations reorder those only and per-point metrics leave the others out) or
         None. Returns (E, B) tensors, always including ``main_metric``."""
 
+    def point_errors(self, ref: Tensor, out: Tensor, sym: Symmetry, elements: Tensor,
+                     mask: Tensor | None = None) -> tuple[str, Tensor] | None:
+        """(output name, (E, B, P) float64 per-point error norms |f(g.x)_p - (S_g f(x))_p|, 0 on padded points)
+        for per-point vector outputs (forces, next positions), for the report's per-atom error bars; None
+        for other outputs."""
+        return None
+
     def floor_keys(self) -> dict[str, str]:
         """Which compare() results to keep from the round trip, and the table key to store them under."""
         return {self.main_metric: "floor"}

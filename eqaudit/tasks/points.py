@@ -115,6 +115,13 @@ class PointsTask(Task):
             values["relative_error"] = relative_error(out, target, keep)
         return values
 
+    def point_errors(self, ref, out, sym, elements, mask=None):
+        if out.dim() != 4 or out.shape[-1] != 3 or self.form not in ("any", "vector-per-point", "positions"):
+            return None
+        err = (out.to(torch.float64) - self._act(sym, expand(ref, out.shape[0]), elements, mask=mask)).norm(dim=-1)
+        keep = self._mask(mask, out)
+        return "", err if keep is None else err * keep[..., 0].to(err)
+
     def canonical(self, out, sym, elements, x, mask=None):
         return self._act(sym, out, elements, inverse=True, mask=mask), None
 
