@@ -244,6 +244,7 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
     adapter, factory, dirs = loaded if loaded is not None else _load(path, settings, plan.device, plan.factory_dirs, plan.out_names)
     _check_inputs(adapter, dataset)
     model = _as_called(adapter, dataset, plan.reshape)
+    _bind_shapes(symmetries[done:], model, dataset, plan.device)
     named = None if plan.progress is None else (lambda d, t, w, name=Path(path).name: plan.progress(d, t, f"{name} {w}"))
     tables = sweep_tables(model, dataset, symmetries[done:], task, batch_size=settings.batch_size, output_kind=settings.output_kind,
                           seed=settings.seed, progress=named, reference=settings.reference, stop=plan.stop,
@@ -258,6 +259,7 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
         audit.info = _model_info(adapter, dataset, st.output_kind, settings.output)
         audit.symmetries.append(_symmetry_result(m, j0 + si, sym, st.table, audit.null, orbits, plan, st.reduced))
         _add_thumb_outputs(orbits, j0 + si, model, task, dataset, plan.device)
+        _add_point_errors(orbits, j0 + si, model, sym, plan)
         _add_timing(audit.timing, seconds=st.seconds, model_seconds=st.model_seconds, model_evals=st.model_evals)
         if settings.local or settings.layers:
             _add_local(audit.symmetries[-1], j0 + si, orbits, model, sym, plan, audit.timing)
@@ -400,7 +402,33 @@ def _as_called(adapter, dataset: Dataset, reshape: bool):
     """The adapter as the sweep calls it: canonical batches in, moved to the model's own layout
     (--layout) and reshaped to its flat rows (--input-shape) before each call."""
     model = ReshapedInput(adapter, dataset.stored_shape) if reshape else adapter
+    binding = dataset.binding
+    if binding is not None and (binding.layouts or not dataset.layout.is_identity):  # several inputs, each in its own layout
+        return LayoutInput(model, dataset.layout, binding.main, binding.layouts)
     return model if dataset.layout.is_identity else LayoutInput(model, dataset.layout)
+
+
+def _bind_shapes(symmetries: list[Symmetry], model, dataset: Dataset, device) -> None:
+    """Quarter turns of non-square images (rot90, d4): one call of this model on one sample turned to the
+    transposed shape decides whether they run on the full group, in two shape groups (the call
+    succeeds), or on the shape-keeping subgroup with its note (it fails; models with several inputs
+    always). Per model, since models of one scan may differ (eqaudit.symmetries.images)."""
+    import torch
+
+    wanting = [s for s in symmetries if s.other_input_shape() is not None]
+    if not wanting:
+        return
+    accepted = False
+    if dataset.binding is None and len(dataset):
+        x = torch.rot90(dataset.take(np.arange(1), device), 1, (-2, -1))
+        try:
+            with torch.inference_mode():
+                out = model(x)
+            accepted = all(bool(torch.isfinite(o).all()) for o in ((out,) if isinstance(out, torch.Tensor) else out))
+        except Exception:  # noqa: BLE001 - a model that rejects the other shape keeps the subgroup
+            accepted = False
+    for s in wanting:
+        s.use_both_shapes(accepted)
 
 
 def _model_info(adapter, dataset: Dataset, output_kind: str, outputs: list[str] | None = None) -> ModelInfo:
@@ -513,7 +541,12 @@ def _symmetry_result(m: int, j: int, sym: Symmetry, table: dict[str, np.ndarray]
     worst = _worst(table, sym.identity_index, task.main_metric)
     orbits.put(j, "worst_index", worst)
     orbits.put(j, "worst_x", plan.dataset.take(worst).numpy())
-    _add_thumbs(orbits, j, sym, table[task.main_metric][worst], orbits.get(j, "worst_x"))
+    binding = plan.dataset.binding
+    masks = None
+    if binding is not None and "mask" in binding.arrays:  # padded systems: which atoms of the worst samples are real
+        masks = np.asarray(binding.arrays["mask"][plan.dataset.indices[worst]]) != 0
+        orbits.put(j, "worst_mask", masks)
+    _add_thumbs(orbits, j, sym, table[task.main_metric][worst], orbits.get(j, "worst_x"), masks)
     _add_point_moves(orbits, j, sym)
     return SymmetryResult(
         model=m,
@@ -615,11 +648,15 @@ def _add_small_inputs(orbits: OrbitTable, dataset, symmetries) -> None:
         orbits.put_small_inputs(np.concatenate(parts))
 
 
-def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, xs: np.ndarray) -> None:
+def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, xs: np.ndarray, masks: np.ndarray | None = None) -> None:
     """The worst samples' orbits as thumbnails: ``thumb_elements`` (k, T) element rows (-1: none) and
     ``thumb_x`` (k, T, ...) those samples moved by those elements (images (C, H, W), point structures
-    (P, 3)), so the report draws them without torch or the symmetry code."""
+    (P, 3)), so the report draws them without torch or the symmetry code. ``masks`` (k, P) marks the
+    real atoms of padded systems: they are moved as the sweep moves them (permuted among themselves,
+    padded rows left in place), and the report draws only them (``worst_mask``)."""
     import torch
+
+    from .inputs import orbit
 
     image = sym.domain == "image" and xs.ndim == 4
     points = sym.domain == "points" and xs.ndim == 3 and xs.shape[-1] == 3
@@ -629,9 +666,17 @@ def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, x
     col = varying_column(el) if sym.layout in ("polar", "line") and el.shape[1] > 1 else 0
     picks = [thumb_elements(sym.layout, el[:, col], sym.identity_index, v.astype(np.float64)) for v in values]
     index = pack_thumbs(picks)
+    turned = sym.transposes(sym.elements).numpy()
+    if image and turned.any():  # quarter turns of non-square images: each thumbnail centred on a square canvas
+        _add_turned_thumbs(orbits, j, sym, xs, picks, index, turned)
+        return
     out = np.zeros(index.shape + xs.shape[1:], dtype=xs.dtype)
     with torch.no_grad():
         for r, (x, sel) in enumerate(zip(xs, picks)):  # at most WORST_SAMPLES samples
+            if points and masks is not None:
+                batch = {"x": torch.from_numpy(x[None]), "mask": torch.from_numpy(masks[r][None])}
+                out[r, : len(sel)] = orbit(sym, batch, sym.elements[sel], ["x"])["x"][:, 0].numpy()
+                continue
             out[r, : len(sel)] = sym.act(torch.from_numpy(x[None]), sym.elements[sel])[:, 0].numpy()
     orbits.put(j, "thumb_elements", index)
     orbits.put(j, "thumb_x", out)
@@ -706,6 +751,63 @@ def _add_point_moves(orbits: OrbitTable, j: int, sym: Symmetry) -> None:
     orbits.put(j, "point_matrix", sym.point_matrix(sym.elements).numpy().astype(np.float32))
     shift = sym.point_shift(sym.elements)
     orbits.put(j, "point_shift", np.zeros((sym.n_elements, 3), np.float32) if shift is None else shift.numpy().astype(np.float32))
+
+
+def _add_point_errors(orbits: OrbitTable, j: int, model, sym: Symmetry, plan: ScanPlan) -> None:
+    """Per-atom errors of the worst samples for per-point vector outputs (forces): ``worst_point_error``
+    (k, E, P) float32, |f(g.x)_p - (S_g f(x))_p| for every element, 0 on padded atoms, and
+    ``worst_point_output`` the output's name; the report draws them as error bars per atom. A few extra
+    model calls on the k worst samples only (identity reference; nothing for other outputs)."""
+    import torch
+
+    from .inputs import orbit, point_mask
+    from .sweep import ModelCaller, _evaluate
+
+    worst = orbits.get(j, "worst_index")
+    if sym.domain != "points" or plan.settings.reference != "identity" or worst is None or not len(worst):
+        return
+    dataset, task, device = plan.dataset, plan.task, plan.device
+    caller = ModelCaller(model, device)
+    parts, name = [], None
+    with torch.inference_mode():
+        x = dataset.take(worst, device)
+        feed = dataset.feed(worst, x, device)
+        ref = task.convert(caller(feed))
+        step = max(1, plan.settings.batch_size // len(worst))
+        for s in range(0, sym.n_elements, step):
+            el = sym.elements[s : s + step].to(device)
+            out = _evaluate(caller, task, orbit(sym, feed, el, dataset.binding.moved if dataset.binding is not None else None))
+            got = task.point_errors(ref, out, sym, el, point_mask(feed))
+            if got is None:
+                return
+            name = got[0]
+            parts.append(got[1].transpose(0, 1).to(torch.float32).cpu())
+    orbits.put(j, "worst_point_error", torch.cat(parts, 1).numpy())
+    orbits.put(j, "worst_point_output", np.array(name or ""))
+
+
+def _add_turned_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, xs: np.ndarray, picks: list[list[int]], index: np.ndarray,
+                       turned: np.ndarray) -> None:
+    """Thumbnails of images whose orbit holds both H x W and W x H (rot90, d4 in two shape groups): every
+    moved image centred on a (C, S, S) canvas, S = max(H, W), filled with the sample's lowest value."""
+    import torch
+
+    c, h, w = xs.shape[1:]
+    side = max(h, w)
+    out = np.zeros(index.shape + (c, side, side), dtype=xs.dtype)
+    with torch.no_grad():
+        for r, (x, sel) in enumerate(zip(xs, picks)):  # at most WORST_SAMPLES samples, two shape groups each
+            out[r] = x.min()
+            for group in (False, True):
+                cols = [i for i, e in enumerate(sel) if bool(turned[e]) == group]
+                if not cols:
+                    continue
+                moved = sym.act(torch.from_numpy(x[None]), sym.elements[[sel[i] for i in cols]])[:, 0].numpy()
+                mh, mw = moved.shape[-2:]
+                top, left = (side - mh) // 2, (side - mw) // 2
+                out[r, cols, :, top : top + mh, left : left + mw] = moved
+    orbits.put(j, "thumb_elements", index)
+    orbits.put(j, "thumb_x", out)
 
 
 FILE_SOURCES = ("sidecar ", "config ", "[tool.eqaudit] in ")

@@ -157,10 +157,11 @@ def _to_gates(v: Any) -> list[GateSpec]:
 
 
 def _to_layout(v: Any) -> str:
-    """An input layout name (see eqaudit.layouts), case-insensitive: ``nhwc`` -> ``NHWC``."""
-    from .layouts import normalise
+    """Input layouts (see eqaudit.layouts), case-insensitive: ``nhwc`` -> ``NHWC``; per input ``NAME=LAYOUT``,
+    repeated (a list) or comma-separated, kept as one canonical string."""
+    from .layouts import normalise_spec
 
-    return normalise(v)
+    return normalise_spec(v)
 
 
 def _to_formats(v: Any) -> list[str]:
@@ -291,10 +292,12 @@ SETTINGS: dict[str, Setting] = {
         Setting("input_shape", None, _to_str, "per-sample shape for flat inputs, e.g. 1x8x8", commands=_SCAN_AND_DISCOVER,
                 measured=True),
         Setting("layout", "auto", _to_layout, "axes of the model's input batch: auto, NCHW, NHWC (channels-last), NCL, NLC "
-                "(1-D signals), NPD (point sets), NCDHW or NDHWC (volumes)", commands=_SCAN_AND_DISCOVER, measured=True),
+                "(1-D signals), NPD (point sets), NCDHW or NDHWC (volumes); per input NAME=LAYOUT, repeatable or "
+                "comma-separated", kind="list", default_text="auto", commands=_SCAN_AND_DISCOVER, measured=True),
         Setting("input", [], _to_input_pairs, "NAME=KEY: feed model input NAME from data array KEY, repeatable (models with "
                 "several inputs)", kind="list", measured=True),
-        Setting("act_on", [], _to_names, "model inputs the symmetry moves, e.g. pos,vel", default_text="the first input",
+        Setting("act_on", [], _to_names, "model inputs the symmetry moves, NAME[=TYPE],...: positions (default, shifted too), vector or "
+                "pseudovector (turned only), e.g. pos,vel=vector", default_text="the first input",
                 measured=True),
         Setting("output_name", None, _to_str, "which output of a multi-output model to measure", commands=_SCAN_AND_DISCOVER,
                 measured=True),

@@ -5,6 +5,11 @@ order. The symmetry acts on the inputs named by ``--act-on`` (the first of them 
 what symmetries check, what thumbnails show); every other input is repeated for each element in the
 same element-major (E, B) row order, except that a point permutation (``permute``, or a product that
 contains it) also permutes every other input with the same point axis (axis 1 of length P).
+
+How the group moves each acted-on input is declared with it (``--act-on pos,vel=vector``, the types in
+``MOVED_TYPES``, named like ``--output`` types): ``positions`` (the default) take the whole action,
+shifts included; ``vector`` inputs (velocities, forces, displacements) are rotated, reflected and
+permuted with the points but never shifted; ``pseudovector`` inputs are also multiplied by det(R).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import torch
 from torch import Tensor
 
 from .errors import ConfigError
-from .symmetries.outputs import bind_mask, point_permutation, sample_permutation
+from .layouts import Layout
+from .symmetries.outputs import parity, point_action, point_permutation, sample_permutation
 
 Batch = Union[Tensor, dict]  # one tensor (B, ...) or {input name: tensor (B, ...)}
 
@@ -33,6 +39,13 @@ class InputBinding:
     act_on: list[str]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     extras: list[str] = field(default_factory=list)  # FIELD_NAMES in the file that the model does not take
+    layouts: dict[str, Layout] = field(default_factory=dict)  # inputs other than act_on[0] stored in a layout (--layout NAME=...)
+    kinds: dict[str, str] = field(default_factory=dict)  # how the group moves an acted-on input, where not ``positions``
+
+    @property
+    def moved(self) -> dict[str, str]:
+        """{acted-on input: its type in MOVED_TYPES}, in ``act_on`` order: what ``orbit`` takes as ``act_on``."""
+        return {name: self.kinds.get(name, "positions") for name in self.act_on}
 
     @property
     def main(self) -> str:
@@ -41,10 +54,13 @@ class InputBinding:
     def feed(self, x: Tensor, rows: np.ndarray, device) -> dict[str, Tensor]:
         """{name: (b, ...)} for the data rows ``rows``, with ``x`` (b, ...) as the main input; float arrays
         become float32, integer and bool arrays keep their dtype. The fixed-meaning arrays the model does
-        not take (``extras``) ride along for the symmetry; adapters pass only the model's own inputs."""
+        not take (``extras``) ride along for the symmetry; adapters pass only the model's own inputs. Inputs
+        with a declared layout (``layouts``) are handed out canonical, like ``x``."""
         out = {}
         for name in [*self.names, *self.extras]:
             out[name] = x if name == self.main else to_tensor(self.arrays[name][rows], device)
+            if name in self.layouts:
+                out[name] = self.layouts[name].to_canonical(out[name])
         return out
 
 
@@ -68,12 +84,36 @@ def check_names(given: list[str], names: list[str], option: str) -> None:
             raise ConfigError(f"Expected {option} to name an input of the model ({', '.join(names)}), got {name!r}, do use one of those names.")
 
 
+MOVED_TYPES = {
+    "positions": "the whole action: rotated, reflected, permuted and shifted (the default)",
+    "vector": "rotated, reflected and permuted with the points, never shifted (velocities, forces)",
+    "pseudovector": "like vector, and multiplied by det(R) (angular velocities, magnetic fields)",
+}
+"""How the group acts on an input it moves (``--act-on NAME=TYPE``)."""
+
+
+def split_act_on(act_on: list[str] | None) -> tuple[list[str], dict[str, str]]:
+    """``["pos", "vel=vector"]`` -> (["pos", "vel"], {"vel": "vector"}); ConfigError for an unknown type."""
+    names, kinds = [], {}
+    for item in act_on or []:
+        name, sep, kind = (s.strip() for s in item.partition("="))
+        if sep:
+            if kind.lower() not in MOVED_TYPES or not name:
+                raise ConfigError(f"Expected --act-on NAME or NAME=TYPE with TYPE one of {', '.join(MOVED_TYPES)}, got {item!r}, "
+                                  "do write e.g. --act-on pos,vel=vector (positions shift, vectors only turn)")
+            kinds[name] = kind.lower()
+        names.append(name)
+    return names, kinds
+
+
 def resolve_act_on(names: list[str], act_on: list[str] | None) -> list[str]:
-    """The inputs the symmetry moves: ``act_on`` checked against the model's ``names`` (default: the first)."""
-    if not act_on:
+    """The inputs the symmetry moves: ``act_on`` (``NAME`` or ``NAME=TYPE``) checked against the model's
+    ``names`` (default: the first)."""
+    given, _ = split_act_on(act_on)
+    if not given:
         return names[:1]
-    check_names(act_on, names, "--act-on")
-    return list(dict.fromkeys(act_on))
+    check_names(given, names, "--act-on")
+    return list(dict.fromkeys(given))
 
 
 FIELD_NAMES = ("mask", "edge_index", "edge_mask")
@@ -120,26 +160,46 @@ def _move_masked(sym, t: Tensor, elements: Tensor, mask: Tensor, perm: Tensor | 
     return torch.where(keep, moved, t.unsqueeze(0))
 
 
-def orbit(sym, batch: Batch, elements: Tensor, act_on: list[str] | None = None, *, round_trip: bool = False) -> Batch:
+def _move_vectors(sym, t: Tensor, elements: Tensor, mask: Tensor | None, pseudo: bool, round_trip: bool) -> Tensor:
+    """The action on a vector input (B, P, 3) (velocities): rows permuted with the points (per sample among
+    the real points of ``mask``) and turned by the linear part, never shifted (times det(R) for
+    pseudovectors); padded rows keep their values. ``round_trip``: there and back."""
+    e = int(elements.shape[0])
+    base = t.unsqueeze(0).expand(e, *t.shape)
+    moved = point_action(sym, base, elements, mask=mask)
+    if round_trip:
+        moved = point_action(sym, moved, elements, inverse=True, mask=mask)
+    elif pseudo:
+        moved = moved * parity(sym, elements).to(moved).view(-1, *([1] * (moved.dim() - 1)))
+    moved = moved.to(t.dtype)
+    if mask is None:
+        return moved
+    return torch.where(mask.to(t.device).view(1, *mask.shape, *([1] * (t.dim() - 2))), moved, t.unsqueeze(0))
+
+
+def orbit(sym, batch: Batch, elements: Tensor, act_on: list[str] | dict[str, str] | None = None, *, round_trip: bool = False) -> Batch:
     """g.x for every element: a tensor (B, ...) -> (E, B, ...), or a dict of them -> a dict of (E, B, ...).
 
-    In a dict, the inputs in ``act_on`` are moved by ``sym`` (``round_trip``: there and back, for the
+    In a dict, the inputs in ``act_on`` (names, or {name: type in MOVED_TYPES}: ``InputBinding.moved``;
+    ``vector`` and ``pseudovector`` inputs are turned, not shifted) are moved by ``sym`` (``round_trip``: there and back, for the
     floor); the others are repeated per element, permuted with the points when the action permutes them
     (not on a round trip, which permutes nothing). A ``mask`` (B, P) in the dict marks padded systems:
-    it is bound to ``sym`` (eqaudit.symmetries.outputs.bind_mask) so that the outputs of this batch are
-    compared with the same per-sample permutations, which reorder only the real points; padded rows of
-    acted-on inputs keep their values. An ``edge_index`` (B, 2, M) is relabelled under permutations."""
+    permutations reorder only the real points of each sample (the same per-sample permutations that the
+    tasks apply to the outputs, given the same mask: ``point_mask``); padded rows of acted-on inputs keep
+    their values. An ``edge_index`` (B, 2, M) is relabelled under permutations. Nothing is stored on
+    ``sym``: the orbit depends on its arguments only."""
     move = sym.round_trip if round_trip else sym.act
-    mask = batch.get("mask") if isinstance(batch, dict) else None
-    mask = None if mask is None else mask != 0
-    bind_mask(sym, mask)
     if not isinstance(batch, dict):
         return move(batch, elements)
+    mask = point_mask(batch)
     e = int(elements.shape[0])
-    perm = None if round_trip else sample_permutation(sym, elements)
+    perm = None if round_trip else sample_permutation(sym, elements, mask)
     out = {}
+    kinds = act_on if isinstance(act_on, dict) else {}
     for name, t in batch.items():
-        if name in act_on:
+        if kinds.get(name, "positions") != "positions":
+            out[name] = _move_vectors(sym, t, elements, mask, kinds[name] == "pseudovector", round_trip)
+        elif name in act_on:
             masked = mask is not None and not round_trip and t.dim() >= 2 and t.shape[1] == mask.shape[1]
             out[name] = _move_masked(sym, t, elements, mask, perm) if masked else move(t, elements)
         elif name == "edge_index":
@@ -149,6 +209,12 @@ def orbit(sym, batch: Batch, elements: Tensor, act_on: list[str] | None = None, 
         else:
             out[name] = _repeat(t, e, perm)
     return out
+
+
+def point_mask(batch: Batch) -> Tensor | None:
+    """The batch's point mask (B, P) bool (True: a real point) when it has a ``mask`` input, else None."""
+    mask = batch.get("mask") if isinstance(batch, dict) else None
+    return None if mask is None else mask != 0
 
 
 def flatten(xg: Batch) -> Batch:

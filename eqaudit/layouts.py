@@ -19,6 +19,11 @@ layout     one stored sample       canonical sample
 ``auto``   anything                unchanged (rank-4 data is NCHW, (N, P, 3) is NPD)
 =========  ======================  ======================
 
+A model with several inputs may take each in its own layout: ``--layout NAME=LAYOUT`` (repeatable or
+comma-separated) names one input's layout; a bare ``--layout LAYOUT`` is the layout of the inputs the
+symmetry moves (``--act-on``; of the only input for one-input models). ``parse_layouts`` reads the
+setting; ``LayoutInput`` converts every named input of a dict batch with its own layout.
+
 Pure functions of tensor shapes and axis permutations: no torch import, no copies of the data
 beyond the one ``contiguous`` each conversion makes. Shapes: B batch, C channels, H, W pixels,
 L signal length, P points, D coordinates (or, in volumes, slices).
@@ -148,20 +153,62 @@ def get_layout(name: Any) -> Layout:
     return Layout(normalise(name))
 
 
+def normalise_spec(value: Any) -> str:
+    """The ``layout`` setting as one canonical string: ``"nhwc"`` -> ``"NHWC"``, ``["img=nhwc", "NCL"]`` or
+    ``"img=nhwc,NCL"`` -> ``"NCL,img=NHWC"`` (the bare layout first, then inputs by name); ConfigError for
+    unknown layouts, an empty name, a name given twice or more than one bare layout."""
+    parts = [p.strip() for item in (value if isinstance(value, (list, tuple)) else [value]) for p in str(item).split(",")]
+    bare, named = None, {}
+    for part in (p for p in parts if p):
+        if "=" in part:
+            name, _, lay = (s.strip() for s in part.partition("="))
+            if not name or name in named:
+                raise ConfigError(f"Expected --layout NAME=LAYOUT with one layout per input name, got {part!r}"
+                                  f"{' again' if name else ' (no name)'}, do write e.g. --layout image=NHWC --layout audio=NCL")
+            named[name] = normalise(lay)
+        elif bare is not None:
+            raise ConfigError(f"Expected at most one --layout without a name, got {bare!r} and {part!r}, do name the input "
+                              "each one is for: --layout NAME=LAYOUT")
+        else:
+            bare = normalise(part)
+    if not named:
+        return bare or "auto"
+    return ",".join([*([bare] if bare else []), *(f"{k}={v}" for k, v in named.items())])
+
+
+def parse_layouts(value: Any) -> tuple[str | None, dict[str, str]]:
+    """The ``layout`` setting -> (the bare layout, None for auto, {input name: layout})."""
+    bare, named = None, {}
+    for part in normalise_spec(value).split(","):
+        if "=" in part:
+            name, _, lay = part.partition("=")
+            named[name] = lay
+        elif part != "auto":
+            bare = part
+    return bare, named
+
+
 class LayoutInput:
     """Wraps a model adapter whose model takes batches in ``layout`` while symmetries (and the sweep)
     hand out canonical batches: (B, *canonical) -> (B, *stored) before each call (like ReshapedInput
-    for ``--input-shape``), and its spatial outputs back to canonical (``Layout.output_to_canonical``)."""
+    for ``--input-shape``), and its spatial outputs back to canonical (``Layout.output_to_canonical``).
+    A dict batch (several inputs) converts ``main`` with ``layout`` and every input named in ``inputs``
+    with its own layout; the others pass as they are."""
 
-    def __init__(self, inner: Any, layout: Layout):
+    def __init__(self, inner: Any, layout: Layout, main: str | None = None, inputs: dict[str, Layout] | None = None):
         self.inner = inner
         self.layout = layout
+        self.inputs = {**(inputs or {}), **({main: layout} if main is not None else {})}
         self.info = inner.info
         self.device = inner.device
         self.supports_autograd = inner.supports_autograd
 
     def __call__(self, batch: Any) -> Any:
-        out = self.inner(self.layout.from_canonical(batch))
+        if isinstance(batch, dict):
+            moved = {k: (self.inputs[k].from_canonical(v) if k in self.inputs else v) for k, v in batch.items()}
+        else:
+            moved = self.layout.from_canonical(batch)
+        out = self.inner(moved)
         if isinstance(out, tuple):
             return tuple(self.layout.output_to_canonical(o) for o in out)
         return self.layout.output_to_canonical(out)

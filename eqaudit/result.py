@@ -28,7 +28,8 @@ classifiers: ``prob_tv``, ``flipped``, ``correct``, ``true_class_prob``, ``pred`
 ``s{j}.worst_x`` (k, ...) the inputs of those samples (no data file needed) and, for image symmetries,
 ``s{j}.thumb_elements`` (k, T) element rows (-1: none) with ``s{j}.thumb_x`` (k, T, C, H, W) those samples
 transformed by those elements (the report's thumbnails, drawn without torch or the symmetry code; point
-symmetries store (k, T, P, 3) structures) and what box, flow and map models output on those: ``s{j}.thumb_box`` (k, T, 4),
+symmetries store (k, T, P, 3) structures, with ``s{j}.worst_mask`` (k, P) the real atoms of padded systems;
+rot90/d4 in two shape groups (k, T, C, S, S), each image centred on an S = max(H, W) square) and what box, flow and map models output on those: ``s{j}.thumb_box`` (k, T, 4),
 ``s{j}.thumb_flow`` (k, T, 2, h, w) block means or ``s{j}.thumb_map`` (k, T, H', W') argmax classes, ``m{m}.box`` (N, 4)
 or ``m{m}.flow`` (N, 2, 6, 6) what box and flow models output on every untransformed input, ``m{m}.null`` (M,) per model the null sample its levels were
 estimated from, and for image data ``x_small`` (N, h, w, c) uint8 every sample's untransformed input, box-averaged

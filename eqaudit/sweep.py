@@ -48,7 +48,7 @@ from torch import Tensor
 
 from .data import Dataset
 from .errors import DataError, EqauditError, ModelRunError
-from .inputs import describe, flatten, lead_shape, orbit
+from .inputs import describe, flatten, lead_shape, orbit, point_mask
 from .models.batching import n_rows, take_rows
 from .symmetries import Symmetry
 from .tasks import Task
@@ -215,6 +215,11 @@ class _Batch:
     sub: np.ndarray  # indices into the batch of the floor subset's samples
     ref: Tensor | None = None  # converted f(x) (B, ...)
     sep: Tensor | None = None  # converted f(x) from a separate call, for the floor subset of folded batches
+    mask: Tensor | None = None  # (B, P) bool point mask of padded systems (the feed's ``mask``), passed to every compare
+
+    def sub_mask(self) -> Tensor | None:
+        """The point mask of the floor subset's rows (len(sub), P), or None."""
+        return None if self.mask is None else self.mask.index_select(0, torch.as_tensor(self.sub, device=self.mask.device))
 
 
 @dataclass
@@ -261,8 +266,8 @@ def sweep_tables(
     batch's chunks: the first sums the outputs mapped back to the canonical frame and counts class
     votes, the second compares). The floor is always measured against f(x), on the seeded subset of
     ``floor_samples`` samples (0: all). ``prefetch`` builds the next chunk's orbit in a thread while
-    the model runs (same numbers either way; off for padded systems, whose point mask the orbit binds
-    to the symmetry per batch). The null is measured from the first symmetry's reference outputs.
+    the model runs (same numbers either way: the point mask of padded systems travels with its batch).
+    The null is measured from the first symmetry's reference outputs.
     ``stop`` is called between batches; it raises to stop the sweep (e.g. eqaudit.errors.Interrupted
     after SIGTERM)."""
     task.check_reference(reference, dataset.has_labels, dataset.has_targets, dataset.targets_key)
@@ -282,9 +287,7 @@ def sweep_tables(
     fslot[rows] = np.arange(len(rows))
     state = {"kind": None, "kept": None}
     binding = dataset.binding
-    act_on = binding.act_on if binding is not None else None
-    if binding is not None and "mask" in [*binding.names, *binding.extras]:
-        prefetch = False  # the mask bound per batch (eqaudit.inputs.orbit) must not change under the consumer
+    act_on = binding.moved if binding is not None else None
     null = None
     t0, m0, e0 = time.perf_counter(), caller.seconds, caller.evals  # the setup call counts with the first symmetry
     with torch.inference_mode():
@@ -343,12 +346,12 @@ def _produce(dataset: Dataset, sym: Symmetry, elements: Tensor, per_batch: int, 
     """Yield (batch, chunk slice, orbit inputs (E_chunk, B, ...) or None, round-trip inputs of the floor
     subset or None) in sweep order; the chunk holding the identity comes first when the reference is
     folded into the orbit. ``build`` False leaves the orbits to the consumer (consensus: two passes)."""
-    e_total = sym.n_elements
-    chunks = _chunk_slices(e_total, e_chunk)
+    chunks = _chunk_plan(sym, e_chunk)
     if fold:
-        chunks.sort(key=lambda sl: not (sl.start <= sym.identity_index < sl.stop))
+        chunks.sort(key=lambda sl: not _holds(sl, sym.identity_index))
     for pos, x, y in dataset.batches(per_batch, device):
-        b = _Batch(pos, x, y, dataset.feed(pos, x, device), np.nonzero(in_floor[pos])[0])
+        feed = dataset.feed(pos, x, device)
+        b = _Batch(pos, x, y, feed, np.nonzero(in_floor[pos])[0], mask=point_mask(feed))
         if not build:
             yield b, None, None, None
             continue
@@ -356,14 +359,53 @@ def _produce(dataset: Dataset, sym: Symmetry, elements: Tensor, per_batch: int, 
         if not sym.exact and len(b.sub):
             part = _select(b.feed, b.sub, x.device)
         for sl in chunks:
-            xg = orbit(sym, b.feed, elements[sl], act_on)
-            back = orbit(sym, part, elements[sl], act_on, round_trip=True) if part is not None else None
+            xg = orbit(sym, b.feed, _pick(elements, sl), act_on)
+            back = orbit(sym, part, _pick(elements, sl), act_on, round_trip=True) if part is not None else None
             yield b, sl, xg, back
 
 
 def _chunk_slices(e_total: int, e_chunk: int) -> list[slice]:
     """The element chunks of one orbit, in sweep order: [0, e_chunk), [e_chunk, 2 e_chunk), ..."""
     return [slice(s, min(s + e_chunk, e_total)) for s in range(0, e_total, e_chunk)]
+
+
+def _chunk_plan(sym: Symmetry, e_chunk: int) -> list:
+    """The element chunks of one orbit, in sweep order, a deterministic list: ``_chunk_slices`` when every
+    element gives inputs of one shape; otherwise (quarter turns of non-square images, ``Symmetry.transposes``)
+    the elements of the identity's shape, then the others, each group cut into chunks of at most
+    ``e_chunk`` (a slice where contiguous, else sorted indices), so one model call holds one input shape.
+    The tables keep the elements' own order either way."""
+    e_total = sym.n_elements
+    turned = sym.transposes(sym.elements).cpu().numpy()
+    if not turned.any():
+        return _chunk_slices(e_total, e_chunk)
+    plan: list = []
+    for group in (turned[sym.identity_index], not turned[sym.identity_index]):
+        idx = np.nonzero(turned == group)[0].astype(np.int64)
+        for s in range(0, len(idx), e_chunk):
+            part = idx[s : s + e_chunk]
+            plan.append(slice(int(part[0]), int(part[-1]) + 1) if int(part[-1] - part[0]) + 1 == len(part) else part)
+    return plan
+
+
+def _holds(sl, i: int) -> bool:
+    """Does chunk ``sl`` hold element ``i``?"""
+    return sl.start <= i < sl.stop if isinstance(sl, slice) else bool((sl == i).any())
+
+
+def _at(sl, i: int) -> int:
+    """The position of element ``i`` inside chunk ``sl``."""
+    return i - sl.start if isinstance(sl, slice) else int(np.nonzero(sl == i)[0][0])
+
+
+def _pick(elements: Tensor, sl) -> Tensor:
+    """The rows of chunk ``sl`` of ``elements`` (E, D)."""
+    return elements[sl] if isinstance(sl, slice) else elements[torch.as_tensor(sl, device=elements.device)]
+
+
+def _columns(pos: np.ndarray, sl):
+    """numpy index of table rows ``pos`` and the columns of chunk ``sl``."""
+    return (pos, sl) if isinstance(sl, slice) else np.ix_(pos, sl)
 
 
 def _group(items):
@@ -500,21 +542,21 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
     if reference == "label":
         ref, ref_class = task.label_reference(y, ref_out, targets)
     elif reference == "consensus":
-        slices = _chunk_slices(e_total, e_chunk)
+        slices = _chunk_plan(sym, e_chunk)
         acc = ConsensusAccumulator(task)
         keep = e_total * ref_out.numel() * 8 <= KEEP_BYTES
         kept = [] if keep else None
         for sl in slices:
-            out = _evaluate(caller, task, orbit(sym, feed, elements[sl], act_on))
-            acc.add(out, sym, elements[sl], x)
+            out = _evaluate(caller, task, orbit(sym, feed, _pick(elements, sl), act_on))
+            acc.add(out, sym, _pick(elements, sl), x, mask=b.mask)
             if keep:
                 kept.append(out)
         ref, ref_class = acc.result(ref_out)
         part = _select(feed, b.sub, x.device) if not sym.exact and len(b.sub) else None
-        chunks = [(sl, None, orbit(sym, part, elements[sl], act_on, round_trip=True) if part is not None else None)
+        chunks = [(sl, None, orbit(sym, part, _pick(elements, sl), act_on, round_trip=True) if part is not None else None)
                   for sl in slices]
     for ci, (sl, xg, back) in enumerate(chunks):
-        el = elements[sl]
+        el = _pick(elements, sl)
         fb = None
         if kept is not None:
             out = kept[ci]
@@ -522,17 +564,18 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
             out, fb = _evaluate_many(caller, task, [xg, back])  # one call for the chunk and its round trips
         else:
             out = _evaluate(caller, task, xg if xg is not None else orbit(sym, feed, el, act_on))
-        has_identity = sl.start <= sym.identity_index < sl.stop
-        i = sym.identity_index - sl.start
+        has_identity = _holds(sl, sym.identity_index)
+        i = _at(sl, sym.identity_index) if has_identity else -1
         if fold and ref is None:  # the identity chunk comes first
             ref = ref_out = b.ref = out[i]
             if null_state is not None:
                 state, slot, m = null_state
                 _keep_null_refs(state, b, ref, slot, m)
-        values = task.compare(ref, out, sym, el, x, y, ref_class=ref_class)
+        values = task.compare(ref, out, sym, el, x, y, ref_class=ref_class, mask=b.mask)
         if fold and has_identity and b.sep is not None and len(b.sub):
             sub = torch.as_tensor(b.sub, device=out.device)
-            noise = task.compare(b.sep, out[i : i + 1].index_select(1, sub), sym, identity, x.index_select(0, sub.to(x.device)), None)
+            noise = task.compare(b.sep, out[i : i + 1].index_select(1, sub), sym, identity, x.index_select(0, sub.to(x.device)), None,
+                                 mask=b.sub_mask())
             for key, v in noise.items():
                 if key in values:
                     values[key] = values[key].clone()
@@ -542,13 +585,13 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
                 fb = _evaluate(caller, task, back)
             sub = torch.as_tensor(b.sub, device=ref_out.device)
             floor = task.compare(ref_out.index_select(0, sub), fb, sym, identity.expand(fb.shape[0], -1),
-                                 x.index_select(0, sub.to(x.device)), None)
+                                 x.index_select(0, sub.to(x.device)), None, mask=b.sub_mask())
             for key, target in task.floor_pairs():
                 if key in floor:
                     _store_floor(table, target, n, e_total, pos[b.sub], sl, floor[key])
         elif reference != "identity" and sym.exact and has_identity:
             # exact action, other reference: the floor is the identity element's output against f(x)
-            floor = task.compare(ref_out, out[i : i + 1], sym, identity, x, None)
+            floor = task.compare(ref_out, out[i : i + 1], sym, identity, x, None, mask=b.mask)
             for key, target in task.floor_pairs():
                 if key in floor:
                     _store(table, target, n, e_total, pos, slice(0, e_total), floor[key].expand(e_total, -1))
@@ -563,7 +606,7 @@ def _store_floor(table: dict[str, np.ndarray], key: str, n: int, e_total: int, p
     arr = table.get(key)
     if arr is None:
         arr = table[key] = np.full((n, e_total), np.nan, dtype=np.float32)
-    arr[pos, sl] = v.transpose(0, 1).to(torch.float32).cpu().numpy()
+    arr[_columns(pos, sl)] = v.transpose(0, 1).to(torch.float32).cpu().numpy()
 
 
 def _store(table: dict[str, np.ndarray], key: str, n: int, e_total: int, pos: np.ndarray, sl: slice, v: Tensor) -> None:
@@ -571,7 +614,7 @@ def _store(table: dict[str, np.ndarray], key: str, n: int, e_total: int, pos: np
     arr = table.get(key)
     if arr is None:
         arr = table[key] = np.zeros((n, e_total), dtype=_np_dtype(v))
-    arr[pos, sl] = v.transpose(0, 1).cpu().numpy()
+    arr[_columns(pos, sl)] = v.transpose(0, 1).cpu().numpy()
 
 
 def _evaluate(caller: ModelCaller, task: Task, xg) -> Tensor:

@@ -168,11 +168,39 @@ def test_masked_permutations_reorder_only_real_points():
     sym.check_input((9, 3))
     pos = torch.randn(6, 9, 3, dtype=torch.float64, generator=g)
     xg = orbit(sym, {"pos": pos, "mask": mask}, sym.elements, ["pos"])
-    sp = sample_permutation(sym, sym.elements)
+    sp = sample_permutation(sym, sym.elements, mask)  # the mask travels with the batch, nothing is bound to sym
+    assert sample_permutation(sym, sym.elements).shape == (sym.n_elements, 1, 9)
     assert sp.shape == (sym.n_elements, 6, 9) and point_permutation(sym, sym.elements).shape == (sym.n_elements, 9)
     norms = pos.norm(dim=-1)
     assert_close(xg["pos"].norm(dim=-1), torch.gather(norms.expand(sym.n_elements, 6, 9), 2, sp), rtol=0, atol=1e-12)
     assert torch.equal(xg["pos"][:, ~mask], pos[~mask].expand(sym.n_elements, -1, 3))
+
+
+def test_padded_systems_read_the_same_with_prefetch_on_and_off_over_several_batches(files, tmp_path):
+    """The point mask travels with its batch (nothing is bound to the symmetry): over several batches with
+    different masks (the last one shorter) and a partial floor subset, prefetching changes no bit, every
+    batch is compared with its own mask (GarbagePad's padded rows would read a clear error otherwise), and
+    the batch size changes only float noise."""
+    outputs = ["energy=energy", "forces=forces", "charges=charges"]
+    specs = ["permute:n=4", "so3:n=2*permute:n=2", "translate3d:max=0.5"]
+    tables = {}
+    for prefetch in (True, False):
+        for bs in (15, 4096):
+            res, _ = run(files, tmp_path / f"{prefetch}{bs}", "GarbagePad", files["lj"], outputs, specs, batch_size=bs,
+                         prefetch=prefetch, floor_samples=5)
+            for spec in specs:
+                for key in ("forces.equivariance_error", "charges.equivariance_error", "energy.equivariance_error"):
+                    assert res[spec][key] < NOISE, (prefetch, bs, spec, key, res[spec][key])
+            with np.load(tmp_path / f"{prefetch}{bs}" / "out" / "orbits.npz") as z:
+                tables[prefetch, bs] = {k: z[k] for k in z.files if z[k].dtype.kind in "fiub"}
+    for bs in (15, 4096):
+        on, off = tables[True, bs], tables[False, bs]
+        assert sorted(on) == sorted(off)
+        for key in on:
+            np.testing.assert_array_equal(on[key], off[key], err_msg=key)
+    for key, v in tables[True, 15].items():
+        if key.endswith("_error") and v.dtype.kind == "f":
+            np.testing.assert_allclose(v, tables[True, 4096][key], rtol=0, atol=1e-5, err_msg=key)
 
 
 def test_bad_masks_and_edges_are_data_errors(files, tmp_path):
@@ -368,3 +396,60 @@ def test_shipped_trajectory_predictors_equivariant_augmented_plain(tmp_path):
     for name in ("nbody_egnn", "nbody_aug", "nbody_mlp"):
         assert res[name]["translate3d"]["rms_error"] < 1e-5  # all centre their inputs
     assert res["nbody_aug"]["so3"]["rms_error"] > 1e-3 and res["nbody_mlp"]["so3"]["rms_error"] > 1e-3
+
+
+def test_thumbnails_of_padded_systems_keep_the_mask_and_draw_only_real_atoms(files, tmp_path, monkeypatch):
+    """The worst samples' mask is stored beside them; the stored moved structures permute only the real
+    atoms (padded rows stay at their stored positions, as the sweep moves them); the report frames and
+    draws the real atoms only."""
+    from eqaudit.report import structures
+
+    _, res = run(files, tmp_path, "MLPPotential", files["lj"], ["energy=energy", "forces=forces"], ["so3:n=2*permute:n=2"])
+    data = np.load(files["lj"])
+    with np.load(tmp_path / "out" / "orbits.npz") as z:
+        worst, masks, xs, moved = z["s0.worst_index"], z["s0.worst_mask"], z["s0.worst_x"], z["s0.thumb_x"]
+    assert masks.dtype == bool and np.array_equal(masks, data["mask"][worst])
+    assert (~masks).any()  # the worst samples include a padded system: a real test
+    for r in range(len(worst)):
+        pad = ~masks[r]
+        assert np.array_equal(moved[r][:, pad], np.broadcast_to(xs[r][pad], moved[r][:, pad].shape))  # padding stays put
+        np.testing.assert_allclose(np.linalg.norm(moved[r][:, ~pad] - moved[r][:, ~pad].mean(1, keepdims=True), axis=-1).sum(-1),
+                                   np.linalg.norm(xs[r][~pad] - xs[r][~pad].mean(0), axis=-1).sum(), rtol=1e-5)  # real atoms: moved rigidly
+    drawn = []
+    real = structures.structure_image
+    monkeypatch.setattr(structures, "structure_image", lambda p, c, h, *a, **k: (drawn.append(np.asarray(p)), real(p, c, h, *a, **k))[1])
+    from eqaudit.report.html import write_report
+
+    write_report(res, tmp_path / "report", tmp_path / "out", workers=1)
+    real_counts = sorted(set(masks.sum(1).tolist()))
+    assert drawn and all(len(p) in real_counts for p in drawn)  # only real atoms drawn
+    padded = np.concatenate([xs[r][~masks[r]] for r in range(len(worst))])
+    for p in drawn:  # no drawn point sits where a padded atom is stored
+        assert not (np.abs(p[:, None, :] - padded[None]).sum(-1) < 1e-9).any()
+
+
+def test_per_atom_force_errors_of_the_worst_samples_agree_with_the_sweep(files, tmp_path):
+    """Known answer: the stored per-atom errors (k, E, P) of the worst samples, from their own model calls,
+    give back the sweep's rms_error per (sample, element) (root mean square over the real atoms), are 0
+    on padded atoms and at the identity, and the report draws one error-bar figure per plotted sample."""
+    _, res = run(files, tmp_path, "MLPPotential", files["lj"], ["energy=energy", "forces=forces"], ["so3:n=2", "permute:n=3"])
+    data = np.load(files["lj"])
+    with np.load(tmp_path / "out" / "orbits.npz") as z:
+        for j, sym in enumerate(res.symmetries):
+            worst, err = z[f"s{j}.worst_index"], z[f"s{j}.worst_point_error"]
+            assert str(z[f"s{j}.worst_point_output"]) == "forces"
+            mask = data["mask"][worst]
+            assert err.shape == (len(worst), len(sym.labels), mask.shape[1]) and (~mask).any()
+            assert (err.transpose(1, 0, 2)[:, ~mask] == 0).all() and np.abs(err[:, sym.identity_index]).max() < 1e-5
+            rms = np.sqrt((err.astype(np.float64) ** 2).sum(-1) / mask.sum(1)[:, None])  # (k, E)
+            np.testing.assert_allclose(rms, z[f"s{j}.forces.rms_error"][worst], rtol=1e-4, atol=1e-6)
+            assert rms.max() > 1e-3  # the MLP moves its forces: a real comparison
+    from eqaudit.report.html import write_report
+
+    html = write_report(res, tmp_path / "report", tmp_path / "out", workers=1).read_text()
+    assert html.count('alt="error per atom of sample') == 2 * min(4, len(worst))  # both symmetries, every plotted sample
+    # GarbagePad's padded rows move arbitrarily: still 0 there, float noise on the real atoms
+    run(files, tmp_path / "garbage", "GarbagePad", files["lj"], ["energy=energy", "forces=forces", "charges=charges"], ["so3:n=2"])
+    with np.load(tmp_path / "garbage" / "out" / "orbits.npz") as z:
+        err, mask = z["s0.worst_point_error"], data["mask"][z["s0.worst_index"]]
+    assert (~mask).any() and (err.transpose(1, 0, 2)[:, ~mask] == 0).all() and err.max() < 1e-4

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, DataError, PathNotFoundError
-from ..layouts import Layout, get_layout
-from ..inputs import FIELD_NAMES, InputBinding, check_names, resolve_act_on
+from ..layouts import Layout, get_layout, parse_layouts
+from ..inputs import FIELD_NAMES, InputBinding, check_names, resolve_act_on, split_act_on
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -114,7 +114,9 @@ class Dataset:
         """Per-sample shape of one named model input."""
         if self.binding is None or name == self.binding.main:
             return self.sample_shape
-        return tuple(int(d) for d in self.binding.arrays[name].shape[1:])
+        shape = tuple(int(d) for d in self.binding.arrays[name].shape[1:])
+        lay = self.binding.layouts.get(name)
+        return shape if lay is None else lay.canonical_shape(shape)
 
     def labels(self, positions: np.ndarray) -> Tensor | None:
         if self.y is None:
@@ -154,7 +156,9 @@ def load_dataset(
     """Open ``spec`` (PATH[:KEY]) and select ``limit`` rows at random with ``seed`` (all rows if None).
 
     ``layout`` (``--layout``, default auto) names the axes of one row as the model takes it (after
-    ``input_shape``); DataError when the rows do not have that layout's rank.
+    ``input_shape``); DataError when the rows do not have that layout's rank. Per input, ``NAME=LAYOUT``
+    (eqaudit.layouts.parse_layouts); a bare layout is that of the inputs in ``act_on``; ConfigError for a
+    name that is not one of ``model_inputs``.
 
     ``targets_key`` (default ``targets``) names the array of ground-truth outputs in .npz/.pt files;
     a file without it simply has no targets (``--reference label`` then says so). ``model_inputs``
@@ -171,6 +175,12 @@ def load_dataset(
                           "(TorchScript?), do drop --input/--act-on and name the array with --data PATH:KEY.")
     check_names(list(input_map), names, "--input")
     acted = resolve_act_on(names, act_on) if names else []
+    kinds = split_act_on(act_on)[1]
+    bare, named = parse_layouts(layout or "auto")
+    if named and not names:
+        raise ConfigError("Expected a model whose input names eqaudit can read for --layout NAME=LAYOUT, got one without "
+                          "(TorchScript?), do pass one --layout without a name.")
+    check_names(list(named), names, "--layout")
     binding = None
     if len(names) > 1:
         if input_shape is not None:
@@ -215,8 +225,19 @@ def load_dataset(
                 f"got {'x'.join(map(str, input_shape))} = {math.prod(input_shape)} values."
             )
         sample_shape = tuple(input_shape)
-    lay = get_layout(layout or "auto")
+    if kinds and binding is None:
+        raise ConfigError(f"Expected --act-on NAME=TYPE only for models with several inputs, got {', '.join(f'{k}={v}' for k, v in kinds.items())} "
+                          "for a model with one, do drop the type: its only input takes the whole action.")
+    if binding is not None:
+        binding.kinds = kinds
+    lay = get_layout(named.get(acted[0] if acted else "", bare or "auto"))
     canonical = lay.canonical_shape(sample_shape)
+    if binding is not None:
+        for name in binding.names:
+            own = named.get(name, bare if name in acted else None)
+            if name != binding.main and own not in (None, "auto"):
+                binding.layouts[name] = get_layout(own)
+                binding.layouts[name].check(tuple(int(d) for d in binding.arrays[name].shape[1:]))
     return Dataset(str(path), key, x, y, classes, indices, canonical, targets, tkey, lay, sample_shape, binding)
 
 

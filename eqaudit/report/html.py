@@ -652,7 +652,9 @@ class _Builder:
         f = self._png(recipe, f"{slug}-worst{r + 1}", f"orbit of sample {sample_index} under {s.spec}")
         non_id = np.arange(orbit.n) != orbit.identity_index
         worst_e = int(np.argmax(np.where(non_id, values, -np.inf))) if non_id.any() else orbit.identity_index
+        atoms = self._point_error_fig(j, s, r, sample_index, slug)
         return {
+            "atoms_fig": atoms,
             "rank": r + 1,
             "anchor": anchor,
             "sample_index": sample_index,
@@ -667,6 +669,18 @@ class _Builder:
             "fig": f,
         }
 
+    def _point_error_fig(self, j: int, s: SymmetryResult, r: int, sample_index: int, slug: str) -> _Figure | None:
+        """Error bars per atom of worst sample ``r`` (``worst_point_error``: per-point vector outputs such as
+        forces, stored for the worst samples only), real atoms only; None when the scan stored none."""
+        errors, masks = self._table(j, "worst_point_error"), self._table(j, "worst_mask")
+        if errors is None or r >= len(errors) or errors.ndim != 3:
+            return None
+        real = masks[r] if masks is not None and r < len(masks) and masks[r].shape == errors.shape[2:] else None
+        name = self._table(j, "worst_point_output")
+        label = f"{str(name) + ' ' if name is not None and str(name) else ''}error per atom"
+        recipe = (plots.point_error_figure, (errors[r], s.identity_index, real, label), {})
+        return self._png(recipe, f"{slug}-atoms{r + 1}", f"error per atom of sample {sample_index} under {s.spec}")
+
     def _thumbs(self, j: int, r: int, xs, pred, label, ref) -> list[plots.Thumb]:
         """Thumbnails of worst sample ``r``: the transformed inputs the scan stored (``s{j}.thumb_x``),
         on the untransformed input's intensity scale; none for results written without them."""
@@ -676,7 +690,9 @@ class _Builder:
         orbit_labels = self.result.symmetries[j].labels
         x = np.asarray(xs[r])
         if self.result.symmetries[j].domain == "points":
-            return self._point_thumbs(x, index[r], images[r], orbit_labels)
+            masks = self._table(j, "worst_mask")
+            real = masks[r] if masks is not None and r < len(masks) and masks[r].shape == x.shape[:1] else None
+            return self._point_thumbs(x, index[r], images[r], orbit_labels, real)
         lo, hi = float(np.min(x)), float(np.max(x))
         outputs = {key: self._table(j, f"thumb_{key}") for key in ("box", "flow", "map")}  # what box, flow, map models output
         outputs = {k: v[r] for k, v in outputs.items() if v is not None and v.ndim >= 3 and r < v.shape[0] and v.shape[1] == index.shape[1]}
@@ -698,15 +714,19 @@ class _Builder:
         return thumbs
 
 
-    def _point_thumbs(self, x: np.ndarray, index: np.ndarray, moved: np.ndarray, labels: list[str]) -> list[plots.Thumb]:
+    def _point_thumbs(self, x: np.ndarray, index: np.ndarray, moved: np.ndarray, labels: list[str],
+                      real: np.ndarray | None = None) -> list[plots.Thumb]:
         """Thumbnails of a point structure x (P, 3) as the scan stored it moved by the elements with the
         largest error (``moved`` (T, P, 3)), drawn as depth-shaded 3-D scatters in one frame, so shifts
-        show as moves (eqaudit.report.structures)."""
+        show as moves (eqaudit.report.structures); ``real`` (P,) bool: padded atoms (False) are neither
+        drawn nor framed."""
         from .structures import frame_of, structure_image
 
         keep = [(int(e), m) for e, m in zip(index.tolist(), moved) if 0 <= e < len(labels)]
         if x.ndim != 2 or x.shape[-1] != 3 or not keep:
             return []
+        if real is not None:
+            x, keep = x[real], [(e, m[real]) for e, m in keep]
         centre, half = frame_of(np.concatenate([x[None], np.stack([m for _, m in keep])]))
         return [plots.Thumb(structure_image(m, centre, half), labels[e], "", True) for e, m in keep]
 

@@ -1035,3 +1035,31 @@ def thumbnail(x: np.ndarray, lo: float | None = None, hi: float | None = None) -
     if hi <= lo:
         hi = lo + 1.0
     return np.clip((img - lo) / (hi - lo), 0, 1)
+
+
+def point_error_stats(errors: np.ndarray, identity_index: int, real: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-point error bars over an orbit: errors (E, P) -> (atoms, mean, low, high), each (P',) over the
+    non-identity elements (all of them when the orbit is the identity alone), P' the real points of ``real``."""
+    e = np.asarray(errors, dtype=np.float64)
+    keep = np.arange(e.shape[0]) != identity_index
+    e = e[keep] if keep.any() else e
+    atoms = np.nonzero(real)[0] if real is not None else np.arange(e.shape[1])
+    e = e[:, atoms]
+    return atoms, e.mean(0), e.min(0), e.max(0)
+
+
+def point_error_figure(errors: np.ndarray, identity_index: int, real: np.ndarray | None, label: str) -> Figure:
+    """Per-atom error bars of one sample's per-point vector output (forces): the mean over the orbit's
+    non-identity elements, whiskers from its smallest to its largest value; padded atoms are left out."""
+    atoms, mean, lo, hi = point_error_stats(errors, identity_index, real)
+    fig = new_figure(4.7, 1.9)
+    ax = _axes(fig, 0.6, 0.45, 3.9, 1.25)
+    pos = np.arange(len(atoms))
+    ax.bar(pos, mean, color=MODEL_COLORS[0], width=0.7)
+    ax.errorbar(pos, mean, yerr=np.stack([mean - lo, hi - mean]), fmt="none", ecolor="#333333", elinewidth=0.8, capsize=2)
+    ax.set_xticks(pos, [str(int(a)) for a in atoms], fontsize=7)
+    ax.set_xlabel("atom", fontsize=8)
+    ax.set_ylabel(plain_text(label, 24), fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_ylim(0, max(float(hi.max()) if hi.size else 0.0, 1e-12) * 1.1)
+    return fig

@@ -208,6 +208,22 @@ class Symmetry(ABC):
         """
         return self.apply(self.act(x, elements), self.inverse(elements))
 
+    # ---- elements that change the input's shape (quarter turns of non-square images) -------------------
+
+    def transposes(self, elements: Tensor) -> Tensor:
+        """(E, D) -> (E,) bool: True where the element swaps the input's last two axes (a quarter turn of a
+        non-square image). One model call only holds elements of one value (the sweep's chunk plan)."""
+        return torch.zeros(int(elements.shape[0]), dtype=torch.bool, device=elements.device)
+
+    def other_input_shape(self) -> tuple[int, ...] | None:
+        """The other sample shape the full group needs, when ``check_input`` bound this symmetry to a
+        shape-keeping subgroup (rot90, d4 on H != W: (C, W, H)); None otherwise."""
+        return None
+
+    def use_both_shapes(self, accepted: bool) -> None:
+        """Bind to the full group (the model ``accepted`` ``other_input_shape()``) or to the shape-keeping
+        subgroup, with the matching note; a no-op for symmetries that keep the shape."""
+
     def words(self, elements: Tensor) -> list[list[tuple[str, int]]]:
         """Each element of (E, D) as a word in named generators, the first letter applied first:
         ``[(generator, power), ...]`` (e.g. d4's (k=1, f=1) is ``[("flip", 1), ("rot90", 1)]``). Output

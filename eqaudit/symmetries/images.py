@@ -16,7 +16,11 @@ Conventions every caller can rely on:
   whose sub-samples lie inside the hull of source pixel centres, so no padding is blended in.
 - Any H x W. On non-square images the quarter turns change the shape, so ``check_input`` binds
   rot90 to its shape-keeping subgroup {0°, 180°} (C2) and d4 to {r0, r2, r0·f, r2·f} (identity, half
-  turn and the two mirrors), keeping the name the user asked for and recording a note; rotate
+  turn and the two mirrors), keeping the name the user asked for and recording a note, unless the
+  model takes the transposed shape too: the caller asks ``other_input_shape()``, tries the model on
+  it once and calls ``use_both_shapes(accepted)``; accepted, the full group runs, an odd number of
+  quarter turns maps (.., H, W) to (.., W, H) (``transposes``; one call holds elements of one shape
+  only, which the sweep's chunk plan ensures) and dense outputs are turned back the same way; rotate
   resamples its ±90° rows (with the validity mask) instead of permuting them. ``rot180`` is the half
   turn alone, exact on any H x W.
 - 1-D signals are images with one row, (B, C, 1, L) (see eqaudit.layouts): translate shifts along L
@@ -66,14 +70,27 @@ def _doubled_coords(h: int, w: int) -> tuple[Tensor, Tensor]:
     return v, u
 
 
+def _turned_hw(k: Tensor, h: int, w: int) -> tuple[int, int]:
+    """The output (rows, columns) of rot90^k on H x W: (W, H) when every k is odd and H != W, else (H, W);
+    ValueError for a mix of both shapes in one call (callers split elements by ``transposes``)."""
+    odd = k % 2 == 1
+    if h == w or not bool(odd.any()):
+        return h, w
+    if not bool(odd.all()):
+        raise ValueError(f"Expected elements of one output shape per call on {h}x{w} images, got even and odd quarter turns "
+                         "together; split them by Symmetry.transposes")
+    return w, h
+
+
 def _dihedral_source(k: Tensor, f: Tensor, flip_axis: str, h: int, w: int) -> tuple[Tensor, Tensor]:
-    """Source pixel (row, col), each (E, H, W) int64, of every output pixel of rot90^k o flip^f (flip first).
+    """Source pixel (row, col), each (E, H_out, W_out) int64, of every output pixel of rot90^k o flip^f
+    (flip first) on H x W inputs; the output is W x H when the turns are odd on non-square inputs.
 
     k (E,) int64 in 0..3, f (E,) bool. Output pixel p shows input pixel flip(R_k^-1 p); with doubled
     centred coordinates R_k^-1 maps (U, V) to (c U - s V, s U + c V), c, s = cos, sin of k * 90 deg,
     which is torch.rot90's convention (k=1: out[i, j] = in[j, W-1-i]).
     """
-    v, u = _doubled_coords(h, w)
+    v, u = _doubled_coords(*_turned_hw(k, h, w))
     c = torch.tensor(_COS90, dtype=torch.int64, device=k.device)[k].view(-1, 1, 1)
     s = torch.tensor(_SIN90, dtype=torch.int64, device=k.device)[k].view(-1, 1, 1)
     us = c * u - s * v
@@ -166,9 +183,13 @@ class ImageSymmetry(Symmetry):
     # ---- exact actions: one gather with a cached (E, H*W) source index -----------------------------------
 
     def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
-        """Source (row, col) of each output pixel, each (E, H, W) int64, for elements (E, D) float64 on
-        the CPU; may point outside the frame (the pixel is then zero and masked out)."""
+        """Source (row, col) of each output pixel, each (E, H', W') int64 (H' x W' = ``_out_hw``), for
+        elements (E, D) float64 on the CPU; may point outside the frame (the pixel is then zero and masked out)."""
         raise NotImplementedError
+
+    def _out_hw(self, elements: Tensor, h: int, w: int) -> tuple[int, int]:
+        """(rows, columns) of the action's output on H x W inputs: the same unless quarter turns transpose it."""
+        return h, w
 
     def _gather_index(self, elements: Tensor, h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor | None]:
         """-> index (E, H*W) int64 and validity (E, H*W) bool (None when every source is in the frame)."""
@@ -191,14 +212,15 @@ class ImageSymmetry(Symmetry):
         return index, flat_valid
 
     def _permute(self, x: Tensor, elements: Tensor) -> Tensor:
-        """x (E, B, C, H, W) -> (E, B, C, H, W) by one gather; pixels whose source is outside are 0."""
+        """x (E, B, C, H, W) -> (E, B, C, H', W') (``_out_hw``: H, W unless transposed) by one gather;
+        pixels whose source is outside are 0."""
         e, b, c, h, w = x.shape
         index, valid = self._gather_index(elements, h, w, x.device)
         flat = x.reshape(e, b, c, h * w)
         out = torch.gather(flat, 3, index.view(e, 1, 1, h * w).expand(e, b, c, h * w))
         if valid is not None:
             out = out.masked_fill(~valid.view(e, 1, 1, h * w), 0)
-        return out.reshape(e, b, c, h, w)
+        return out.reshape(e, b, c, *self._out_hw(elements, h, w))
 
     def apply(self, x: Tensor, elements: Tensor) -> Tensor:
         """x (E, B, C, H, W), elements (E, D) -> (E, B, C, H, W): the exact actions are one gather by the
@@ -209,7 +231,7 @@ class ImageSymmetry(Symmetry):
     def _permutation_mask(self, x: Tensor, elements: Tensor) -> Tensor | None:
         h, w = int(x.shape[-2]), int(x.shape[-1])
         _, valid = self._gather_index(elements, h, w, x.device)
-        return None if valid is None else valid.view(-1, 1, h, w).clone()
+        return None if valid is None else valid.view(-1, 1, *self._out_hw(elements, h, w)).clone()
 
     def vector_matrix(self, elements: Tensor) -> Tensor:
         """(E, D) -> (E, 2, 2) float64: the linear map that a displacement (u right, v down) attached to
@@ -256,6 +278,70 @@ def _dihedral_linear(k: Tensor, f: Tensor, flip_axis: str) -> Tensor:
 # exact symmetries
 
 
+class _ShapeBound:
+    """Quarter turns on the data's shape (rot90, d4): all elements on square images; on H x W with H != W
+    the shape-keeping subgroup (``SUBGROUP``) with a note, or, once ``use_both_shapes(True)`` says the
+    model takes W x H input too, the full group in two shape groups (``transposes``: odd quarter turns)."""
+
+    SUBGROUP: ClassVar[str]
+    _shape: tuple[int, int, int] | None = None  # (C, H, W) of the data, set by check_input
+    _both = False  # the full group on a non-square shape
+    _shape_note: str | None = None
+
+    def _quarters(self, elements: Tensor) -> Tensor:
+        """(E, D) -> quarter turns k (E,) int64 in 0..3."""
+        raise NotImplementedError
+
+    def _subgroup_note(self, h: int, w: int) -> str:
+        return f"{self.name} on {h}x{w} images: the quarter turns change the shape; measured on the shape-keeping subgroup {self.SUBGROUP}"
+
+    def _bind_to_shape(self, sample_shape: tuple[int, ...]) -> None:
+        c, h, w = (int(d) for d in sample_shape[-3:])
+        self._shape, self._both, self._shape_note = (c, h, w), False, None
+        if h == w:
+            self._bind(None)
+        else:
+            self._shape_note = self._subgroup_note(h, w)
+            self._bind(self._quarters(self._built[0]) % 2 == 0, self._shape_note)
+
+    def other_input_shape(self) -> tuple[int, ...] | None:
+        if self._shape is None or self._shape[1] == self._shape[2]:
+            return None
+        c, h, w = self._shape
+        return (c, w, h)
+
+    def use_both_shapes(self, accepted: bool) -> None:
+        if self.other_input_shape() is None:
+            return
+        _, h, w = self._shape
+        self.notes = [n for n in self.notes if n != self._shape_note]
+        if accepted:
+            self._bind(None)
+            odd = (self._quarters(self.elements) % 2 == 1).tolist()
+            kept = ", ".join(lab for lab, o in zip(self.labels, odd) if not o)
+            turned = ", ".join(lab for lab, o in zip(self.labels, odd) if o)
+            self._shape_note = (f"{self.name} on {h}x{w} images: the model also takes {w}x{h} input, so the full group is "
+                                f"measured, in two shape groups ({h}x{w}: {kept}; {w}x{h}: {turned})")
+        else:
+            self._bind(self._quarters(self._built[0]) % 2 == 0)
+            self._shape_note = self._subgroup_note(h, w)
+        self._both = accepted
+        self.notes.append(self._shape_note)
+
+    def transposes(self, elements: Tensor) -> Tensor:
+        if self._shape is None or self._shape[1] == self._shape[2]:
+            return torch.zeros(int(elements.shape[0]), dtype=torch.bool, device=elements.device)
+        return self._quarters(elements) % 2 == 1
+
+    def _out_hw(self, elements: Tensor, h: int, w: int) -> tuple[int, int]:
+        return _turned_hw(self._quarters(elements), h, w)
+
+    def _check_turns(self, k: Tensor, h: int, w: int) -> None:
+        """SymmetryError for odd quarter turns of a non-square image unless the full group was accepted."""
+        if h != w and not self._both and bool((k % 2 == 1).any()):
+            raise SymmetryError(_square_message(self.spec, h, w))
+
+
 class _Turns(ImageSymmetry):
     """The cyclic groups of turns by multiples of 90 degrees: element row (t,) is t turns of ``STEP``
     quarter turns each, t in 0..ORDER-1 (rot90: 4 turns of 90 degrees; rot180: 2 of 180)."""
@@ -287,9 +373,12 @@ class _Turns(ImageSymmetry):
 
     def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
         k = self._k(elements)
-        if h != w and bool((k % 2 == 1).any()):
+        if h != w and bool((k % 2 == 1).any()) and not getattr(self, "_both", False):
             raise SymmetryError(_square_message(self.spec, h, w))
         return _dihedral_source(k, torch.zeros_like(k, dtype=torch.bool), "h", h, w)
+
+    def _out_hw(self, elements: Tensor, h: int, w: int) -> tuple[int, int]:
+        return _turned_hw(self._k(elements), h, w)
 
     def _source_linear(self, elements: Tensor) -> Tensor:
         k = self._k(elements)
@@ -306,7 +395,7 @@ class _Turns(ImageSymmetry):
 
 
 @register
-class Rot90(_Turns):
+class Rot90(_ShapeBound, _Turns):
     """C4: rotations by k * 90 degrees counter-clockwise as displayed (torch.rot90, dims=(-2, -1))."""
 
     NAME = "rot90"
@@ -315,19 +404,16 @@ class Rot90(_Turns):
         "exact pixel permutation. Non-square images: the shape-keeping subgroup {0°, 180°}, with a note."
     )
     ORDER, STEP, PARAM, LABELS = 4, 1, "k", ("0°", "90°", "180°", "270°")
+    SUBGROUP = "{0°, 180°}"
+
+    def _quarters(self, elements: Tensor) -> Tensor:
+        return self._k(elements)
 
     def check_input(self, sample_shape: tuple[int, ...]) -> None:
-        """Also bind to the data's shape: all of C4 on square images, {0°, 180°} (C2) otherwise, with a note."""
+        """Also bind to the data's shape: all of C4 on square images, {0°, 180°} (C2) otherwise, with a note
+        (the full group once ``use_both_shapes(True)``)."""
         super().check_input(sample_shape)
-        h, w = int(sample_shape[-2]), int(sample_shape[-1])
-        if h == w:
-            self._bind(None)
-        else:
-            self._bind(
-                self._k(self._built[0]) % 2 == 0,
-                f"{self.name} on {h}x{w} images: the quarter turns change the shape; measured on the shape-keeping "
-                "subgroup {0°, 180°}",
-            )
+        self._bind_to_shape(sample_shape)
 
 
 @register
@@ -398,7 +484,7 @@ class Flip(ImageSymmetry):
 
 
 @register
-class D4(ImageSymmetry):
+class D4(_ShapeBound, ImageSymmetry):
     """The dihedral group of the square: (k, f) = rot90^k o flip_h^f (the flip acts first)."""
 
     NAME = "d4"
@@ -427,24 +513,21 @@ class D4(ImageSymmetry):
         f = torch.remainder(elements[:, 1].round().to(torch.int64), 2) == 1
         return k, f
 
+    SUBGROUP = "{r0, r2, r0·f, r2·f} (identity, half turn, left-right and top-bottom mirrors)"
+
+    def _quarters(self, elements: Tensor) -> Tensor:
+        return self._kf(elements)[0]
+
     def check_input(self, sample_shape: tuple[int, ...]) -> None:
         """Also bind to the data's shape: all of D4 on square images, otherwise the four elements that
-        keep the shape (identity, half turn, left-right and top-bottom mirrors), with a note."""
+        keep the shape (identity, half turn, left-right and top-bottom mirrors), with a note (the full
+        group once ``use_both_shapes(True)``)."""
         super().check_input(sample_shape)
-        h, w = int(sample_shape[-2]), int(sample_shape[-1])
-        if h == w:
-            self._bind(None)
-        else:
-            self._bind(
-                self._kf(self._built[0])[0] % 2 == 0,
-                f"{self.name} on {h}x{w} images: the quarter turns change the shape; measured on the shape-keeping "
-                "subgroup {r0, r2, r0·f, r2·f} (identity, half turn, left-right and top-bottom mirrors)",
-            )
+        self._bind_to_shape(sample_shape)
 
     def _source_pixels(self, elements: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
         k, f = self._kf(elements)
-        if h != w and bool((k % 2 == 1).any()):
-            raise SymmetryError(_square_message(self.spec, h, w))
+        self._check_turns(k, h, w)
         return _dihedral_source(k, f, "h", h, w)
 
     def compose(self, a: Tensor, b: Tensor) -> Tensor:

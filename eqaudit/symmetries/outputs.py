@@ -19,8 +19,8 @@ Equivariant tasks (eqaudit.tasks) call these functions; each dispatches on the s
   for other angles), then clipped to the frame (content shifted out of the frame is gone).
 - ``point_action`` turns 3-vector outputs (E, B, 3) or per-point outputs (E, B, P, 3): rows are
   reordered by permutations and vectors multiplied by the rotation/reflection; shifts do not act
-  on vectors. With a point mask bound (padded systems), permutations reorder the real points of each
-  sample only (``sample_permutation``).
+  on vectors. With the batch's point mask passed (``mask``, padded systems), permutations reorder the
+  real points of each sample only (``sample_permutation``).
 
 Every function takes ``inverse=True`` for S_g^-1 (mapping outputs back to the canonical frame, for
 the consensus reference); for products the factors' inverses are applied in reverse order, so this
@@ -148,12 +148,12 @@ def box_action(sym: Symmetry, boxes: Tensor, elements: Tensor, input_hw: tuple[i
     return out
 
 
-def point_action(sym: Symmetry, out: Tensor, elements: Tensor, *, inverse: bool = False) -> Tensor:
-    """3-vector outputs (E, B, 3) or per-point outputs (E, B, P, 3) -> rotated (and rows permuted; with a
-    bound point mask, only the real points' rows, per sample: ``sample_permutation``)."""
-    if out.dim() == 4 and bound_mask(sym) is not None and point_permutation(sym, elements) is not None:
+def point_action(sym: Symmetry, out: Tensor, elements: Tensor, *, inverse: bool = False, mask: Tensor | None = None) -> Tensor:
+    """3-vector outputs (E, B, 3) or per-point outputs (E, B, P, 3) -> rotated (and rows permuted; with the
+    batch's point mask (B, P), only the real points' rows, per sample: ``sample_permutation``)."""
+    if out.dim() == 4 and mask is not None and point_permutation(sym, elements) is not None:
         m = linear_part(sym, elements, inverse=inverse).to(out.device)
-        return torch.einsum("eij,ebpj->ebpi", m, row_action(sym, out, elements, inverse=inverse).to(torch.float64))
+        return torch.einsum("eij,ebpj->ebpi", m, row_action(sym, out, elements, inverse=inverse, mask=mask).to(torch.float64))
     for f, el in _steps(sym, elements, inverse):
         fn = getattr(f, "vectors", None)
         if fn is None:
@@ -178,6 +178,12 @@ def _letter(gen: str, power: int, perms: dict[str, Tensor], label: str) -> tuple
     return None, 0
 
 
+def _label(sym: Symmetry, row: Tensor) -> str:
+    """The label of element ``row`` (D,) among ``sym``'s sampled elements (a chunk's rows need not start at 0)."""
+    hits = (sym.elements.to(row) == row).all(1).nonzero()
+    return sym.labels[int(hits[0, 0])] if len(hits) and int(hits[0, 0]) < len(sym.labels) else str(row.tolist())
+
+
 def label_map(sym: Symmetry, elements: Tensor, perms: dict[str, Tensor], *, inverse: bool = False) -> Tensor:
     """(E, D) -> (E, K) int64: the class that class i becomes under each element (or its inverse), from
     one permutation of the K classes per named generator (``perms[gen][i]`` = image of class i),
@@ -187,10 +193,11 @@ def label_map(sym: Symmetry, elements: Tensor, perms: dict[str, Tensor], *, inve
     n_classes = len(next(iter(perms.values())))
     ident = torch.arange(n_classes, dtype=torch.int64)
     rows = []
-    for e, word in enumerate(sym.words(elements.detach().cpu())):
+    rows_cpu = elements.detach().cpu()
+    for e, word in enumerate(sym.words(rows_cpu)):
         c = ident.clone()
         for gen, power in word:
-            name, times = _letter(gen, power, perms, sym.labels[e] if e < len(sym.labels) else str(e))
+            name, times = _letter(gen, power, perms, _label(sym, rows_cpu[e]))
             for _ in range(times if name is not None else 0):
                 c = perms[name][c]
         rows.append(c)
@@ -229,11 +236,11 @@ def point_permutation(sym: Symmetry, elements: Tensor) -> Tensor | None:
     return total
 
 
-def row_action(sym: Symmetry, out: Tensor, elements: Tensor, *, inverse: bool = False) -> Tensor:
+def row_action(sym: Symmetry, out: Tensor, elements: Tensor, *, inverse: bool = False, mask: Tensor | None = None) -> Tensor:
     """Per-point outputs (E, B, P, ...) -> rows reordered like the input's points (``sample_permutation``:
-    ``point_permutation``, restricted per sample to the real points when a mask is bound); rotations and
-    shifts leave per-point scalars alone. The inverse is the inverse permutation."""
-    perm = sample_permutation(sym, elements)
+    ``point_permutation``, restricted per sample to the real points of the batch's ``mask`` (B, P));
+    rotations and shifts leave per-point scalars alone. The inverse is the inverse permutation."""
+    perm = sample_permutation(sym, elements, mask)
     if perm is None:
         return out
     if inverse:
@@ -276,19 +283,10 @@ def affine_shift(sym: Symmetry, elements: Tensor, *, inverse: bool = False) -> T
 # Data of systems with different numbers of points (molecules of different sizes) is padded to P
 # points with a mask (B, P) (True: a real point). The group acts on the real points only: a
 # permutation reorders the real points of each sample among themselves (padded rows keep their
-# place), and every metric leaves the padded rows out. eqaudit.inputs.orbit binds the batch's mask to
-# the symmetry before the outputs of that batch are compared, so the output actions here and the
-# input action agree sample by sample.
-
-
-def bind_mask(sym: Symmetry, mask: Tensor | None) -> None:
-    """Record the current batch's point mask (B, P) bool (None: every point is real) on ``sym``."""
-    sym.point_mask = None if mask is None else mask.to(torch.bool)
-
-
-def bound_mask(sym: Symmetry) -> Tensor | None:
-    """The point mask (B, P) bool bound to ``sym`` by the last orbit built, or None."""
-    return getattr(sym, "point_mask", None)
+# place), and every metric leaves the padded rows out. The mask is part of the batch: the sweep
+# passes the batch's mask to eqaudit.inputs.orbit (inside the input dict) and to the tasks' compare
+# (``mask=``), which pass it on to the output actions here, so the input action and the output
+# actions agree sample by sample and no state is kept on the symmetry.
 
 
 def restrict_permutation(perm: Tensor, mask: Tensor) -> Tensor:
@@ -310,13 +308,12 @@ def restrict_permutation(perm: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask.view(1, b, p), out, own)
 
 
-def sample_permutation(sym: Symmetry, elements: Tensor) -> Tensor | None:
-    """(E, D) -> (E, B, P) int64 source point of each output point per sample when a mask is bound, else
-    (E, 1, P) (the same for every sample); None when no factor reorders points."""
+def sample_permutation(sym: Symmetry, elements: Tensor, mask: Tensor | None = None) -> Tensor | None:
+    """(E, D) -> (E, B, P) int64 source point of each output point per sample of the batch's point
+    ``mask`` (B, P) bool, else (E, 1, P) (the same for every sample); None when no factor reorders points."""
     perm = point_permutation(sym, elements)
     if perm is None:
         return None
-    mask = bound_mask(sym)
     if mask is None:
         return perm.unsqueeze(1)
     return restrict_permutation(perm, mask)

@@ -55,11 +55,20 @@ class Task(ABC):
 
     @abstractmethod
     def compare(self, ref: Tensor, out: Tensor, sym: Symmetry, elements: Tensor, x: Tensor, y: Tensor | None,
-                ref_class: Tensor | None = None) -> dict[str, Tensor]:
+                ref_class: Tensor | None = None, mask: Tensor | None = None) -> dict[str, Tensor]:
         """Per-(element, sample) metrics: ref (B, ...) converted reference output in the canonical frame,
         out (E, B, ...) converted outputs on the transformed inputs, x (B, ...) the untransformed inputs,
         y (B,) labels or None, ref_class (B,) the reference's class where it is a vote (consensus) or a
-        label (label reference), else None. Returns (E, B) tensors, always including ``main_metric``."""
+        label (label reference), else None, mask (B, P) bool the batch's point mask (padded systems: True
+        for real points; permutations reorder those only and per-point metrics leave the others out) or
+        None. Returns (E, B) tensors, always including ``main_metric``."""
+
+    def point_errors(self, ref: Tensor, out: Tensor, sym: Symmetry, elements: Tensor,
+                     mask: Tensor | None = None) -> tuple[str, Tensor] | None:
+        """(output name, (E, B, P) float64 per-point error norms |f(g.x)_p - (S_g f(x))_p|, 0 on padded points)
+        for per-point vector outputs (forces, next positions), for the report's per-atom error bars; None
+        for other outputs."""
+        return None
 
     def floor_keys(self) -> dict[str, str]:
         """Which compare() results to keep from the round trip, and the table key to store them under."""
@@ -120,7 +129,7 @@ class Task(ABC):
         check_target_shape(targets, ref, self.name)
         return targets.to(device=ref.device, dtype=torch.float64), None
 
-    def canonical(self, out: Tensor, sym: Symmetry, elements: Tensor, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    def canonical(self, out: Tensor, sym: Symmetry, elements: Tensor, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """S_g^-1 of each output, mapping it back to the canonical frame: out (E, B, ...) -> (E, B, ...),
         plus a weight broadcastable to it (0 where the mapped-back content is not valid) or None.
         The default is right for invariant outputs (classifiers)."""
@@ -161,9 +170,9 @@ class ConsensusAccumulator:
         self.weight: Tensor | None = None
         self.votes: Tensor | None = None
 
-    def add(self, out: Tensor, sym: Symmetry, elements: Tensor, x: Tensor) -> None:
-        """out (E, B, ...) converted outputs of one chunk of elements."""
-        canon, w = self.task.canonical(out, sym, elements, x)
+    def add(self, out: Tensor, sym: Symmetry, elements: Tensor, x: Tensor, mask: Tensor | None = None) -> None:
+        """out (E, B, ...) converted outputs of one chunk of elements; ``mask`` the batch's point mask (B, P) or None."""
+        canon, w = self.task.canonical(out, sym, elements, x, mask=mask)
         canon = canon.to(torch.float64)
         w = torch.ones_like(canon) if w is None else torch.broadcast_to(w.to(canon), canon.shape)
         part, wpart = (canon * w).sum(0), w.sum(0)

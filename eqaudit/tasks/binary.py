@@ -69,7 +69,7 @@ class BinaryTask(Task):
             return torch.log(p) - torch.log1p(-p)
         return t[..., 1:]
 
-    def compare(self, ref, out, sym, elements, x, y, ref_class=None):
+    def compare(self, ref, out, sym, elements, x, y, ref_class=None, mask=None):
         s_ref, s = ref[..., 0].unsqueeze(0), out[..., 0]
         pred = (s >= 0.5).to(torch.int64)
         rc = ref_class.unsqueeze(0) if ref_class is not None else (s_ref >= 0.5).to(torch.int64)

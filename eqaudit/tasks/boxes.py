@@ -68,7 +68,7 @@ class BoxesTask(Task):
     def class_scores(self, out: Tensor) -> Tensor | None:
         return out[..., 4:] if out.shape[-1] >= 6 else None
 
-    def compare(self, ref, out, sym, elements, x, y, ref_class=None):
+    def compare(self, ref, out, sym, elements, x, y, ref_class=None, mask=None):
         e = out.shape[0]
         target = box_action(sym, expand(ref[..., :4], e), elements, input_hw(x))
         iou = box_iou(out[..., :4], target)
@@ -103,7 +103,7 @@ class BoxesTask(Task):
         check_target_shape(t, ref, self.name, f"(N, 4) boxes or (N, {4 + k}) boxes with class scores")
         return t, (t[..., 4:].argmax(-1) if k >= 2 else None)
 
-    def canonical(self, out, sym, elements, x):
+    def canonical(self, out, sym, elements, x, mask=None):
         boxes = box_action(sym, out[..., :4], elements, input_hw(x), inverse=True)
         return torch.cat([boxes, out[..., 4:].to(torch.float64)], -1), None
 

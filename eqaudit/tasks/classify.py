@@ -131,7 +131,7 @@ class ClassifyTask(Task):
 
     # ---- comparison ------------------------------------------------------------------------------------
 
-    def compare(self, ref, out, sym, elements, x, y, ref_class=None):
+    def compare(self, ref, out, sym, elements, x, y, ref_class=None, mask=None):
         e = out.shape[0]
         if self.raw_only:
             target = ref.unsqueeze(0).expand(e, *ref.shape)
@@ -178,7 +178,7 @@ class ClassifyTask(Task):
         onehot = torch.nn.functional.one_hot(y, k).to(ref)
         return torch.cat([onehot, torch.zeros_like(onehot)], -1), y
 
-    def canonical(self, out, sym, elements, x):
+    def canonical(self, out, sym, elements, x, mask=None):
         to = self._class_map(sym, elements, inverse=True)
         return (out if to is None else self._move(out, to, out.shape[0])), None
 

@@ -114,7 +114,7 @@ class DenseTask(Task):
         m = map_mask(sym, elements, (int(out.shape[-2]), int(out.shape[-1])), input_hw(x), inverse=inverse, device=out.device)
         return None if m is None else m.unsqueeze(1)
 
-    def compare(self, ref, out, sym, elements, x, y, ref_class=None):
+    def compare(self, ref, out, sym, elements, x, y, ref_class=None, mask=None):
         e = out.shape[0]
         target = self.move(expand(ref, e), sym, elements, x)
         mask = self.valid(out, sym, elements, x)
@@ -144,7 +144,7 @@ class DenseTask(Task):
         check_target_shape(t, ref, self.name, f"(N, {c}, {h}, {w}) like the output" + (f" or class maps (N, {h}, {w})" if c >= 2 else ""))
         return t, None
 
-    def canonical(self, out, sym, elements, x):
+    def canonical(self, out, sym, elements, x, mask=None):
         back = self.move(out, sym, elements, x, inverse=True)
         return back, self.valid(out, sym, elements, x, inverse=True)
 

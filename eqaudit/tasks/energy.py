@@ -17,7 +17,6 @@ from torch import Tensor
 
 from ..errors import ModelRunError
 from ..metrics import equivariance_error, summarize_orbit
-from ..symmetries.outputs import bound_mask
 from .base import Task
 from .dense import expand
 
@@ -46,20 +45,19 @@ class EnergyTask(Task):
         return super().label_reference(y, ref, targets)
 
     @staticmethod
-    def atoms(sym, x: Tensor, b: int) -> Tensor:
-        """(B,) float64 number of real atoms per sample."""
-        mask = bound_mask(sym)
+    def atoms(mask: Tensor | None, x: Tensor, b: int) -> Tensor:
+        """(B,) float64 number of real atoms per sample (``mask`` (B, P): the batch's point mask, or None)."""
         if mask is not None and mask.shape[0] == b:
             return mask.sum(1).to(torch.float64)
         p = x.shape[1] if x.dim() == 3 else 1
         return torch.full((b,), float(p), dtype=torch.float64)
 
-    def compare(self, ref, out, sym, elements, x, y, ref_class=None):
+    def compare(self, ref, out, sym, elements, x, y, ref_class=None, mask=None):
         e, b = out.shape[:2]
         out = out.to(torch.float64).reshape(e, b, 1)
         target = expand(ref.to(torch.float64).reshape(b, 1), e)
         diff = (out - target).abs()[..., 0]
-        n = self.atoms(sym, x, b).to(out.device)
+        n = self.atoms(mask, x, b).to(out.device)
         return {"equivariance_error": equivariance_error(out, target), "max_abs_error": diff,
                 "abs_error": diff, "error_per_atom": diff / n.view(1, -1)}
 

@@ -84,12 +84,20 @@ class MultiOutputTask(Task):
         lead = t.shape[:-1]
         return [p.reshape(*lead, *s) for p, s in zip(torch.split(t, sizes, -1), self.shapes)]
 
-    def compare(self, ref, out, sym, elements, x, y, ref_class=None):
+    def compare(self, ref, out, sym, elements, x, y, ref_class=None, mask=None):
         values: dict[str, Tensor] = {}
         for name, t, r, o in zip(self.names, self.tasks, self.unpack(ref), self.unpack(out)):
-            for k, v in t.compare(r, o, sym, elements, x, y).items():
+            for k, v in t.compare(r, o, sym, elements, x, y, mask=mask).items():
                 values[f"{name}.{k}"] = v
         return values
+
+    def point_errors(self, ref, out, sym, elements, mask=None):
+        """The first per-point vector output's errors (by declaration order), named."""
+        for name, t, r, o in zip(self.names, self.tasks, self.unpack(ref), self.unpack(out)):
+            got = t.point_errors(r, o, sym, elements, mask)
+            if got is not None:
+                return name, got[1]
+        return None
 
     def floor_keys(self) -> dict[str, str]:
         return {f"{n}.{k}": f"{n}.{v}" for n, t in zip(self.names, self.tasks) for k, v in t.floor_keys().items()}

@@ -18,8 +18,8 @@ the vector difference, in the data's units, e.g. eV/A) and ``relative_error`` (n
 over the norm of the reference, real points only); ``positions`` are per-point positions (next
 positions of a trajectory predictor) moved like the input points, shifts included: x[perm] @ M^T + t;
 ``tensor2`` is one rank-2 tensor per input (B, 3, 3) (stress, polarisability) moved as M T M^T;
-``pseudoscalar`` one scalar per input (B,) or (B, 1) multiplied by det(M). With a point mask bound
-(eqaudit.symmetries.outputs.bind_mask) per-point outputs are permuted among the real points only and
+``pseudoscalar`` one scalar per input (B,) or (B, 1) multiplied by det(M). With the batch's point mask
+(``mask`` (B, P), passed by the sweep with every chunk) per-point outputs are permuted among the real points only and
 their padded rows are left out of every metric.
 
 Shapes: E elements, B batch, P points.
@@ -34,7 +34,7 @@ from torch import Tensor
 from ..errors import ModelRunError
 from ..metrics import equivariance_error, max_abs_error, relative_error, rms_error, summarize_orbit
 from ..symmetries import Symmetry
-from ..symmetries.outputs import affine_shift, bound_mask, linear_part, parity, point_action, row_action
+from ..symmetries.outputs import affine_shift, linear_part, parity, point_action, row_action
 from .base import Task
 from .dense import expand, find_generator
 
@@ -83,41 +83,47 @@ class PointsTask(Task):
         kind = "per-point vectors" if first.ndim == 3 else "vectors"
         return kind.replace("vectors", "pseudovectors") if self.pseudo else kind
 
-    def _act(self, sym, out: Tensor, elements: Tensor, inverse: bool = False) -> Tensor:
-        """S_g (or S_g^-1) of outputs (E, B, ...) in float64."""
+    def _act(self, sym, out: Tensor, elements: Tensor, inverse: bool = False, mask: Tensor | None = None) -> Tensor:
+        """S_g (or S_g^-1) of outputs (E, B, ...) in float64 (``mask`` (B, P): the batch's point mask or None)."""
         if self.form == "scalar-per-point":
-            return row_action(sym, out.to(torch.float64), elements, inverse=inverse)
+            return row_action(sym, out.to(torch.float64), elements, inverse=inverse, mask=mask)
         if self.form == "tensor2":
             m = linear_part(sym, elements, inverse=inverse).to(out.device)
             return torch.einsum("eij,ebjk,elk->ebil", m, out.to(torch.float64), m)
         if self.form == "pseudoscalar":
             return out.to(torch.float64) * parity(sym, elements).view(-1, *([1] * (out.dim() - 1))).to(out.device)
-        moved = point_action(sym, out, elements, inverse=inverse)
+        moved = point_action(sym, out, elements, inverse=inverse, mask=mask)
         if self.form == "positions":
             moved = moved + affine_shift(sym, elements, inverse=inverse).to(out.device).view(-1, 1, 1, 3)
         if self.pseudo:  # det(R) is its own inverse
             moved = moved * parity(sym, elements).view(-1, *([1] * (moved.dim() - 1))).to(moved)
         return moved
 
-    def _mask(self, sym, out: Tensor) -> Tensor | None:
-        """The bound point mask as (1, B, P, 1...) for per-point outputs (E, B, P, ...), else None."""
-        mask = bound_mask(sym)
+    def _mask(self, mask: Tensor | None, out: Tensor) -> Tensor | None:
+        """The batch's point mask (B, P) as (1, B, P, 1...) for per-point outputs (E, B, P, ...), else None."""
         per_point = self.form in ("scalar-per-point", "vector-per-point", "positions") or (self.form == "any" and out.dim() == 4)
         if mask is None or not per_point or out.dim() < 3 or out.shape[2] != mask.shape[1]:
             return None
         return mask.to(out.device).view(1, *mask.shape, *([1] * (out.dim() - 3)))
 
-    def compare(self, ref, out, sym, elements, x, y, ref_class=None):
-        target = self._act(sym, expand(ref, out.shape[0]), elements)
-        mask = self._mask(sym, out)
-        values = {"equivariance_error": equivariance_error(out, target, mask), "max_abs_error": max_abs_error(out, target, mask)}
+    def compare(self, ref, out, sym, elements, x, y, ref_class=None, mask=None):
+        target = self._act(sym, expand(ref, out.shape[0]), elements, mask=mask)
+        keep = self._mask(mask, out)
+        values = {"equivariance_error": equivariance_error(out, target, keep), "max_abs_error": max_abs_error(out, target, keep)}
         if self.physical:
-            values["rms_error"] = rms_error(out, target, mask)
-            values["relative_error"] = relative_error(out, target, mask)
+            values["rms_error"] = rms_error(out, target, keep)
+            values["relative_error"] = relative_error(out, target, keep)
         return values
 
-    def canonical(self, out, sym, elements, x):
-        return self._act(sym, out, elements, inverse=True), None
+    def point_errors(self, ref, out, sym, elements, mask=None):
+        if out.dim() != 4 or out.shape[-1] != 3 or self.form not in ("any", "vector-per-point", "positions"):
+            return None
+        err = (out.to(torch.float64) - self._act(sym, expand(ref, out.shape[0]), elements, mask=mask)).norm(dim=-1)
+        keep = self._mask(mask, out)
+        return "", err if keep is None else err * keep[..., 0].to(err)
+
+    def canonical(self, out, sym, elements, x, mask=None):
+        return self._act(sym, out, elements, inverse=True, mask=mask), None
 
     def null(self, ref_a: Tensor, ref_b: Tensor) -> Tensor:
         return equivariance_error(ref_a.unsqueeze(0), ref_b.unsqueeze(0))[0]

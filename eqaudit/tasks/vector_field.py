@@ -49,7 +49,7 @@ class VectorFieldTask(DenseTask):
     def move(self, ref, sym, elements, x, *, inverse=False):
         return field_action(sym, ref, elements, input_hw(x), inverse=inverse)
 
-    def compare(self, ref, out, sym, elements, x, y, ref_class=None):
+    def compare(self, ref, out, sym, elements, x, y, ref_class=None, mask=None):
         e = out.shape[0]
         target = self.move(expand(ref, e), sym, elements, x)
         mask = self.valid(out, sym, elements, x)
