@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
-from .errors import EqauditError, Interrupted
+from . import __version__, distributed
+from .errors import EqauditError, Interrupted, RankError
 from .report.base import Outcome
 
 class _Command(typer.core.TyperCommand):
@@ -120,6 +120,11 @@ def _fail(exc: BaseException) -> None:
     text = str(exc) if isinstance(exc, EqauditError) else (
         f"unexpected {type(exc).__name__}: {exc} (a bug in eqaudit? re-run with --verbose for the traceback)"
     )
+    if distributed.launched():  # one of several ranks: torchrun's summary (or --nproc's line) names the rank
+        rank, primary = distributed.env_rank(), not isinstance(exc, RankError)
+        if distributed.record_error(text, code, primary=primary) and not (rank == 0 and primary):
+            raise typer.Exit(code)
+        text = text if rank == 0 else f"rank {rank} failed: {text}"
     err.print(f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -177,6 +182,7 @@ def scan(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="measure afresh even when the output folder holds the complete result of the same audit")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only errors and the verdict")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show settings and their sources; tracebacks on errors")] = False,
+    nproc: Annotated[Optional[int], typer.Option(help="processes to run the audit on, on this machine (torch.distributed; one per GPU), one result as from one process [default: 1]")] = None,
 ) -> None:
     """Sweep each input through the orbit of each symmetry and measure how far outputs move."""
     from .api import run_scan
@@ -193,12 +199,18 @@ def scan(
         "local": True if (local or layers) else None, "layers": True if layers else None, "extent_tolerance": extent_tolerance, "level_at_init": True if level_at_init else None,
         "gates": gate or None, "baseline": str(baseline) if baseline else None, "max_regression": max_regression or None,
         "junit_xml": str(junit_xml) if junit_xml else None, "format": format_ or None, "cache": False if no_cache else None,
+        "nproc": nproc,
     }
     settings = None
     stopper = _StopOnSignal()
     try:
         settings = resolve(flags, models=models, config_file=config)
-        if verbose:
+        if settings.nproc > 1 and not distributed.launched():
+            _launch(settings.nproc, verbose)
+        ranks = distributed.ranks()  # launched by torchrun (or --nproc): join the others; only rank 0 prints
+        worker = ranks is not None and not ranks.lead
+        quiet = quiet or worker
+        if verbose and not worker:
             for name, value in plain_values(settings.values).items():  # gates as their text
                 err.print(f"  {name} = {escape(repr(value))}  [dim]({escape(settings.sources[name])})[/]", highlight=False)
         elif not quiet and _applied_files(settings):
@@ -224,12 +236,18 @@ def scan(
 
         signum = stopper.signum or signal.SIGINT  # the first signal names the exit code (a second one stops at once)
         code, name = 128 + signum, signal.Signals(signum).name
+        if distributed.launched() and (distributed.record_error(f"interrupted by {name}", code, primary=False)
+                                       and distributed.env_rank() != 0):
+            raise typer.Exit(code)
         err.print(f"interrupted by {name}; every finished (model, symmetry) is in the output folder (complete: false); "
                   "continue with --resume", highlight=False, soft_wrap=True)
         raise typer.Exit(code)
     except Exception as exc:
-        _junit_error(settings.junit_xml if settings is not None else flags["junit_xml"], exc)
+        if distributed.env_rank() == 0:
+            _junit_error(settings.junit_xml if settings is not None else flags["junit_xml"], exc)
         _fail(exc)
+    if worker:
+        raise typer.Exit(EXIT_PASS)  # rank 0 reports the verdict
     lines = _write_reports(Outcome(result, folder, comparison, **_ci_targets(settings.junit_xml)), settings.format, quiet=quiet)
     if comparison is not None:
         _print_comparison(comparison, verbose=verbose, quiet=quiet)
@@ -237,6 +255,15 @@ def scan(
     for line in lines:
         typer.echo(line)
     raise typer.Exit(EXIT_PASS if result.passed else EXIT_GATE_FAILED)
+
+
+def _launch(nproc: int, verbose: bool) -> None:
+    """``scan --nproc N``: run this same command line as N ranks through torch's launcher (as torchrun
+    does) and exit with rank 0's verdict, or 3 with one line naming the rank that failed first."""
+    code, line = distributed.launch(nproc, sys.argv[1:], verbose=verbose)
+    if line:
+        err.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
+    raise SystemExit(code)  # not typer.Exit: that is a RuntimeError, which the scan's error boundary would catch
 
 
 def _warn_unfinished(folder: Path) -> None:

@@ -231,6 +231,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("extent_tolerance", 0.1, _to_fraction, "level drop (from 1) that bounds a symmetry's extent"),
         Setting("level_at_init", False, _to_bool, "also measure the level of freshly initialised weights (state dict + factory)"),
         Setting("trust", False, _to_bool, "allow pickled modules and TorchScript (they run code)", files_allowed=False),
+        Setting("nproc", 1, _to_count, "processes to run the audit on, on this machine (torch.distributed); torchrun sets its own"),
         Setting("cache", True, _to_bool, "reuse the complete result in the output folder when model files, data and measurement settings are unchanged (no model call)", flag="--no-cache"),
     ]
 }

@@ -54,3 +54,7 @@ class Interrupted(EqauditError):
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
         super().__init__(f"Interrupted by {name}; finished measurements are kept, continue with --resume.")
+
+
+class RankError(EqauditError):
+    """A rank of a distributed audit (torchrun, --nproc) could not join the others or lost them (exit 3)."""

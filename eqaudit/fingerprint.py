@@ -14,12 +14,13 @@ MEASUREMENT_SETTINGS = (
 )
 """Settings that change measured numbers. Left out on purpose: gates, baselines and output paths (they
 are re-evaluated on the measured summaries, never measured), ``prefetch`` (when orbits are built, not
-what they are), and ``batch_size`` and ``device``: the sweep's answer does not depend on them beyond float rounding (a resumed run may use a smaller batch
+what they are), ``nproc`` (ranks take whole batches of the one-process plan, see eqaudit.distributed),
+and ``batch_size`` and ``device``: the sweep's answer does not depend on them beyond float rounding (a resumed run may use a smaller batch
 after running out of memory; the result is bit-identical to an uninterrupted run when they are unchanged)."""
 
 NOT_MEASURED = (
     "data", "device", "batch_size", "out", "fail_over", "gates", "baseline", "max_regression", "junit_xml", "format",
-    "trust", "cache", "prefetch",
+    "trust", "cache", "prefetch", "nproc",
 )
 """The other settings, each left out of the fingerprint on purpose (``data``: the fingerprint holds its
 content hash and key instead of the path). Every setting of eqaudit.config is in exactly one of the two
