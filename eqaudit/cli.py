@@ -236,11 +236,9 @@ def scan(
 
         signum = stopper.signum or signal.SIGINT  # the first signal names the exit code (a second one stops at once)
         code, name = 128 + signum, signal.Signals(signum).name
-        if distributed.launched() and (distributed.record_error(f"interrupted by {name}", code, primary=False)
-                                       and distributed.env_rank() != 0):
-            raise typer.Exit(code)
-        err.print(f"interrupted by {name}; every finished (model, symmetry) is in the output folder (complete: false); "
-                  "continue with --resume", highlight=False, soft_wrap=True)
+        if distributed.launched() and distributed.record_error(f"interrupted by {name}", code, primary=False):
+            raise typer.Exit(code)  # the launcher says it (--nproc), or names the rank whose failure stopped this one
+        _say_interrupted(name)
         raise typer.Exit(code)
     except Exception as exc:
         if distributed.env_rank() == 0:
@@ -257,12 +255,21 @@ def scan(
     raise typer.Exit(EXIT_PASS if result.passed else EXIT_GATE_FAILED)
 
 
+def _say_interrupted(name: str) -> None:
+    err.print(f"interrupted by {name}; every finished (model, symmetry) is in the output folder (complete: false); "
+              "continue with --resume", highlight=False, soft_wrap=True)
+
+
 def _launch(nproc: int, verbose: bool) -> None:
     """``scan --nproc N``: run this same command line as N ranks through torch's launcher (as torchrun
     does) and exit with rank 0's verdict, or 3 with one line naming the rank that failed first."""
+    import signal
+
     code, line = distributed.launch(nproc, sys.argv[1:], verbose=verbose)
     if line:
         err.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
+    elif code > 128 and code - 128 in signal.Signals._value2member_map_:  # the launch was stopped by a signal
+        _say_interrupted(signal.Signals(code - 128).name)
     raise SystemExit(code)  # not typer.Exit: that is a RuntimeError, which the scan's error boundary would catch
 
 

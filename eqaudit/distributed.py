@@ -75,14 +75,23 @@ class Ranks:
             raise _lost(self, "receiving rank 0's plan", exc) from exc
         return box[0]
 
+    def exchange(self, part: dict) -> list[dict] | None:
+        """Every rank's ``part``, in rank order, on rank 0 (torch.distributed.gather_object); None elsewhere."""
+        import torch.distributed as dist
+
+        parts = [None] * self.world if self.lead else None
+        try:
+            dist.gather_object(part, parts, dst=0)
+        except RuntimeError as exc:
+            raise _lost(self, "gathering the per-sample tables", exc) from exc
+        return parts
+
     def gather(self, table: dict[str, np.ndarray], mine: np.ndarray, n: int, kept, kept_rows: np.ndarray, m: int,
                cost: tuple[float, int]):
         """Hand this rank's rows ``mine`` of ``table`` (metric -> (N, E)), its null references ``kept``
         (rows ``kept_rows`` of the (M, ...) tensor, or None) and its ``cost`` (model seconds, model rows)
         to rank 0. Rank 0 gets (the full table, the full kept tensor or None, the ranks' summed model
         seconds and rows); the others get (None, None, None)."""
-        import torch.distributed as dist
-
         part = {
             "rank": self.rank,
             "rows": {k: np.ascontiguousarray(v[mine]) for k, v in table.items() if _per_sample(v, n)},
@@ -92,12 +101,8 @@ class Ranks:
             "kept": (kept_rows, kept[kept_rows] if kept is not None and len(kept_rows) else None),
             "cost": cost,
         }
-        parts = [None] * self.world if self.lead else None
-        try:
-            dist.gather_object(part, parts, dst=0)
-        except RuntimeError as exc:
-            raise _lost(self, "gathering the per-sample tables", exc) from exc
-        if not self.lead:
+        parts = self.exchange(part)
+        if parts is None:
             return None, None, None
         return merge_tables(parts, n), merge_kept(parts, kept, m), (sum(p["cost"][0] for p in parts), sum(p["cost"][1] for p in parts))
 
@@ -250,9 +255,11 @@ def launch(nproc: int, argv: list[str], *, verbose: bool = False) -> tuple[int, 
     from torch.distributed.launcher.api import elastic_launch
     from torch.distributed.run import config_from_args, parse_args
 
-    if not verbose:  # the agent's own warnings and failure reports: the one line below says what matters
-        logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
-    args = parse_args(["--standalone", "--nproc-per-node", str(nproc), "--max-restarts", "0", "-m", "eqaudit", *argv])
+    if not verbose:  # the launcher's own warnings and failure reports: the one line returned says what matters
+        for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed")] + ["torch.distributed"]:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    args = parse_args(["--standalone", "--nproc-per-node", str(nproc), "--max-restarts", "0", "-m", "eqaudit"])
+    args.training_script_args = list(argv)  # not parsed: argparse would take our --nproc for its --nproc-per-node
     args.rdzv_backend, args.rdzv_endpoint, args.rdzv_id = "c10d", "localhost:0", str(uuid.uuid4())  # as --standalone does
     config, cmd, cmd_args = config_from_args(args)
     try:
