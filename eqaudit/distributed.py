@@ -274,7 +274,8 @@ def launch(nproc: int, argv: list[str], *, verbose: bool = False) -> tuple[int, 
 def verdict(failures: dict[int, Any]) -> tuple[int, str | None]:
     """(exit code, line) of a launch whose ranks ``failures`` (rank -> torch's ProcessFailure) exited
     non-zero. A rank's own failure (not one caused by another rank leaving) counts, earliest first:
-    rank 0's is its verdict (its code; it printed its message), another rank's is exit 3 naming it."""
+    rank 0's is its verdict (its code; it printed its message), another rank's is exit 3 naming it (2 when
+    it was a usage error)."""
     import signal
 
     rows = []
@@ -292,5 +293,5 @@ def verdict(failures: dict[int, Any]) -> tuple[int, str | None]:
     _, _, rank, code, message = rows[0]
     if rank == 0 and code > 0:
         return code, None
-    return 3, f"rank {rank} failed: {message}"
+    return (2 if code == 2 else 3), f"rank {rank} failed: {message}"  # a usage error stays one (e.g. more ranks than GPUs)
 

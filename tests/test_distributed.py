@@ -159,6 +159,25 @@ def test_verdict_is_rank_0s_own_or_3_naming_the_rank_that_failed_first():
     assert verdict({0: _Failure(143, _err(0, 143, False, 9.0)), 2: _Failure(-9)}) == (3, "rank 2 failed: killed by SIGKILL")
     both = {0: _Failure(3, _err(0, 3, True, 2.0, "bad data")), 1: _Failure(3, _err(1, 3, True, 2.5, "bad data"))}
     assert verdict(both) == (3, None)  # every rank failed the same way: rank 0 said it
+    usage = {0: _Failure(-15), 1: _Failure(2, _err(1, 2, True, 3.0, "no GPU for it"))}
+    assert verdict(usage) == (2, "rank 1 failed: no GPU for it")
+
+
+def test_a_rank_runs_on_the_gpu_of_its_local_rank(monkeypatch):
+    """Simulated CUDA devices: auto/cuda picks cuda:LOCAL_RANK, an explicit index or the CPU stays, and a
+    local rank without a GPU is a usage error naming the fix."""
+    from eqaudit.distributed import rank_device
+    from eqaudit.errors import ConfigError
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert rank_device(torch.device("cuda"), Ranks(3, 4, 1)) == torch.device("cuda", 1) and chosen == [1]
+    assert rank_device(torch.device("cuda", 0), Ranks(3, 4, 1)) == torch.device("cuda", 0)
+    assert rank_device(torch.device("cpu"), Ranks(3, 4, 1)) == torch.device("cpu")
+    assert rank_device(torch.device("cuda"), None) == torch.device("cuda")
+    with pytest.raises(ConfigError, match=r"Rank 2 has local rank 2 but this machine has 2 CUDA device.*lower --nproc"):
+        rank_device(torch.device("cuda"), Ranks(2, 4, 2))
 
 
 # ---- several processes (slow) ------------------------------------------------------------------------------------
