@@ -273,6 +273,8 @@ def sweep_tables(
     caller = ModelCaller(model, device)
     n = len(dataset)
     total = n * len(symmetries)
+    if ranks is not None:  # the progress this rank reports counts its own share
+        total = sum(len(_share_rows(n, max(1, batch_size // s.n_elements), ranks)) for s in symmetries)
     done = 0
     null_a, null_b = null_pairs(n, seed)
     slot = np.full(n, -1, dtype=np.int64)  # selection position -> row of kept_refs (-1: not kept)
@@ -325,7 +327,7 @@ def sweep_tables(
                         progress(done, total, sym.spec)
             evals = caller.evals - e0
             if ranks is not None:  # rank 0 gets every rank's rows (and model time and rows); the others None
-                mine = np.arange(min(n, share.start * per_batch), min(n, share.stop * per_batch))
+                mine = _share_rows(n, per_batch, ranks)
                 held = slot[mine][slot[mine] >= 0] if si == 0 else np.zeros(0, dtype=np.int64)
                 table, state["kept"], cost = ranks.gather(table, mine, n, state["kept"] if si == 0 else None, held,
                                                           len(null_a), (caller.seconds - m0, evals))
@@ -336,6 +338,12 @@ def sweep_tables(
                 ra, rb = kept[torch.from_numpy(slot[null_a])], kept[torch.from_numpy(slot[null_b])]
                 null = task.null(ra, rb).cpu().numpy().astype(np.float64)
         yield SymmetryTable(si, table, state["kind"] or "raw", null, time.perf_counter() - t0, caller.seconds - m0, evals)
+
+
+def _share_rows(n: int, per_batch: int, ranks) -> np.ndarray:
+    """Selection positions of the batches of ``per_batch`` samples that ``ranks`` sweeps (its share)."""
+    share = ranks.share(-(-n // per_batch))
+    return np.arange(min(n, share.start * per_batch), min(n, share.stop * per_batch))
 
 
 def _identity_is_exact(sym: Symmetry, dataset: Dataset, rows: np.ndarray, device) -> bool:

@@ -81,10 +81,16 @@ class _InProcessRanks(Ranks):
 
 def _sharded(model, data, syms, task, world, **kw):
     mailbox: dict = {}
+    totals = []
     for r in reversed(range(world)):
-        done = list(sweep_tables(model, data, syms, task, ranks=_InProcessRanks(r, world, mailbox), **kw))
+        seen = [(0, 0)]
+        done = list(sweep_tables(model, data, syms, task, ranks=_InProcessRanks(r, world, mailbox),
+                                 progress=lambda d, t, w: seen.append((d, t)), **kw))
         if r:
             assert all(d.table is None and d.null is None for d in done)  # only rank 0 gets tables
+        assert seen[-1][0] == seen[-1][1]  # each rank's progress ends at its own total (0 for an empty share)
+        totals.append(seen[-1][1])
+    assert sum(totals) == len(data) * len(syms)  # the shares' totals add up to the whole sweep
     return done
 
 
