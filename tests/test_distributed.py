@@ -142,6 +142,47 @@ def test_sharded_point_cloud_sweep_equals_one_process(tmp_path):
         _assert_same_sweep(one, _sharded(model, data, syms, task, world, batch_size=24, floor_samples=4))
 
 
+class _PlannedRanks(_InProcessRanks):
+    """As _InProcessRanks, and ``tell`` as torch.distributed's broadcast: rank 0 says its value (kept in
+    ``told``), the others receive what rank 0 will say (``told`` given in advance)."""
+
+    def __init__(self, rank: int, world: int, mailbox: dict, told: list):
+        super().__init__(rank, world, mailbox)
+        self.told, self.heard = told, []
+
+    def tell(self, value):
+        if self.lead:
+            self.told.append(value)
+            return value
+        self.heard.append(self.told[len(self.heard)])
+        return self.heard[-1]
+
+
+def test_scan_on_two_ranks_writes_the_one_process_result_from_rank_0_alone(monkeypatch, data_npz, tmp_path):
+    """The whole scan (api.scan) as rank 1 then rank 0 of two, in one process: rank 1 creates nothing
+    in its --out; rank 0's result.json and orbits.npz equal a one-process scan's (timing aside)."""
+    from eqaudit import distributed
+    from eqaudit.api import scan
+    from conftest import factory, save_state_dict
+
+    model = save_state_dict("SmallCNN", tmp_path)
+    kw = dict(data=str(data_npz), symmetry=["rotate:step=60", "rot90"], model_factory=factory("SmallCNN"), device="cpu",
+              batch_size=16, floor_samples=5, format="json,orbits", limit=16)
+    scan(model, out=str(tmp_path / "one"), **kw)
+    mailbox: dict = {}
+    plan = ["measure", (0, 0)]  # what rank 0 tells a fresh scan's other ranks: no cache hit, nothing checkpointed
+    worker = _PlannedRanks(1, 2, mailbox, plan)
+    monkeypatch.setattr(distributed, "ranks", lambda: worker)
+    scan(model, out=str(tmp_path / "rank1"), **kw)
+    assert not (tmp_path / "rank1").exists() and worker.heard == plan and len(mailbox) == 2
+    lead = _PlannedRanks(0, 2, mailbox, [])
+    monkeypatch.setattr(distributed, "ranks", lambda: lead)
+    scan(model, out=str(tmp_path / "rank0"), **kw)
+    assert lead.told == plan
+    _assert_same_outputs(tmp_path / "one", tmp_path / "rank0")
+    assert json.loads((tmp_path / "rank0" / "result.json").read_text())["timing"]["world_size"] == 2
+
+
 # ---- the launch's exit code ------------------------------------------------------------------------------------
 
 
