@@ -273,9 +273,9 @@ def launch(nproc: int, argv: list[str], *, verbose: bool = False) -> tuple[int, 
 
 def verdict(failures: dict[int, Any]) -> tuple[int, str | None]:
     """(exit code, line) of a launch whose ranks ``failures`` (rank -> torch's ProcessFailure) exited
-    non-zero. A rank's own failure (not one caused by another rank leaving) counts, earliest first:
-    rank 0's is its verdict (its code; it printed its message), another rank's is exit 3 naming it (2 when
-    it was a usage error)."""
+    non-zero. A rank's own failure (not one caused by another rank leaving) counts: rank 0's error or
+    verdict first (its code; it printed its message), else the earliest, as exit 3 naming the rank (2
+    when it was a usage error)."""
     import signal
 
     rows = []
@@ -288,9 +288,10 @@ def verdict(failures: dict[int, Any]) -> tuple[int, str | None]:
             primary, when, message = sig != "SIGTERM", float(f.timestamp), f"killed by {sig}"
         else:
             primary, when, message = True, float(f.timestamp), f"exit code {f.exitcode}"
-        rows.append((not primary, when, rank, f.exitcode, message))
+        said = rank == 0 and bool(data)  # rank 0 printed its own error: every rank failing alike is said once
+        rows.append((not primary, not said, when, rank, f.exitcode, message))
     rows.sort()
-    _, _, rank, code, message = rows[0]
+    _, _, _, rank, code, message = rows[0]
     if rank == 0 and code > 0:
         return code, None
     return (2 if code == 2 else 3), f"rank {rank} failed: {message}"  # a usage error stays one (e.g. more ranks than GPUs)
