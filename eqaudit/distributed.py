@@ -289,7 +289,8 @@ def verdict(failures: dict[int, Any]) -> tuple[int, str | None]:
         else:
             primary, when, message = True, float(f.timestamp), f"exit code {f.exitcode}"
         said = rank == 0 and bool(data)  # rank 0 printed its own error: every rank failing alike is said once
-        rows.append((not primary, not said, when, rank, f.exitcode, message))
+        code = int(data.get("code", f.exitcode)) if data else f.exitcode  # its own code, even if stopped while exiting
+        rows.append((not primary, not said, when, rank, code, message))
     rows.sort()
     _, _, _, rank, code, message = rows[0]
     if rank == 0 and code > 0:

@@ -204,8 +204,8 @@ def test_verdict_is_rank_0s_own_or_3_naming_the_rank_that_failed_first():
     caused = {0: _Failure(3, _err(0, 3, False, 4.0)), 1: _Failure(3, _err(1, 3, True, 5.0, "model failed"))}
     assert verdict(caused) == (3, "rank 1 failed: model failed")  # rank 0 only lost rank 1
     assert verdict({0: _Failure(143, _err(0, 143, False, 9.0)), 2: _Failure(-9)}) == (3, "rank 2 failed: killed by SIGKILL")
-    both = {0: _Failure(2, _err(0, 2, True, 2.5, "bad spec")), 1: _Failure(2, _err(1, 2, True, 2.0, "bad spec"))}
-    assert verdict(both) == (2, None)  # every rank failed the same way (rank 1 a moment earlier): rank 0 said it
+    both = {0: _Failure(-15, _err(0, 2, True, 2.5, "bad spec")), 1: _Failure(2, _err(1, 2, True, 2.0, "bad spec"))}
+    assert verdict(both) == (2, None)  # every rank failed alike (rank 1 first; rank 0 stopped as it exited): rank 0 said it
     stuck = {0: _Failure(-9, timestamp=130), 1: _Failure(3, _err(1, 3, True, 100.0, "model failed"))}
     assert verdict(stuck) == (3, "rank 1 failed: model failed")  # rank 0, stopped late by the launcher, did not cause it
     usage = {0: _Failure(-15), 1: _Failure(2, _err(1, 2, True, 3.0, "no GPU for it"))}
