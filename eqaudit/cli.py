@@ -121,7 +121,7 @@ def _fail(exc: BaseException) -> None:
         f"unexpected {type(exc).__name__}: {exc} (a bug in eqaudit? re-run with --verbose for the traceback)"
     )
     if distributed.launched():  # one of several ranks: torchrun's summary (or --nproc's line) names the rank
-        rank, primary = distributed.env_rank(), not isinstance(exc, RankError)
+        rank, primary = distributed.env_rank(), not (isinstance(exc, RankError) and exc.lost)
         if distributed.record_error(text, code, primary=primary) and not (rank == 0 and primary):
             raise typer.Exit(code)
         text = text if rank == 0 else f"rank {rank} failed: {text}"

@@ -151,7 +151,7 @@ def merge_kept(parts: list[dict], own, m: int):
 def _lost(r: Ranks, doing: str, exc: BaseException) -> RankError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return RankError(f"Rank {r.rank} lost the other ranks while {doing} ({first}): another rank failed or was killed; "
-                     "its own error names the cause, do fix that and run the audit again.")
+                     "its own error names the cause, do fix that and run the audit again.", lost=True)
 
 
 _RANKS: Ranks | None = None
@@ -196,18 +196,6 @@ def ranks() -> Ranks | None:
                             "expected a launch by torchrun (or eqaudit scan --nproc N), do check its rendezvous flags.") from exc
     _RANKS = Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0") or 0))
     return _RANKS
-
-
-def leave() -> None:
-    """Leave the process group (at the end of a rank's scan, whatever its outcome)."""
-    global _RANKS
-    if _RANKS is None:
-        return
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    _RANKS = None
 
 
 def rank_device(device, r: Ranks | None):
@@ -292,8 +280,8 @@ def verdict(failures: dict[int, Any]) -> tuple[int, str | None]:
         code = int(data.get("code", f.exitcode)) if data else f.exitcode  # its own code, even if stopped while exiting
         rows.append((not primary, not said, when, rank, code, message))
     rows.sort()
-    _, _, _, rank, code, message = rows[0]
-    if rank == 0 and code > 0:
+    lost, _, _, rank, code, message = rows[0]
+    if rank == 0 and code > 0 and (not lost or code > 128):  # its verdict, its error or its interruption: it said so
         return code, None
     return (2 if code == 2 else 3), f"rank {rank} failed: {message}"  # a usage error stays one (e.g. more ranks than GPUs)
 

@@ -57,4 +57,9 @@ class Interrupted(EqauditError):
 
 
 class RankError(EqauditError):
-    """A rank of a distributed audit (torchrun, --nproc) could not join the others or lost them (exit 3)."""
+    """A rank of a distributed audit (torchrun, --nproc) could not join the others or lost them (exit 3).
+    ``lost``: it stopped because another rank failed or left (that rank's own error names the cause)."""
+
+    def __init__(self, message: str, *, lost: bool = False):
+        super().__init__(message)
+        self.lost = lost

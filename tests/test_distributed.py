@@ -208,6 +208,8 @@ def test_verdict_is_rank_0s_own_or_3_naming_the_rank_that_failed_first():
     assert verdict(both) == (2, None)  # every rank failed alike (rank 1 first; rank 0 stopped as it exited): rank 0 said it
     stuck = {0: _Failure(-9, timestamp=130), 1: _Failure(3, _err(1, 3, True, 100.0, "model failed"))}
     assert verdict(stuck) == (3, "rank 1 failed: model failed")  # rank 0, stopped late by the launcher, did not cause it
+    alone = {0: _Failure(3, _err(0, 3, False, 3.0, "Rank 0 lost the other ranks")), 1: _Failure(-15)}
+    assert verdict(alone) == (3, "rank 0 failed: Rank 0 lost the other ranks")  # no rank's own error: still one line
     usage = {0: _Failure(-15), 1: _Failure(2, _err(1, 2, True, 3.0, "no GPU for it"))}
     assert verdict(usage) == (2, "rank 1 failed: no GPU for it")
 
