@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import __version__, cache, outdir
+from . import __version__, cache, distributed, outdir
 from .config import Settings, parse_input_map, parse_input_shape, read_toml, resolve, sidecar_for
 from .data import Dataset, load_dataset
 from .errors import ConfigError, EqauditError, PathNotFoundError
@@ -69,6 +69,7 @@ class ScanPlan:
     out_names: list[str | None] | None
     progress: Progress | None = None
     stop: Callable[[], None] | None = None  # called between batches; raises to stop the audit
+    ranks: distributed.Ranks | None = None  # several processes (torchrun): this one's place among them
 
 
 @dataclass
@@ -113,10 +114,13 @@ def run_scan(
         outdir.check_writable(out_dir)
     elif resume:
         raise ConfigError("Expected an output folder to resume from, got write=False; drop resume or write the result.")
+    ranks = distributed.ranks()  # several processes: rank 0 alone reads and writes --out (eqaudit.distributed)
+    lead = ranks is None or ranks.lead
+    write, resume = write and lead, resume and lead
     saved = _read_checkpoint(out_dir) if resume else None
     with _from_files(settings, "baseline", "max_regression"):
         base_result, tolerances = _load_baseline(settings)
-    device = resolve_device(settings.device)
+    device = distributed.rank_device(resolve_device(settings.device), ranks)
     with _from_files(settings, "symmetry"):
         symmetries = [parse_symmetry(spec, seed=settings.seed) for spec in settings.symmetry]
     input_shape = parse_input_shape(settings.input_shape) if settings.input_shape else None
@@ -135,7 +139,11 @@ def run_scan(
         hit = cache.lookup(out_dir, models, settings.values, __version__, factories=factories, known=known,
                            need_orbits="orbits" in selected_formats(settings.format))
         if hit is not None:
+            if ranks is not None:
+                ranks.tell("cached")
             return _serve_cached(*hit, out_dir, settings, symmetries, task, base_result, tolerances)
+    if ranks is not None and ranks.tell("measure") == "cached":
+        return None, out_dir, None  # rank 0 serves the audit from its cache: nothing to measure here
     # the first model's input names say whether it takes one tensor or several, fed from arrays by name
     with _from_files(settings, "model_factory", "output_name", "output_kind"):
         first = _load(models[0], settings, device, factory_dirs, out_names)
@@ -157,14 +165,15 @@ def run_scan(
     with _from_files(settings, "gates", "fail_over"):
         check_gates([*settings.fail_over, *settings.gates], symmetries=symmetries, has_labels=dataset.has_labels,
                     label_metrics=task.label_metrics)
-    plan = ScanPlan(settings, symmetries, task, dataset, device, input_shape is not None, factory_dirs, out_names, progress, stop)
+    plan = ScanPlan(settings, symmetries, task, dataset, device, input_shape is not None, factory_dirs, out_names, progress, stop, ranks)
     fp = audit_fingerprint(models, dataset.path, dataset.key, settings.values, __version__, factories, known) if write else None
 
     if saved is not None:
         result, orbits = _resume_from(saved, out_dir, fp, settings, device, len(symmetries))
     else:
         result, orbits = _new_result(plan, fp), OrbitTable.start(dataset.indices, dataset.y[dataset.indices] if dataset.has_labels else None)
-        _add_small_inputs(orbits, dataset, symmetries)
+        if lead:
+            _add_small_inputs(orbits, dataset, symmetries)
     if write:
         previous = outdir.start(out_dir, keep=saved is not None)
         if previous is not None and saved is None and notify is not None:
@@ -172,6 +181,14 @@ def run_scan(
 
     n_sym = len(symmetries)
     finished = result.checkpoint["models_finished"] if result.checkpoint else 0
+    if ranks is not None:
+        finished, measured = ranks.tell((finished, len(result.symmetries)))
+        if not lead:  # another rank: measures its share of what rank 0's checkpoint lacks and hands it over
+            for m in range(finished, len(models)):
+                prior = ModelAudit(symmetries=[None] * max(0, measured - m * n_sym))
+                audit_model(plan, m, models[m], orbits, loaded=first if m == 0 else None, prior=prior)
+            return result, out_dir, None
+    result.timing["world_size"] = ranks.world if ranks is not None else 1  # processes this run measured with
     for m in range(finished):  # gates are re-read from this run's settings; measurements are kept
         _apply_gates(result.symmetries[m * n_sym:(m + 1) * n_sym], symmetries, settings)
     for m in range(finished, len(models)):
@@ -248,7 +265,11 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
     named = None if plan.progress is None else (lambda d, t, w, name=Path(path).name: plan.progress(d, t, f"{name} {w}"))
     tables = sweep_tables(model, dataset, symmetries[done:], task, batch_size=settings.batch_size, output_kind=settings.output_kind,
                           seed=settings.seed, progress=named, reference=settings.reference, stop=plan.stop,
-                          floor_samples=settings.floor_samples, prefetch=settings.prefetch)
+                          floor_samples=settings.floor_samples, prefetch=settings.prefetch, ranks=plan.ranks)
+    if plan.ranks is not None and not plan.ranks.lead:
+        for _ in tables:  # this rank's rows go to rank 0 inside the sweep; it yields None tables here
+            pass
+        return audit
     j0 = m * len(symmetries)
     for st in tables:
         if done == 0 and st.index == 0:

@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__
-from .errors import EqauditError, Interrupted
+from . import __version__, distributed
+from .errors import EqauditError, Interrupted, RankError
 from .report.base import Outcome, selected
 
 class _Command(typer.core.TyperCommand):
@@ -121,6 +121,11 @@ def _fail(exc: BaseException) -> None:
     text = str(exc) if isinstance(exc, EqauditError) else (
         f"unexpected {type(exc).__name__}: {exc} (a bug in eqaudit? re-run with --verbose for the traceback)"
     )
+    if distributed.launched():  # one of several ranks: torchrun's summary (or --nproc's line) names the rank
+        rank, primary = distributed.env_rank(), not (isinstance(exc, RankError) and exc.lost)
+        if distributed.record_error(text, code, primary=primary) and not (rank == 0 and primary):
+            raise typer.Exit(code)
+        text = text if rank == 0 else f"rank {rank} failed: {text}"
     err.print(f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -198,13 +203,18 @@ def scan(
     stopper = _StopOnSignal()
     try:
         settings = resolve(flags, models=models, config_file=config)
-        if "html" in selected(settings.format):
+        if settings.nproc > 1 and not distributed.launched():
+            _launch(settings.nproc, verbose)
+        ranks = distributed.ranks()  # launched by torchrun (or --nproc): join the others; only rank 0 prints
+        worker = ranks is not None and not ranks.lead
+        quiet = quiet or worker
+        if "html" in selected(settings.format) and not worker:
             from .report import pool
 
             pool.draw_ahead()  # drawing workers start now (importing matplotlib beside torch) and draw as symmetries finish
         from .api import run_scan
 
-        if verbose:
+        if verbose and not worker:
             for name, value in plain_values(settings.values).items():  # gates as their text
                 err.print(f"  {name} = {escape(repr(value))}  [dim]({escape(settings.sources[name])})[/]", highlight=False)
         elif not quiet and _applied_files(settings):
@@ -232,13 +242,17 @@ def scan(
 
         signum = stopper.signum or signal.SIGINT  # the first signal names the exit code (a second one stops at once)
         code, name = 128 + signum, signal.Signals(signum).name
-        err.print(f"interrupted by {name}; every finished (model, symmetry) is in the output folder (complete: false); "
-                  "continue with --resume", highlight=False, soft_wrap=True)
+        if distributed.launched() and distributed.record_error(f"interrupted by {name}", code, primary=False):
+            raise typer.Exit(code)  # the launcher says it (--nproc), or names the rank whose failure stopped this one
+        _say_interrupted(name)
         raise typer.Exit(code)
     except Exception as exc:
         _stop_drawing_ahead()
-        _junit_error(settings.junit_xml if settings is not None else flags["junit_xml"], exc)
+        if distributed.env_rank() == 0:
+            _junit_error(settings.junit_xml if settings is not None else flags["junit_xml"], exc)
         _fail(exc)
+    if worker:
+        raise typer.Exit(EXIT_PASS)  # rank 0 reports the verdict
     lines = _write_reports(Outcome(result, folder, comparison, **_ci_targets(settings.junit_xml)), settings.format, quiet=quiet)
     if comparison is not None:
         _print_comparison(comparison, verbose=verbose, quiet=quiet)
@@ -252,6 +266,24 @@ def _stop_drawing_ahead() -> None:
     """A scan that stops draws no report: drop the figures queued ahead (workers would finish them first)."""
     if "eqaudit.report.pool" in sys.modules:
         sys.modules["eqaudit.report.pool"].stop_ahead()
+
+
+def _say_interrupted(name: str) -> None:
+    err.print(f"interrupted by {name}; every finished (model, symmetry) is in the output folder (complete: false); "
+              "continue with --resume", highlight=False, soft_wrap=True)
+
+
+def _launch(nproc: int, verbose: bool) -> None:
+    """``scan --nproc N``: run this same command line as N ranks through torch's launcher (as torchrun
+    does) and exit with rank 0's verdict, or 3 with one line naming the rank that failed first."""
+    import signal
+
+    code, line = distributed.launch(nproc, sys.argv[1:], verbose=verbose)
+    if line:
+        err.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
+    elif code > 128 and code - 128 in signal.Signals._value2member_map_:  # the launch was stopped by a signal
+        _say_interrupted(signal.Signals(code - 128).name)
+    raise SystemExit(code)  # not typer.Exit: that is a RuntimeError, which the scan's error boundary would catch
 
 
 def _warn_unfinished(folder: Path) -> None:

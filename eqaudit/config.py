@@ -317,6 +317,8 @@ SETTINGS: dict[str, Setting] = {
                 "gives)", kind="switch", measured=True),
         Setting("trust", False, _to_bool, "allow pickled modules and TorchScript (they run code when loaded)",
                 files_allowed=False, kind="switch", commands=_SCAN_AND_DISCOVER, measured=False),
+        Setting("nproc", 1, _to_count, "processes to run the audit on, on this machine (torch.distributed; one per GPU), one "
+                "result as from one process; torchrun sets its own", kind="int", measured=False),
         Setting("cache", True, _to_bool, "measure afresh even when the output folder holds the complete result of the same "
                 "audit", flag="--no-cache", kind="switch", measured=False),
     ]

@@ -54,3 +54,12 @@ class Interrupted(EqauditError):
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
         super().__init__(f"Interrupted by {name}; finished measurements are kept, continue with --resume.")
+
+
+class RankError(EqauditError):
+    """A rank of a distributed audit (torchrun, --nproc) could not join the others or lost them (exit 3).
+    ``lost``: it stopped because another rank failed or left (that rank's own error names the cause)."""
+
+    def __init__(self, message: str, *, lost: bool = False):
+        super().__init__(message)
+        self.lost = lost

@@ -12,7 +12,8 @@ from .config import SETTINGS
 MEASUREMENT_SETTINGS = tuple(name for name, s in SETTINGS.items() if s.measured)
 """Settings that change measured numbers (``measured=True`` in eqaudit.config.SETTINGS). Left out on
 purpose: gates, baselines and output paths (they are re-evaluated on the measured summaries, never
-measured), ``prefetch`` (when orbits are built, not what they are), and ``batch_size`` and ``device``:
+measured), ``prefetch`` (when orbits are built, not what they are), ``nproc`` (ranks take whole batches of the
+one-process plan, see eqaudit.distributed), and ``batch_size`` and ``device``:
 the sweep's answer does not depend on them beyond float rounding (a resumed run may use a smaller batch
 after running out of memory; the result is bit-identical to an uninterrupted run when they are unchanged)."""
 

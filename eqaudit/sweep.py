@@ -257,6 +257,7 @@ def sweep_tables(
     floor_samples: int = FLOOR_SAMPLES,
     prefetch: bool = True,
     stop: Callable[[], None] | None = None,
+    ranks=None,
 ) -> Iterator[SymmetryTable]:
     """Measure every symmetry on every selected sample, yielding each symmetry's table as it finishes
     (outside inference mode), so a caller keeps what finished whatever stops the sweep later.
@@ -269,13 +270,17 @@ def sweep_tables(
     the model runs (same numbers either way: the point mask of padded systems travels with its batch).
     The null is measured from the first symmetry's reference outputs.
     ``stop`` is called between batches; it raises to stop the sweep (e.g. eqaudit.errors.Interrupted
-    after SIGTERM)."""
+    after SIGTERM). ``ranks`` (eqaudit.distributed.Ranks, several processes): this process sweeps its
+    share of whole batches and hands its rows to rank 0, which yields the full tables; the other ranks
+    yield tables of None."""
     task.check_reference(reference, dataset.has_labels, dataset.has_targets, dataset.targets_key)
     use_targets = reference == "label" and task.supports_targets
     device = model.device
     caller = ModelCaller(model, device)
     n = len(dataset)
     total = n * len(symmetries)
+    if ranks is not None:  # the progress this rank reports counts its own share
+        total = sum(len(_share_rows(n, max(1, batch_size // s.n_elements), ranks)) for s in symmetries)
     done = 0
     null_a, null_b = null_pairs(n, seed)
     slot = np.full(n, -1, dtype=np.int64)  # selection position -> row of kept_refs (-1: not kept)
@@ -292,6 +297,8 @@ def sweep_tables(
     t0, m0, e0 = time.perf_counter(), caller.seconds, caller.evals  # the setup call counts with the first symmetry
     with torch.inference_mode():
         state["kind"], sep_ref = _setup(caller, task, dataset, rows, device, batch_size, output_kind) if n else ("raw", None)
+    if ranks is not None and not ranks.lead:
+        m0, e0 = caller.seconds, caller.evals  # every rank repeats the setup call; rank 0's alone is counted
     small = device.type == "cpu" and sep_ref is not None and sep_ref[:1].numel() * batch_size <= SMALL_OUTPUT
     caller.threads = torch.get_num_threads()
     for si, sym in enumerate(symmetries):
@@ -307,8 +314,9 @@ def sweep_tables(
             reducer = task.accumulator(sym, n, seed, device)
             if fold or not sym.exact:
                 table["floor_rows"] = rows.copy()
+            share = ranks.share(-(-n // per_batch)) if ranks is not None else None
             stream = _produce(dataset, sym, elements, per_batch, e_chunk, device, act_on, in_floor,
-                              fold, reference != "consensus")
+                              fold, reference != "consensus", share)
             with contextlib.closing(_prefetched(stream) if prefetch else stream) as items:
                 for b, chunks in _group(items):
                     if stop is not None:
@@ -322,11 +330,27 @@ def sweep_tables(
                     done += len(b.pos)
                     if progress is not None:
                         progress(done, total, sym.spec)
-            if si == 0 and len(null_a):
+            evals = caller.evals - e0
+            if ranks is not None:  # rank 0 gets every rank's rows (and model time and rows); the others None
+                mine = _share_rows(n, per_batch, ranks)
+                held = slot[mine][slot[mine] >= 0] if si == 0 else np.zeros(0, dtype=np.int64)
+                table, state["kept"], cost = ranks.gather(table, mine, n, state["kept"] if si == 0 else None, held,
+                                                          len(null_a), (caller.seconds - m0, evals))
+                if cost is not None:
+                    m0, evals = caller.seconds - cost[0], cost[1]
+                if reducer is not None:
+                    reducer = ranks.reduce(reducer)
+            if si == 0 and len(null_a) and table is not None:
                 kept = state["kept"]
                 ra, rb = kept[torch.from_numpy(slot[null_a])], kept[torch.from_numpy(slot[null_b])]
                 null = task.null(ra, rb).cpu().numpy().astype(np.float64)
-        yield SymmetryTable(si, table, state["kind"] or "raw", null, time.perf_counter() - t0, caller.seconds - m0, caller.evals - e0, reducer)
+        yield SymmetryTable(si, table, state["kind"] or "raw", null, time.perf_counter() - t0, caller.seconds - m0, evals, reducer)
+
+
+def _share_rows(n: int, per_batch: int, ranks) -> np.ndarray:
+    """Selection positions of the batches of ``per_batch`` samples that ``ranks`` sweeps (its share)."""
+    share = ranks.share(-(-n // per_batch))
+    return np.arange(min(n, share.start * per_batch), min(n, share.stop * per_batch))
 
 
 def _identity_is_exact(sym: Symmetry, dataset: Dataset, rows: np.ndarray, device) -> bool:
@@ -342,14 +366,15 @@ def _identity_is_exact(sym: Symmetry, dataset: Dataset, rows: np.ndarray, device
 
 
 def _produce(dataset: Dataset, sym: Symmetry, elements: Tensor, per_batch: int, e_chunk: int, device, act_on, in_floor: np.ndarray,
-             fold: bool, build: bool):
+             fold: bool, build: bool, share: range | None = None):
     """Yield (batch, chunk slice, orbit inputs (E_chunk, B, ...) or None, round-trip inputs of the floor
     subset or None) in sweep order; the chunk holding the identity comes first when the reference is
-    folded into the orbit. ``build`` False leaves the orbits to the consumer (consensus: two passes)."""
+    folded into the orbit. ``build`` False leaves the orbits to the consumer (consensus: two passes).
+    ``share``: only these batches (a rank's, see eqaudit.distributed)."""
     chunks = _chunk_plan(sym, e_chunk)
     if fold:
         chunks.sort(key=lambda sl: not _holds(sl, sym.identity_index))
-    for pos, x, y in dataset.batches(per_batch, device):
+    for pos, x, y in dataset.batches(per_batch, device, share):
         feed = dataset.feed(pos, x, device)
         b = _Batch(pos, x, y, feed, np.nonzero(in_floor[pos])[0], mask=point_mask(feed))
         if not build:

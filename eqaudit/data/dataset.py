@@ -123,10 +123,13 @@ class Dataset:
             return None
         return torch.as_tensor(self.y[self.indices[np.asarray(positions)]], dtype=torch.long)
 
-    def batches(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[tuple[np.ndarray, Tensor, Tensor | None]]:
-        """Yield (positions (b,), x (b, *sample_shape), y (b,) or None) over the selection, in order."""
+    def batches(self, batch_size: int, device: torch.device | str = "cpu",
+                which: range | None = None) -> Iterator[tuple[np.ndarray, Tensor, Tensor | None]]:
+        """Yield (positions (b,), x (b, *sample_shape), y (b,) or None) over the selection, in order;
+        ``which``: only these batches (numbers in that order; a rank's share, see eqaudit.distributed)."""
         n = len(self)
-        for start in range(0, n, batch_size):
+        starts = range(0, n, batch_size)
+        for start in (starts if which is None else starts[which.start:which.stop]):
             pos = np.arange(start, min(start + batch_size, n))
             y = self.labels(pos)
             yield pos, self.take(pos, device), (y.to(device) if y is not None else None)
