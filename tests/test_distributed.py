@@ -142,6 +142,25 @@ def test_sharded_point_cloud_sweep_equals_one_process(tmp_path):
         _assert_same_sweep(one, _sharded(model, data, syms, task, world, batch_size=24, floor_samples=4))
 
 
+def test_sharded_embedding_sums_equal_one_process_to_rounding(tmp_path):
+    """A task's per-symmetry accumulator (scan --output embedding's running sums) reaches rank 0 summed over
+    every rank's share; the sums agree with one process to float64 rounding (they are added in another grouping)."""
+    import toy_embeddings
+    from eqaudit.tasks.embedding import EmbeddingTask
+
+    path = tmp_path / "images.npz"
+    np.savez(path, x=np.random.default_rng(1).normal(size=(20, 1, toy_embeddings.S, toy_embeddings.S)).astype(np.float32))
+    data = load_dataset(str(path))
+    model, syms = CallableAdapter(toy_embeddings.Moments().eval()), [parse_symmetry("rot90")]
+    kw = dict(batch_size=16, floor_samples=4)
+    one = list(sweep_tables(model, data, syms, EmbeddingTask(), **kw))
+    many = _sharded(model, data, syms, EmbeddingTask(), 3, **kw)
+    assert one[0].reduced is not None and many[0].reduced is not None
+    assert float(one[0].reduced.count.sum()) == float(many[0].reduced.count.sum()) == 20  # every sample, once
+    for key, v in one[0].reduced.state().items():
+        torch.testing.assert_close(many[0].reduced.state()[key], v, rtol=1e-12, atol=1e-12)
+
+
 class _PlannedRanks(_InProcessRanks):
     """As _InProcessRanks, and ``tell`` as torch.distributed's broadcast: rank 0 says its value (kept in
     ``told``), the others receive what rank 0 will say (``told`` given in advance)."""

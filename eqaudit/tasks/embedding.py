@@ -73,7 +73,7 @@ class EmbeddingTask(Task):
         lead = c.dim() - len(self.shape or ())
         return c.reshape(*c.shape[:lead], -1)
 
-    def compare(self, ref, out, sym, elements, x, y, ref_class=None):
+    def compare(self, ref, out, sym, elements, x, y, ref_class=None, mask=None):
         diff = (out - ref.unsqueeze(0)).norm(dim=-1)
         scale = out.norm(dim=-1) + ref.norm(dim=-1).unsqueeze(0) + 1e-12
         return {"change": diff / scale}
