@@ -146,8 +146,9 @@ def scan(
     task: Annotated[Optional[str], typer.Option(help="what the model outputs: classify, binary, dense, vector-field, points or boxes [default: classify]")] = None,
     reference: Annotated[Optional[str], typer.Option(help="compare against: identity, label or consensus [default: identity]")] = None,
     targets_key: Annotated[Optional[str], typer.Option(help="array of ground-truth outputs in the data file, for --reference label with non-classifier tasks [default: targets]")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="model rows per call [default: 256]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = None,
+    batch_size: Annotated[Optional[str], typer.Option(help="model rows per call, or auto: the largest that fits the device [default: 256]")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="the model call's dtype: float32, float16 or bfloat16; the floor records the extra noise [default: float32]")] = None,
     floor_samples: Annotated[Optional[int], typer.Option(help="samples (a seeded subset) the floor is measured on; 0: all [default: 64]")] = None,
     prefetch: Annotated[Optional[bool], typer.Option("--prefetch/--no-prefetch", help="build the next orbit chunk in a thread while the model runs (same numbers) [default: on]")] = None,
     limit: Annotated[Optional[int], typer.Option(help="audit a seeded random subset of N samples")] = None,
@@ -184,7 +185,7 @@ def scan(
 
     State.verbose = verbose
     flags = {
-        "data": data, "symmetry": symmetry or None, "task": task, "device": device, "batch_size": batch_size,
+        "data": data, "symmetry": symmetry or None, "task": task, "device": device, "batch_size": batch_size, "dtype": dtype,
         "floor_samples": floor_samples, "prefetch": prefetch,
         "limit": limit, "seed": seed, "out": str(out_dir) if out_dir else None, "fail_over": fail_over or None,
         "input_shape": input_shape, "layout": layout, "input": input_ or None, "act_on": act_on, "output_name": output_name, "output_kind": output_kind, "output": output or None,
@@ -458,8 +459,8 @@ def discover(
     not_at: Annotated[float, typer.Option(help="a generator is not learned at or above this")] = 0.1,
     floor_factor: Annotated[float, typer.Option(help="multiple of the numerical floor that still reads learned")] = 10.0,
     layers: Annotated[bool, typer.Option("--layers", help="also the spectrum of every leaf module's output (torch models)")] = False,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="model rows per call [default: 256]")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps")] = None,
+    batch_size: Annotated[Optional[str], typer.Option(help="model rows per call, or auto [default: 256]")] = None,
     limit: Annotated[Optional[int], typer.Option(help="use a seeded random subset of N samples")] = None,
     seed: Annotated[Optional[int], typer.Option(help="seed for subsets [default: 0]")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="output folder [default: reports/<model-stem>/discover/]")] = None,

@@ -119,6 +119,16 @@ def _to_count(v: Any) -> int:
     return out
 
 
+def _to_batch(v: Any) -> int | str:
+    """Rows per model call: a whole number >= 1, or ``auto`` (eqaudit.models.batching)."""
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _to_count(v)
+    except ValueError:
+        raise ValueError("a whole number >= 1 or auto") from None
+
+
 def _to_size(v: Any) -> int:
     out = _to_int(v)
     if out < 0:
@@ -205,8 +215,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("task", "classify", _to_str, "what the model outputs: classify (see eqaudit.tasks)"),
         Setting("reference", "identity", _to_str, "compare against: identity (untransformed output), label or consensus"),
         Setting("targets_key", "targets", _to_str, "array of ground-truth outputs in the data file, for --reference label with non-classifier tasks"),
-        Setting("device", "auto", _to_str, "auto, cpu, cuda or cuda:N"),
-        Setting("batch_size", 256, _to_count, "model rows per call"),
+        Setting("device", "auto", _to_str, "auto, cpu, cuda, cuda:N or mps"),
+        Setting("batch_size", 256, _to_batch, "model rows per call, or auto (the largest that fits the device)"),
+        Setting("dtype", "float32", _to_str, "the model call's dtype: float32, float16 or bfloat16 (the floor records the extra noise)"),
         Setting("floor_samples", 64, _to_size, "samples (a seeded subset) the floor is measured on; 0: all"),
         Setting("prefetch", True, _to_bool, "build the next orbit chunk in a thread while the model runs"),
         Setting("limit", None, _to_count, "audit a seeded random subset of this many samples"),
@@ -238,6 +249,7 @@ SETTINGS: dict[str, Setting] = {
 CHOICES = {
     "reference": ("identity", "label", "consensus"),
     "output_kind": ("auto", "logits", "probabilities"),
+    "dtype": ("float32", "float16", "bfloat16"),
 }
 
 

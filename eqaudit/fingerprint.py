@@ -10,7 +10,7 @@ from typing import Any, Mapping
 MEASUREMENT_SETTINGS = (
     "symmetry", "task", "output", "output_kind", "output_name", "reference", "targets_key", "limit", "seed",
     "input_shape", "layout", "input", "act_on", "model_factory", "local", "layers", "extent_tolerance", "level_at_init",
-    "floor_samples",
+    "floor_samples", "dtype",
 )
 """Settings that change measured numbers. Left out on purpose: gates, baselines and output paths (they
 are re-evaluated on the measured summaries, never measured), ``prefetch`` (when orbits are built, not

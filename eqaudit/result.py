@@ -200,6 +200,9 @@ class AuditResult:
     complete: bool = True  # False while a scan is still running or was interrupted (a checkpoint: see --resume)
     checkpoint: dict[str, Any] | None = None  # fingerprint (eqaudit.fingerprint) and models_finished, for --resume
     baseline: dict[str, Any] | None = None  # path, passed, compared, regressions[], missing[] (with --baseline)
+    dtype: str = "float32"  # the model call's dtype (--dtype; eqaudit.models.precision)
+    batch_size: int | None = None  # rows per model call (--batch-size, or what auto chose)
+    batch_search: dict[str, Any] | None = None  # --batch-size auto: size, rule (search | cpu), tried [[rows, ran], ...]
     format_version: int = FORMAT_VERSION
 
     def fingerprint(self, model: int) -> list[tuple[str, float | None]]:
