@@ -54,7 +54,10 @@ class OrbitTable:
         return table
 
     def put(self, j: int, name: str, arr: np.ndarray) -> None:
-        self.arrays[self.key(j, name)] = arr
+        """Symmetry ``j``'s array ``name``; float64 values are stored as float32 (the file's per-sample
+        values are for reports; the summaries in result.json were computed before)."""
+        arr = np.asarray(arr)
+        self.arrays[self.key(j, name)] = arr.astype(np.float32) if arr.dtype == np.float64 else arr
 
     def get(self, j: int, name: str) -> np.ndarray | None:
         return self.arrays.get(self.key(j, name))

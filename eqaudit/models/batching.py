@@ -131,17 +131,18 @@ PROBE_SAMPLES = 16
 """``--batch-size auto`` builds its probe batches from this many samples of the data, repeated on the device."""
 
 
-def auto_batch_size(model, dataset, device: torch.device) -> BatchChoice:
+def auto_batch_size(model, dataset, device: torch.device, *, search: bool | None = None, **limits) -> BatchChoice:
     """``--batch-size auto`` for ``model`` (as the sweep calls it) on ``dataset``: on the CPU the rule of
-    ``cpu_batch_size``; on an accelerator ``search_batch_size`` with probe batches of real rows (the
-    first PROBE_SAMPLES samples repeated on the device, so the host never holds a probe batch)."""
+    ``cpu_batch_size``; on an accelerator (or with ``search`` True) ``search_batch_size`` (``limits``:
+    its start and cap) with probe batches of real rows: the first PROBE_SAMPLES samples repeated on
+    the device, so the host never holds a probe batch."""
     import math
 
     import numpy as np
 
     n = min(len(dataset), PROBE_SAMPLES)
     pos = np.arange(n)
-    if device.type == "cpu":
+    if not (device.type != "cpu" if search is None else search):
         x = dataset.take(pos[:1])
         return cpu_batch_size(4 * math.prod(x.shape[1:]))
     with torch.inference_mode():
@@ -163,4 +164,4 @@ def auto_batch_size(model, dataset, device: torch.device) -> BatchChoice:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    return search_batch_size(call, probe, release=release)
+    return search_batch_size(call, probe, release=release, **limits)
