@@ -5,6 +5,7 @@ Run from the repository root (plain Python, not a test; it takes minutes on a sm
     python benchmarks/bench_memory.py                     # N = 5000 and 40000, both models
     python benchmarks/bench_memory.py --n 2000 8000       # other sizes
     python benchmarks/bench_memory.py --models classifier
+    python benchmarks/bench_memory.py --sample-models     # the sample digits CNN and PIV flow net (slower)
 
 Each (model, N) runs ``eqaudit scan`` in a fresh child process (so torch's and onnxruntime's own
 allocations and the memory-mapped data pages count, which tracemalloc does not see), on a ``.npy``
@@ -13,8 +14,10 @@ file of N samples written beforehand (the sample test sets tiled, memory-mapped 
 row: N, peak RSS, RSS after loading the model and data (before the sweep), the orbit table on disk,
 and the peak's ratio to the smallest N's (goal: <= 1.3 for 40000 vs 5000).
 
-Models: the sample digits CNN (classifier, 1x32x32 inputs) and the sample PIV flow net (vector
-fields, 2x32x32 two-frame inputs).
+Models: by default two tiny convolutional nets defined here (``TinyClassifier``: 1x32x32 digits -> 10
+logits; ``TinyFlow``: 2x32x32 two-frame particle images -> a 2x32x32 vector field), so that N = 40000
+runs in minutes on a small CPU and the fixed part of the RSS (torch, the model) is as small as it gets,
+which makes the ratio a strict test; ``--sample-models`` uses the sample digits CNN and PIV flow net.
 """
 
 from __future__ import annotations
@@ -35,6 +38,29 @@ MODELS = {
     "classifier": ("digits_cnn.pt", "digits_test.npz", "classify", "digits_models:PlainCNN"),
     "vector-field": ("piv_flow.pt", "piv_test.npz", "vector-field", "domain_models:FlowNet"),
 }
+TINY = {"classifier": "TinyClassifier", "vector-field": "TinyFlow"}
+
+
+def _tiny_modules():
+    from torch import nn
+
+    class TinyClassifier(nn.Sequential):
+        def __init__(self) -> None:
+            super().__init__(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4), nn.Conv2d(8, 8, 3, padding=1),
+                             nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+
+    class TinyFlow(nn.Sequential):
+        def __init__(self) -> None:
+            super().__init__(nn.Conv2d(2, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 3, padding=1))
+
+    return {"TinyClassifier": TinyClassifier, "TinyFlow": TinyFlow}
+
+
+def __getattr__(name: str):  # the model factories: bench_memory.py:TinyClassifier, bench_memory.py:TinyFlow
+    modules = _tiny_modules()
+    if name in modules:
+        return modules[name]
+    raise AttributeError(name)
 
 CHILD = r"""
 import json, resource, sys, time
@@ -91,18 +117,27 @@ def main() -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[5000, 40000])
     ap.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     ap.add_argument("--batch-size", default="256")
+    ap.add_argument("--sample-models", action="store_true", help="the sample digits CNN and PIV flow net instead of tiny nets")
     ap.add_argument("--root", type=Path, default=ROOT, help="the eqaudit checkout to measure (e.g. an older one, to compare)")
     args = ap.parse_args()
     print(f"{'model':<13} {'N':>6} {'peak RSS MiB':>12} {'before sweep':>12} {'orbits.npz MiB':>14} {'seconds':>8} {'peak/first':>10}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             model, source, task, factory = MODELS[name]
+            model = SAMPLES / model
+            if not args.sample_models:
+                import torch
+
+                torch.manual_seed(0)
+                model = Path(tmp) / f"{TINY[name]}.pt"
+                torch.save(_tiny_modules()[TINY[name]]().state_dict(), model)
+                factory = f"{Path(__file__).resolve()}:{TINY[name]}"
             first = None
             for n in args.n:
                 data = Path(tmp) / f"{name}_{n}.npy"
                 write_npy(SAMPLES / source, n, data)
                 out = Path(tmp) / f"out_{name}_{n}"
-                fmt = dict(root=str(args.root), model=str(SAMPLES / model), data=str(data), task=task, factory=factory,
+                fmt = dict(root=str(args.root), model=str(model), data=str(data), task=task, factory=factory,
                            out=str(out), batch=args.batch_size if args.batch_size == "auto" else int(args.batch_size))
                 base = child(BASE.format(**fmt))["base_mib"]
                 t0 = time.perf_counter()
