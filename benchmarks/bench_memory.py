@@ -10,7 +10,9 @@ Run from the repository root (plain Python, not a test; it takes minutes on a sm
 Each (model, N) runs ``eqaudit scan`` in a fresh child process (so torch's and onnxruntime's own
 allocations and the memory-mapped data pages count, which tracemalloc does not see), on a ``.npy``
 file of N samples written beforehand (the sample test sets tiled, memory-mapped by the scan), with
-``--symmetry d4 --format json,orbits``; the child reports its peak RSS (``ru_maxrss``). Printed per
+``--symmetry d4 --format json,orbits``; the child reports its peak RSS: ``VmHWM`` of /proc/self/status,
+the high-water mark of its own memory map (``ru_maxrss`` is not used on Linux: after fork and exec it
+also holds the parent's peak, here the process that wrote the data file). Printed per
 row: N, peak RSS, RSS after loading the model and data (before the sweep), the orbit table on disk,
 and the peak's ratio to the smallest N's (goal: <= 1.3 for 40000 vs 5000).
 
@@ -62,8 +64,18 @@ def __getattr__(name: str):  # the model factories: bench_memory.py:TinyClassifi
         return modules[name]
     raise AttributeError(name)
 
-CHILD = r"""
-import json, resource, sys, time
+PEAK = r"""
+def peak_mib():
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+CHILD = PEAK + r"""
+import json, sys, time
 sys.path.insert(0, {root!r})
 from eqaudit.api import scan
 from eqaudit.config import resolve
@@ -73,12 +85,11 @@ ds = load_dataset({data!r})
 ds.take(ds.indices[:1])
 res = scan({model!r}, data={data!r}, symmetry=["d4"], task={task!r}, model_factory={factory!r}, out={out!r},
            device="cpu", format=["json", "orbits"], cache=False, batch_size={batch})
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"peak_mib": peak, "seconds": time.perf_counter() - t0, "level": res.symmetries[0].summary.get("level")}}))
+print(json.dumps({{"peak_mib": peak_mib(), "seconds": time.perf_counter() - t0, "level": res.symmetries[0].summary.get("level")}}))
 """
 
-BASE = r"""
-import json, resource, sys
+BASE = PEAK + r"""
+import json, sys
 sys.path.insert(0, {root!r})
 import torch
 from eqaudit.api import _load
@@ -89,7 +100,7 @@ settings = resolve({{"data": {data!r}, "model_factory": {factory!r}, "task": {ta
 _load(Path({model!r}), settings, torch.device("cpu"), [])
 ds = load_dataset({data!r})
 ds.take(ds.indices[:1])
-print(json.dumps({{"base_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+print(json.dumps({{"base_mib": peak_mib()}}))
 """
 
 
