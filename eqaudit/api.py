@@ -592,10 +592,14 @@ def _add_small_inputs(orbits: OrbitTable, dataset, symmetries) -> None:
     if len(dataset.sample_shape) != 3 or not any(sym.domain == "image" for sym in symmetries):
         return
     n = len(dataset.indices)
-    parts = [small_images(dataset.take(np.arange(i, min(i + SMALL_INPUT_CHUNK, n))).numpy())
-             for i in range(0, n, SMALL_INPUT_CHUNK)]  # chunks of samples, so large images never all sit in float32
-    if parts:
-        orbits.put_small_inputs(np.concatenate(parts))
+    small = None  # filled chunk by chunk of samples: large images never all sit in float32, no list to concatenate
+    for i in range(0, n, SMALL_INPUT_CHUNK):
+        part = small_images(dataset.take(np.arange(i, min(i + SMALL_INPUT_CHUNK, n))).numpy())
+        if small is None:
+            small = np.empty((n, *part.shape[1:]), dtype=np.uint8)
+        small[i : i + len(part)] = part
+    if small is not None:
+        orbits.put_small_inputs(small)
 
 
 def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, xs: np.ndarray) -> None:
