@@ -70,6 +70,8 @@ class ScanPlan:
     progress: Progress | None = None
     stop: Callable[[], None] | None = None  # called between batches; raises to stop the audit
     ranks: distributed.Ranks | None = None  # several processes (torchrun): this one's place among them
+    batch_size: int = 256  # rows per model call (--batch-size, or what auto chose)
+    batch_search: dict | None = None  # --batch-size auto: how the size was chosen (eqaudit.models.batching.BatchChoice)
 
 
 @dataclass
@@ -107,7 +109,7 @@ def run_scan(
         raise ConfigError("No data given; pass --data PATH (or set data in MODEL.eqaudit.toml).")
     if not settings.symmetry:
         raise ConfigError("No symmetry given; pass --symmetry SPEC (see `eqaudit symmetries`).")
-    if settings.batch_size <= 0:
+    if settings.batch_size != "auto" and settings.batch_size <= 0:
         raise ConfigError(f"Expected --batch-size to be a positive number of rows, got {settings.batch_size}.")
     out_dir = Path(settings.out) if settings.out else default_out(models)
     if write:
@@ -166,10 +168,12 @@ def run_scan(
         check_gates([*settings.fail_over, *settings.gates], symmetries=symmetries, has_labels=dataset.has_labels,
                     label_metrics=task.label_metrics)
     plan = ScanPlan(settings, symmetries, task, dataset, device, input_shape is not None, factory_dirs, out_names, progress, stop, ranks)
+    _choose_batch_size(plan, first[0])
     fp = audit_fingerprint(models, dataset.path, dataset.key, settings.values, __version__, factories, known) if write else None
 
     if saved is not None:
         result, orbits = _resume_from(saved, out_dir, fp, settings, device, len(symmetries))
+        result.batch_size, result.batch_search = plan.batch_size, plan.batch_search
     else:
         result, orbits = _new_result(plan, fp), OrbitTable.start(dataset.indices, dataset.y[dataset.indices] if dataset.has_labels else None)
         if lead:
@@ -260,10 +264,10 @@ def audit_model(plan: ScanPlan, m: int, path: Path, orbits: OrbitTable, *, loade
     done = len(audit.symmetries)
     adapter, factory, dirs = loaded if loaded is not None else _load(path, settings, plan.device, plan.factory_dirs, plan.out_names)
     _check_inputs(adapter, dataset)
-    model = _as_called(adapter, dataset, plan.reshape)
+    model = _as_called(adapter, dataset, plan.reshape, settings.dtype)
     _bind_shapes(symmetries[done:], model, dataset, plan.device)
     named = None if plan.progress is None else (lambda d, t, w, name=Path(path).name: plan.progress(d, t, f"{name} {w}"))
-    tables = sweep_tables(model, dataset, symmetries[done:], task, batch_size=settings.batch_size, output_kind=settings.output_kind,
+    tables = sweep_tables(model, dataset, symmetries[done:], task, batch_size=plan.batch_size, output_kind=settings.output_kind,
                           seed=settings.seed, progress=named, reference=settings.reference, stop=plan.stop,
                           floor_samples=settings.floor_samples, prefetch=settings.prefetch, ranks=plan.ranks)
     if plan.ranks is not None and not plan.ranks.lead:
@@ -305,6 +309,9 @@ def _new_result(plan: ScanPlan, fp: dict | None) -> AuditResult:
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         seed=settings.seed,
         device=str(plan.device),
+        dtype=settings.dtype,
+        batch_size=plan.batch_size,
+        batch_search=plan.batch_search,
         models=[],
         data=DataInfo(
             path=dataset.path,
@@ -387,6 +394,21 @@ def _load(path: Path, settings: Settings, device, factory_dirs: list[Path], out_
     return adapter, factory, dirs
 
 
+def _choose_batch_size(plan: ScanPlan, adapter) -> None:
+    """plan.batch_size from --batch-size, or for ``auto`` from eqaudit.models.batching.auto_batch_size
+    (the first model, called as the sweep calls it, on the first samples of the data)."""
+    if plan.settings.batch_size != "auto":
+        plan.batch_size = int(plan.settings.batch_size)
+        return
+    from .models.batching import auto_batch_size
+
+    _check_inputs(adapter, plan.dataset)
+    choice = auto_batch_size(_as_called(adapter, plan.dataset, plan.reshape, plan.settings.dtype), plan.dataset, plan.device)
+    plan.batch_size, plan.batch_search = choice.size, choice.describe()
+    if plan.ranks is not None:  # one chunk plan for every rank: rank 0's choice
+        plan.batch_size, plan.batch_search = plan.ranks.tell((plan.batch_size, plan.batch_search))
+
+
 def _check_inputs(adapter, dataset: Dataset) -> None:
     """The model takes the inputs the data was bound to, each in the shape the model file declares."""
     binding = dataset.binding
@@ -419,9 +441,12 @@ def _apply_gates(results: list[SymmetryResult], symmetries: list[Symmetry], sett
         s.passed = all(g.passed for g in s.gates)
 
 
-def _as_called(adapter, dataset: Dataset, reshape: bool):
+def _as_called(adapter, dataset: Dataset, reshape: bool, dtype: str = "float32"):
     """The adapter as the sweep calls it: canonical batches in, moved to the model's own layout
-    (--layout) and reshaped to its flat rows (--input-shape) before each call."""
+    (--layout) and reshaped to its flat rows (--input-shape) before each call, run in ``dtype`` (--dtype)."""
+    from .models.precision import with_dtype
+
+    adapter = with_dtype(adapter, dtype)
     model = ReshapedInput(adapter, dataset.stored_shape) if reshape else adapter
     binding = dataset.binding
     if binding is not None and (binding.layouts or not dataset.layout.is_identity):  # several inputs, each in its own layout
@@ -491,8 +516,8 @@ def _add_level_at_init(audit: ModelAudit, adapter, factory, dirs, plan: ScanPlan
         module = resolve_factory(factory, dirs)()
     info = AdapterInfo(adapter.info.path, "torch", "init", "", str(adapter.device), input_names=list(adapter.info.input_names))
     fresh = TorchAdapter(module.to(adapter.device).eval(), info, adapter.device)
-    model = _as_called(fresh, plan.dataset, plan.reshape)
-    init = sweep(model, plan.dataset, plan.symmetries, task_for(settings.task, settings.output)[0], batch_size=settings.batch_size,
+    model = _as_called(fresh, plan.dataset, plan.reshape, settings.dtype)
+    init = sweep(model, plan.dataset, plan.symmetries, task_for(settings.task, settings.output)[0], batch_size=plan.batch_size,
                  output_kind=settings.output_kind, seed=settings.seed, stop=plan.stop,
                  floor_samples=settings.floor_samples, prefetch=settings.prefetch)
     for s, sym, table in zip(audit.symmetries, plan.symmetries, init.tables):
@@ -512,7 +537,7 @@ def _add_local(s: SymmetryResult, j: int, orbits: OrbitTable, model, sym: Symmet
     from .lie import layer_attribution, lie_derivative
 
     t0 = time.perf_counter()
-    local, per_sample = lie_derivative(model, plan.dataset, sym, plan.task, batch_size=plan.settings.batch_size)
+    local, per_sample = lie_derivative(model, plan.dataset, sym, plan.task, batch_size=plan.batch_size)
     s.summary.update(local)
     if per_sample is not None:
         orbits.put(j, "lie", per_sample)
@@ -663,10 +688,15 @@ def _add_small_inputs(orbits: OrbitTable, dataset, symmetries) -> None:
         return
     if len(dataset.sample_shape) != 3 or not any(sym.domain == "image" for sym in symmetries):
         return
-    parts = [small_images(dataset.take(np.arange(i, min(i + SMALL_INPUT_CHUNK, n))).numpy())
-             for i in range(0, n, SMALL_INPUT_CHUNK)]  # chunks of samples, so large images never all sit in float32
-    if parts:
-        orbits.put_small_inputs(np.concatenate(parts))
+    n = len(dataset.indices)
+    small = None  # filled chunk by chunk of samples: large images never all sit in float32, no list to concatenate
+    for i in range(0, n, SMALL_INPUT_CHUNK):
+        part = small_images(dataset.take(np.arange(i, min(i + SMALL_INPUT_CHUNK, n))).numpy())
+        if small is None:
+            small = np.empty((n, *part.shape[1:]), dtype=np.uint8)
+        small[i : i + len(part)] = part
+    if small is not None:
+        orbits.put_small_inputs(small)
 
 
 def _add_thumbs(orbits: OrbitTable, j: int, sym: Symmetry, values: np.ndarray, xs: np.ndarray, masks: np.ndarray | None = None) -> None:

@@ -166,7 +166,8 @@ def _with_settings(command: str, default_text: dict[str, str] | None = None):
             if command not in s.commands:
                 continue
             decls = [s.option + (f"/--no-{s.option[2:]}" if s.kind == "on-off" else ""), *([s.short] if s.short else [])]
-            option = typer.Option(*decls, help=s.help_text((default_text or {}).get(s.name)), show_default=False)
+            option = typer.Option(*decls, help=s.help_text((default_text or {}).get(s.name)), show_default=False,
+                                  **({"metavar": s.metavar} if s.metavar else {}))
             added.append(inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=False if s.kind == "switch" else None,
                                            annotation=Annotated[_OPTION_TYPES[s.kind], option]))
         func.__signature__ = inspect.Signature([*own[:at], *added, *own[at:]])

@@ -127,6 +127,16 @@ def _to_count(v: Any) -> int:
     return out
 
 
+def _to_batch(v: Any) -> int | str:
+    """Rows per model call: a whole number >= 1, or ``auto`` (eqaudit.models.batching)."""
+    if isinstance(v, str) and v.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _to_count(v)
+    except ValueError:
+        raise ValueError("a whole number >= 1 or auto") from None
+
+
 def _to_size(v: Any) -> int:
     out = _to_int(v)
     if out < 0:
@@ -209,6 +219,7 @@ class Setting:
     kind: str = "text"  # the option's form: one of KINDS
     choices: tuple[str, ...] = ()  # the only values allowed (checked after convert)
     default_text: str | None = None  # the "[default: ...]" in help when not the default value itself
+    metavar: str | None = None  # the value's name in help when not the form's own (e.g. "INTEGER|auto")
     commands: tuple[str, ...] = ("scan",)  # the commands that take it as an option
     measured: bool = field(kw_only=True)  # does it change measured numbers? (the audit fingerprint keys on it)
 
@@ -265,8 +276,11 @@ SETTINGS: dict[str, Setting] = {
         Setting("reference", "identity", _to_str, "compare against: identity, label or consensus",
                 choices=("identity", "label", "consensus"), measured=True),
         Setting("targets_key", "targets", _to_str, "array of ground-truth outputs in the data file, for --reference label with non-classifier tasks", measured=True),
-        Setting("device", "auto", _to_str, "auto, cpu, cuda or cuda:N", commands=_SCAN_AND_DISCOVER, measured=False),
-        Setting("batch_size", 256, _to_count, "model rows per call", kind="int", commands=_SCAN_AND_DISCOVER, measured=False),
+        Setting("device", "auto", _to_str, "auto, cpu, cuda, cuda:N or mps", commands=_SCAN_AND_DISCOVER, measured=False),
+        Setting("batch_size", 256, _to_batch, "model rows per call, or auto: the largest that fits the device",
+                metavar="INTEGER|auto", commands=_SCAN_AND_DISCOVER, measured=False),
+        Setting("dtype", "float32", _to_str, "the model call's dtype: float32, float16 or bfloat16; the floor records the "
+                "extra noise", choices=("float32", "float16", "bfloat16"), measured=True),
         Setting("floor_samples", 64, _to_size, "samples (a seeded subset) the floor is measured on; 0: all", kind="int", measured=True),
         Setting("prefetch", True, _to_bool, "build the next orbit chunk in a thread while the model runs (same numbers)",
                 kind="on-off", measured=False),

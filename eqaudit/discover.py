@@ -544,7 +544,7 @@ def run_discover(model_path: Path, settings, *, algebra: list[str] | None = None
         raise PathNotFoundError(f"Model file {str(model_path)!r} does not exist; check the path.")
     if not settings.data:
         raise ConfigError("No data given; pass --data PATH (or set data in MODEL.eqaudit.toml).")
-    if settings.batch_size <= 0:
+    if settings.batch_size != "auto" and settings.batch_size <= 0:
         raise ConfigError(f"Expected --batch-size to be a positive number of rows, got {settings.batch_size}.")
     check_thresholds(learned_at, not_at, floor_factor)
     device = resolve_device(settings.device)
@@ -561,7 +561,12 @@ def run_discover(model_path: Path, settings, *, algebra: list[str] | None = None
     model = _as_called(adapter, dataset, input_shape is not None)
     probe = dataset.take(np.arange(1), device)
     alg = build_algebra(algebra, dataset.sample_shape, probe, seed=settings.seed)
-    spec = lie_spectrum(model, dataset, alg, batch_size=settings.batch_size, layers=layers)
+    batch_size = settings.batch_size
+    if batch_size == "auto":
+        from .models.batching import auto_batch_size
+
+        batch_size = auto_batch_size(model, dataset, device).size
+    spec = lie_spectrum(model, dataset, alg, batch_size=batch_size, layers=layers)
     info = adapter.info
     out = result_dict(
         spec, alg,

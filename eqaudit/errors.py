@@ -35,6 +35,10 @@ class ModelRunError(EqauditError):
     """The model failed on the data, or returned outputs of an unexpected shape (exit 3)."""
 
 
+class DeviceError(EqauditError):
+    """The device asked for (--device cuda, cuda:N, mps) does not exist on this machine (exit 3)."""
+
+
 class DataError(EqauditError):
     """A data file exists but cannot be read, or holds values of the wrong shape, dtype or range (exit 3)."""
 

@@ -59,7 +59,10 @@ class OrbitTable:
         return table
 
     def put(self, j: int, name: str, arr: np.ndarray) -> None:
-        self.arrays[self.key(j, name)] = arr
+        """Symmetry ``j``'s array ``name``; float64 values are stored as float32 (the file's per-sample
+        values are for reports; the summaries in result.json were computed before)."""
+        arr = np.asarray(arr)
+        self.arrays[self.key(j, name)] = arr.astype(np.float32) if arr.dtype == np.float64 else arr
 
     def get(self, j: int, name: str) -> np.ndarray | None:
         return self.arrays.get(self.key(j, name))
@@ -218,6 +221,9 @@ class AuditResult:
     complete: bool = True  # False while a scan is still running or was interrupted (a checkpoint: see --resume)
     checkpoint: dict[str, Any] | None = None  # fingerprint (eqaudit.fingerprint) and models_finished, for --resume
     baseline: dict[str, Any] | None = None  # path, passed, compared, regressions[], missing[] (with --baseline)
+    dtype: str = "float32"  # the model call's dtype (--dtype; eqaudit.models.precision)
+    batch_size: int | None = None  # rows per model call (--batch-size, or what auto chose)
+    batch_search: dict[str, Any] | None = None  # --batch-size auto: size, rule (search | cpu), tried [[rows, ran], ...]
     format_version: int = FORMAT_VERSION
 
     def fingerprint(self, model: int) -> list[tuple[str, float | None]]:

@@ -49,21 +49,13 @@ from torch import Tensor
 from .data import Dataset
 from .errors import DataError, EqauditError, ModelRunError
 from .inputs import describe, flatten, lead_shape, orbit, point_mask
-from .models.batching import n_rows, take_rows
+from .models.batching import is_oom as _is_oom, n_rows, take_rows
+from .models.precision import full_precision, reduced as _reduced
 from .symmetries import Symmetry
 from .tasks import Task
 from .tasks.base import ConsensusAccumulator
 
 Progress = Callable[[int, int, str], None]  # (done, total, what)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    seen = [exc, exc.__cause__]
-    return any(
-        e is not None
-        and (isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower() or "failed to allocate memory" in str(e).lower())
-        for e in seen
-    )
 
 
 class ModelCaller:
@@ -295,7 +287,8 @@ def sweep_tables(
     act_on = binding.moved if binding is not None else None
     null = None
     t0, m0, e0 = time.perf_counter(), caller.seconds, caller.evals  # the setup call counts with the first symmetry
-    with torch.inference_mode():
+    reduced = _reduced(model) is not None  # --dtype: the floor subset's f(x) runs in float32 (see eqaudit.models.precision)
+    with torch.inference_mode(), full_precision(model):
         state["kind"], sep_ref = _setup(caller, task, dataset, rows, device, batch_size, output_kind) if n else ("raw", None)
     if ranks is not None and not ranks.lead:
         m0, e0 = caller.seconds, caller.evals  # every rank repeats the setup call; rank 0's alone is counted
@@ -312,7 +305,7 @@ def sweep_tables(
             fold = reference == "identity" and (sym.exact or _identity_is_exact(sym, dataset, rows, device))
             table: dict[str, np.ndarray] = {}
             reducer = task.accumulator(sym, n, seed, device)
-            if fold or not sym.exact:
+            if fold or not sym.exact or reduced:
                 table["floor_rows"] = rows.copy()
             share = ranks.share(-(-n // per_batch)) if ranks is not None else None
             stream = _produce(dataset, sym, elements, per_batch, e_chunk, device, act_on, in_floor,
@@ -321,12 +314,12 @@ def sweep_tables(
                 for b, chunks in _group(items):
                     if stop is not None:
                         stop()
-                    ref = _reference(caller, task, b, fold, sep_ref, fslot)
+                    ref = _reference(caller, task, b, fold, sep_ref, fslot, reduced)
                     if si == 0:
                         _keep_null_refs(state, b, ref, slot, len(null_a))
                     targets = dataset.targets_at(b.pos, device) if use_targets else None
                     _sweep_batch(caller, task, sym, elements, table, n, b, chunks, e_chunk, reference, targets, act_on, fold,
-                                 null_state=(state, slot, len(null_a)) if si == 0 else None, reducer=reducer)
+                                 null_state=(state, slot, len(null_a)) if si == 0 else None, reducer=reducer, reduced=reduced)
                     done += len(b.pos)
                     if progress is not None:
                         progress(done, total, sym.spec)
@@ -526,11 +519,12 @@ def _setup(caller, task: Task, dataset: Dataset, rows: np.ndarray, device, batch
     return kind, parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _reference(caller, task: Task, b: _Batch, fold: bool, sep_ref: Tensor, fslot: np.ndarray) -> Tensor | None:
-    """Folded batches: the floor subset's separate f(x) (``b.sep``); others: the separate f(x) call (``b.ref``)."""
+def _reference(caller, task: Task, b: _Batch, fold: bool, sep_ref: Tensor, fslot: np.ndarray, reduced: bool = False) -> Tensor | None:
+    """Folded batches: the floor subset's separate f(x) (``b.sep``); others: the separate f(x) call (``b.ref``),
+    and with a reduced dtype also ``b.sep`` (the subset's float32 f(x), which their floors compare with)."""
+    if (fold or reduced) and len(b.sub):
+        b.sep = sep_ref[torch.as_tensor(fslot[b.pos[b.sub]], device=sep_ref.device)]
     if fold:
-        if len(b.sub):
-            b.sep = sep_ref[torch.as_tensor(fslot[b.pos[b.sub]], device=sep_ref.device)]
         return None
     b.ref = task.convert(caller(b.feed))
     return b.ref
@@ -551,14 +545,16 @@ def _keep_null_refs(state: dict, b: _Batch, ref: Tensor | None, slot: np.ndarray
 
 def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dict[str, np.ndarray], n: int, b: _Batch, chunks,
                  e_chunk: int, reference: str, targets: Tensor | None, act_on: list[str] | None, fold: bool,
-                 null_state: tuple | None = None, reducer=None) -> None:
+                 null_state: tuple | None = None, reducer=None, reduced: bool = False) -> None:
     """All elements of ``sym`` on one batch: fills table[key][pos, :] for every metric.
 
     ``chunks`` yields (slice, orbit inputs, round-trip inputs of the floor subset) per chunk of
     elements, each going through the model in one call. Folded (identity reference, bit-exact identity action):
     f(x) is the identity chunk's output row, and on the floor subset the identity column compares it
     with the separate f(x) (``b.sep``): the pipeline's float noise. With the consensus reference a
-    first pass over the chunks builds the reference. ``reducer`` (the task's accumulator, or None) is fed every chunk."""
+    first pass over the chunks builds the reference. ``reducer`` (the task's accumulator, or None) is fed every chunk.
+    ``reduced`` (--dtype): every floor compares with the float32 f(x) of the floor subset (``b.sep``), so it
+    includes the dtype's rounding."""
     x, y, feed, pos = b.x, b.y, b.feed, b.pos
     identity = elements[sym.identity_index : sym.identity_index + 1]
     e_total = sym.n_elements
@@ -609,11 +605,20 @@ def _sweep_batch(caller, task: Task, sym: Symmetry, elements: Tensor, table: dic
             if fb is None:
                 fb = _evaluate(caller, task, back)
             sub = torch.as_tensor(b.sub, device=ref_out.device)
-            floor = task.compare(ref_out.index_select(0, sub), fb, sym, identity.expand(fb.shape[0], -1),
+            base = b.sep if reduced else ref_out.index_select(0, sub)
+            floor = task.compare(base, fb, sym, identity.expand(fb.shape[0], -1),
                                  x.index_select(0, sub.to(x.device)), None, mask=b.sub_mask())
             for key, target in task.floor_pairs():
                 if key in floor:
                     _store_floor(table, target, n, e_total, pos[b.sub], sl, floor[key])
+        elif reference != "identity" and sym.exact and has_identity and reduced:
+            if len(b.sub):  # as below, on the floor subset against its float32 f(x)
+                sub = torch.as_tensor(b.sub, device=out.device)
+                floor = task.compare(b.sep, out[i : i + 1].index_select(1, sub), sym, identity,
+                                     x.index_select(0, sub.to(x.device)), None)
+                for key, target in task.floor_pairs():
+                    if key in floor:
+                        _store_floor(table, target, n, e_total, pos[b.sub], slice(0, e_total), floor[key].expand(e_total, -1))
         elif reference != "identity" and sym.exact and has_identity:
             # exact action, other reference: the floor is the identity element's output against f(x)
             floor = task.compare(ref_out, out[i : i + 1], sym, identity, x, None, mask=b.mask)

@@ -14,6 +14,7 @@ eqaudit.layouts); ``take`` and ``batches`` hand them out in the canonical form s
 from __future__ import annotations
 
 import math
+import mmap
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -77,6 +78,8 @@ class Dataset:
         """Inputs at ``positions`` of the selection: (b, *sample_shape) float32 on ``device``, canonical."""
         rows = self.indices[np.asarray(positions)]
         raw = self.x[torch.as_tensor(rows)] if isinstance(self.x, Tensor) else self.x[rows]
+        if isinstance(self.x, np.memmap) and len(rows):
+            release_rows(self.x, int(rows.min()), int(rows.max()) + 1)
         if not isinstance(raw, Tensor):
             raw = np.asarray(raw)
             raw = raw if raw.dtype.isnative else raw.astype(raw.dtype.newbyteorder("="))  # big-endian files
@@ -133,6 +136,24 @@ class Dataset:
             pos = np.arange(start, min(start + batch_size, n))
             y = self.labels(pos)
             yield pos, self.take(pos, device), (y.to(device) if y is not None else None)
+
+
+def release_rows(arr: np.memmap, start: int, stop: int) -> None:
+    """Unmap rows start:stop of a read-only memory-mapped array from this process (``MADV_DONTNEED``)
+    once they have been copied out: the kernel keeps the file's pages in its cache and maps them again
+    on the next read, so the resident memory (RSS) of a sweep does not grow with the file's size. A
+    no-op where ``madvise`` is missing (not Linux/macOS) or the array is not backed by its own map."""
+    mm = getattr(arr, "_mmap", None)
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if mm is None or advice is None or not hasattr(mm, "madvise") or arr.ndim == 0 or arr.mode != "r":
+        return
+    base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    row = arr.strides[0]
+    lo = arr.ctypes.data - base + start * row
+    hi = min(len(mm), arr.ctypes.data - base + stop * row)
+    lo -= lo % mmap.PAGESIZE
+    if hi > lo >= 0:
+        mm.madvise(advice, lo, hi - lo)
 
 
 def split_key(spec: str) -> tuple[Path, str | None]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelLoadError, PathNotFoundError
-from .base import AdapterInfo, ModelAdapter, ReshapedInput, resolve_device
+from .base import AdapterInfo, ModelAdapter, ReshapedInput, resolve_device, select_device
 
 TORCH_SUFFIXES = {".pt", ".pth", ".pt2", ".bin", ".ckpt", ".tar"}
 
@@ -54,4 +54,4 @@ def _load(path, device, *, factory, search_dirs, trust, output_name, check_facto
     )
 
 
-__all__ = ["AdapterInfo", "ModelAdapter", "ReshapedInput", "load_model", "resolve_device"]
+__all__ = ["AdapterInfo", "ModelAdapter", "ReshapedInput", "load_model", "resolve_device", "select_device"]

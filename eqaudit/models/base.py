@@ -90,25 +90,47 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` picks CUDA when available; ``cpu``, ``cuda`` and ``cuda:N`` are checked."""
-    from ..errors import ConfigError
+DEVICE_SPECS = "auto, cpu, cuda, cuda:N or mps"
 
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"Expected --device auto, cpu, cuda or cuda:N, got {spec!r}.") from None
-    if dev.type == "cuda":
+
+def select_device(spec: str | None, local_rank: int | None = None) -> torch.device:
+    """The torch device for ``--device`` ``spec``: ``auto`` is ``cuda`` when CUDA is available, else the
+    CPU (never ``mps``: ask for it by name); ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are checked.
+    ``local_rank`` (a torchrun process's LOCAL_RANK) picks ``cuda:LOCAL_RANK`` for ``auto`` and ``cuda``.
+    ConfigError (exit 2) for a spec that names no device; DeviceError (exit 3) for a device this
+    machine does not have."""
+    from ..errors import ConfigError, DeviceError
+
+    text = (spec or "auto").strip().lower()
+    if text == "auto":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {spec} was asked for but no CUDA device is available; use --device cpu or auto.")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {spec} does not exist: {torch.cuda.device_count()} CUDA device(s) visible; "
-                f"use cuda:0..cuda:{torch.cuda.device_count() - 1}."
-            )
-    elif dev.type != "cpu":
-        raise ConfigError(f"Expected --device auto, cpu, cuda or cuda:N, got {spec!r}.")
-    return dev
+            return torch.device("cpu")
+        text = "cuda"
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"Expected --device {DEVICE_SPECS}, got {spec!r}; do pass one of those.") from None
+    if dev.type not in ("cpu", "cuda", "mps") or (dev.type != "cuda" and dev.index not in (None, 0)):
+        raise ConfigError(f"Expected --device {DEVICE_SPECS}, got {spec!r}; do pass one of those.")
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError(f"Expected an Apple GPU for --device {spec}, got a torch without MPS on this machine; "
+                              "do use --device cpu (or auto).")
+        return torch.device("mps")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"Expected a CUDA device for --device {spec}, got none on this machine (torch {torch.__version__}, "
+                          f"CUDA build {torch.version.cuda or 'none'}); do use --device cpu or auto, or install a CUDA build of torch.")
+    count = torch.cuda.device_count()
+    index = dev.index if dev.index is not None else (local_rank if local_rank is not None else torch.cuda.current_device())
+    if not 0 <= index < count:
+        what = f"--device {spec}" if dev.index is not None else f"--device {spec} on LOCAL_RANK {local_rank}"
+        raise DeviceError(f"Expected a CUDA device index in 0..{count - 1} for {what}, got cuda:{index} ({count} visible); "
+                          f"do pick one of cuda:0..cuda:{count - 1} (or check CUDA_VISIBLE_DEVICES).")
+    return torch.device("cuda", index)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``--device`` for one process (see select_device)."""
+    return select_device(spec)

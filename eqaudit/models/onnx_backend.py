@@ -71,9 +71,11 @@ class OnnxAdapter:
     def _run_bound(self, batch: Tensor) -> Tensor:
         """One run with I/O binding: the input tensor's memory and a preallocated torch output tensor are
         handed to onnxruntime by pointer, on the CPU or the CUDA device, so nothing is copied between
-        torch, numpy and the device; same numbers as ``session.run``."""
-        kind = "cuda" if self.device.type == "cuda" else "cpu"
-        index = self.device.index or 0
+        torch, numpy and the device; same numbers as ``session.run``. On CUDA, onnxruntime runs on its
+        own stream: the device is synchronised before the run (torch's kernels that wrote the input must
+        be done) and the binding's outputs after it (``synchronize_outputs``), so torch reads a finished
+        output; the CUDA provider runs on the torch tensors' device (``device_id``, see providers_for)."""
+        kind, index = ort_device(self.device)
         x = batch.detach().to(self.device, TORCH_DTYPES[np.dtype(self.input_dtype)]).contiguous()
         out = torch.empty((x.shape[0], *self.row_shape), dtype=TORCH_DTYPES[np.dtype(self.output_dtype)], device=self.device)
         io = self.session.io_binding()
@@ -82,6 +84,8 @@ class OnnxAdapter:
         if kind == "cuda":
             torch.cuda.synchronize(self.device)  # the input must be written before onnxruntime's stream reads it
         self.session.run_with_iobinding(io)
+        if kind == "cuda":
+            io.synchronize_outputs()
         return out
 
     def _run(self, batch) -> Tensor:
@@ -118,18 +122,32 @@ class OnnxAdapter:
         return call_fixed_batch(self._run, batch, self.fixed_batch)
 
 
+def ort_device(device: torch.device) -> tuple[str, int]:
+    """onnxruntime's (device type, device id) for a torch device: ("cuda", N) for cuda:N, else ("cpu", 0)."""
+    if device.type == "cuda":
+        return "cuda", device.index if device.index is not None else torch.cuda.current_device()
+    return "cpu", 0
+
+
 def providers_for(device: torch.device) -> list:
-    """Execution providers for ``device``: CUDA first (with its device id) when asked, CPU always last."""
+    """Execution providers for ``device``: CUDA first (with the torch device's id, so bound tensors and
+    the session share a GPU) when asked, CPU always last (for the operators CUDA lacks); DeviceError
+    (exit 3) when this onnxruntime has no CUDA provider, and for MPS, which onnxruntime does not run."""
     import onnxruntime as ort
 
+    from ..errors import DeviceError
+
     available = ort.get_available_providers()
+    if device.type == "mps":
+        raise DeviceError(f"Expected --device cpu or cuda for an ONNX model, got {device}: onnxruntime has no MPS provider; "
+                          "do use --device cpu (or run the torch model on mps).")
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in available:
-            raise ConfigError(
+            raise DeviceError(
                 f"--device {device} needs onnxruntime's CUDAExecutionProvider, but this onnxruntime offers {available}; "
                 "install onnxruntime-gpu or use --device cpu."
             )
-        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", {"device_id": ort_device(device)[1]}), "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
