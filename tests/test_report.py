@@ -429,6 +429,7 @@ def test_products_are_laid_out_on_their_grid():
 # ------------------------------------------------------------------------------------------ speed and independence
 
 
+@pytest.mark.slow
 def test_parallel_drawing_writes_the_same_bytes_as_serial(report, tmp_path):
     """Figures drawn in worker processes (the fixture's render) equal those drawn in this process."""
     serial = tmp_path / "serial"
@@ -439,6 +440,7 @@ def test_parallel_drawing_writes_the_same_bytes_as_serial(report, tmp_path):
     assert (serial / "report.html").read_bytes() == report["html"].read_bytes()
 
 
+@pytest.mark.slow
 def test_figures_drawn_ahead_are_the_final_ones_and_stale_ones_are_drawn_again(report, tmp_path, monkeypatch):
     """A scan's checkpoints queue their figures ahead (eqaudit.report.pool); the render takes every figure
     whose recipe it asks for again and draws anew the ones a later checkpoint changed: the bytes are
