@@ -14,20 +14,8 @@ def write_bytes_atomic(path: Path, data: bytes, *, durable: bool = True) -> None
 
     ``durable``: also flush it to disk before the rename (fsync); the plot files skip that (report.html
     inlines every figure and is durable), which saves a disk round trip per figure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; reports are ordinary files
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open_atomic(path, durable=durable) as fh:
+        fh.write(data)
 
 
 @contextmanager
@@ -38,7 +26,7 @@ def open_atomic(path: Path, *, durable: bool = True) -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; reports are ordinary files
         with os.fdopen(fd, "wb") as fh:
             yield fh
             if durable:
