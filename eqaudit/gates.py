@@ -317,8 +317,9 @@ def check_gates(
                 )
         if g.element is not None and symmetries is not None:
             for s in symmetries:
-                if g.applies_to(s.name, s.spec) and getattr(s, "labels", None) is not None:
-                    element_index(g.element, list(s.labels), f"{where} (symmetry {s.spec})")
+                labels = s.gate_labels() if hasattr(s, "gate_labels") else getattr(s, "labels", None)
+                if g.applies_to(s.name, s.spec) and labels is not None:
+                    element_index(g.element, list(labels), f"{where} (symmetry {s.spec})")
 
 
 def evaluate_gates(summary: dict, fail_over: Any, specs: Iterable[GateSpec] = (), *,

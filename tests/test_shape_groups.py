@@ -119,3 +119,20 @@ def test_thumbnails_of_both_shapes_sit_centred_on_square_canvases(files, tmp_pat
             top, left = (10 - turned.shape[-2]) // 2, (10 - turned.shape[-1]) // 2
             np.testing.assert_array_equal(thumbs[r, t, :, top : top + turned.shape[-2], left : left + turned.shape[-1]], turned)
             assert (thumbs[r, t][..., :top, :] == xs[r].min()).all() and (thumbs[r, t][..., :left] == xs[r].min()).all()
+
+
+def test_a_gate_may_name_a_quarter_turn_that_only_the_full_group_holds(files, tmp_path):
+    """On non-square images the orbit is known only once a model has run (the probe): a gate on 90° is
+    accepted up front, holds for the turn-averaged model, fails for the plain one, and is a usage error
+    (exit 2) for a model that keeps the shape-keeping subgroup."""
+    from eqaudit.api import scan
+    from eqaudit.errors import ConfigError
+
+    def gated(model):
+        return scan(files[model], data=str(files["data"]), symmetry=["rot90"], model_factory=f"{TOYS}:{model}",
+                    out=str(tmp_path / f"gate_{model}"), device="cpu", gates=["rot90[90°]:prob_tv<=1e-4"])
+
+    assert gated("TurnAveragedNet").passed
+    assert not gated("PooledNet").passed
+    with pytest.raises(ConfigError, match="90°"):
+        gated("FixedShapeNet")

@@ -220,6 +220,11 @@ class Symmetry(ABC):
         shape-keeping subgroup (rot90, d4 on H != W: (C, W, H)); None otherwise."""
         return None
 
+    def gate_labels(self) -> list[str] | None:
+        """The element labels a gate may name before a model has run: the bound orbit's, or every
+        constructed element's while the orbit may still widen to the full group (``use_both_shapes``)."""
+        return getattr(self, "labels", None)
+
     def use_both_shapes(self, accepted: bool) -> None:
         """Bind to the full group (the model ``accepted`` ``other_input_shape()``) or to the shape-keeping
         subgroup, with the matching note; a no-op for symmetries that keep the shape."""

@@ -310,6 +310,9 @@ class _ShapeBound:
         c, h, w = self._shape
         return (c, w, h)
 
+    def gate_labels(self) -> list[str] | None:
+        return list(self._built[1]) if self.other_input_shape() is not None else self.labels
+
     def use_both_shapes(self, accepted: bool) -> None:
         if self.other_input_shape() is None:
             return
