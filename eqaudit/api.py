@@ -18,7 +18,7 @@ from .fingerprint import audit_fingerprint, differences
 from .gates import Comparison, check_gates, check_gates_matched, check_tolerance_metrics, compare_results, gates_for, parse_tolerances
 from .layouts import LayoutInput
 from .levels import element_levels, estimate_level, extent, flip_points, per_sample_floor, varying_column
-from .models import ReshapedInput, load_model, resolve_device
+from .models import ReshapedInput, load_model
 from .models.base import check_declared_shape
 from .report.base import Outcome, file_reporters, selected as selected_formats
 from .report.csvfile import elements_frame  # noqa: F401  (re-exported: api.elements_frame)
@@ -122,7 +122,7 @@ def run_scan(
     saved = _read_checkpoint(out_dir) if resume else None
     with _from_files(settings, "baseline", "max_regression"):
         base_result, tolerances = _load_baseline(settings)
-    device = distributed.rank_device(resolve_device(settings.device), ranks)
+    device = distributed.rank_device(settings.device, ranks)
     with _from_files(settings, "symmetry"):
         symmetries = [parse_symmetry(spec, seed=settings.seed) for spec in settings.symmetry]
     input_shape = parse_input_shape(settings.input_shape) if settings.input_shape else None

@@ -210,18 +210,18 @@ def ranks() -> Ranks | None:
     return _RANKS
 
 
-def rank_device(device, r: Ranks | None):
-    """The device this rank runs the model on: a CUDA device without an index becomes cuda:LOCAL_RANK."""
+def rank_device(spec: str, r: Ranks | None):
+    """The device this rank runs the model on: ``--device`` ``spec`` resolved by
+    eqaudit.models.select_device with this rank's LOCAL_RANK (``auto`` and ``cuda`` become
+    cuda:LOCAL_RANK), made the current CUDA device of this process."""
     import torch
 
-    if r is None or device.type != "cuda" or device.index is not None:
-        return device
-    count = torch.cuda.device_count()
-    if r.local_rank >= count:
-        raise ConfigError(f"Rank {r.rank} has local rank {r.local_rank} but this machine has {count} CUDA device(s); "
-                          f"expected at most {count} processes per machine, do lower --nproc (--nproc-per-node) or pass --device cpu.")
-    torch.cuda.set_device(r.local_rank)
-    return torch.device("cuda", r.local_rank)
+    from .models import select_device
+
+    device = select_device(spec, r.local_rank if r is not None else None)
+    if r is not None and device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
 def record_error(message: str, code: int, *, primary: bool) -> bool:

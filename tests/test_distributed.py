@@ -234,20 +234,23 @@ def test_verdict_is_rank_0s_own_or_3_naming_the_rank_that_failed_first():
 
 
 def test_a_rank_runs_on_the_gpu_of_its_local_rank(monkeypatch):
-    """Simulated CUDA devices: auto/cuda picks cuda:LOCAL_RANK, an explicit index or the CPU stays, and a
-    local rank without a GPU is a usage error naming the fix."""
+    """Simulated CUDA devices: auto/cuda picks cuda:LOCAL_RANK (made the process's current device), an
+    explicit index or the CPU stays, and a local rank without a GPU is a device error naming LOCAL_RANK."""
     from eqaudit.distributed import rank_device
-    from eqaudit.errors import ConfigError
+    from eqaudit.errors import DeviceError
 
     chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
-    assert rank_device(torch.device("cuda"), Ranks(3, 4, 1)) == torch.device("cuda", 1) and chosen == [1]
-    assert rank_device(torch.device("cuda", 0), Ranks(3, 4, 1)) == torch.device("cuda", 0)
-    assert rank_device(torch.device("cpu"), Ranks(3, 4, 1)) == torch.device("cpu")
-    assert rank_device(torch.device("cuda"), None) == torch.device("cuda")
-    with pytest.raises(ConfigError, match=r"Rank 2 has local rank 2 but this machine has 2 CUDA device.*lower --nproc"):
-        rank_device(torch.device("cuda"), Ranks(2, 4, 2))
+    assert rank_device("cuda", Ranks(3, 4, 1)) == torch.device("cuda", 1) and chosen == [torch.device("cuda", 1)]
+    assert rank_device("auto", Ranks(3, 4, 1)) == torch.device("cuda", 1)
+    assert rank_device("cuda:0", Ranks(3, 4, 1)) == torch.device("cuda", 0)
+    assert rank_device("cpu", Ranks(3, 4, 1)) == torch.device("cpu")
+    assert rank_device("cuda", None) == torch.device("cuda", 0)
+    with pytest.raises(DeviceError, match=r"LOCAL_RANK 2.*cuda:0\.\.cuda:1"):
+        rank_device("cuda", Ranks(2, 4, 2))
 
 
 # ---- several processes (slow) ------------------------------------------------------------------------------------
