@@ -315,6 +315,44 @@ def test_page_steps_equal_the_symmetries(browser):  # noqa: F811
     page.close()
 
 
+RESAMPLED_FUNCTION = re.compile(r"^  function resampled\(.*?^  }$", re.S | re.M)
+
+
+def test_page_turns_and_zooms_are_close_to_the_symmetries(browser):  # noqa: F811
+    """The page's resampled step (a canvas transform, two channels: every channel moved) on an off-centre smooth
+    picture is close to eqaudit's own rotate and scale, and far from the unmoved picture and the opposite move."""
+    from eqaudit.report.moves import element_steps
+    from eqaudit.symmetries import parse_symmetry
+
+    source = RESAMPLED_FUNCTION.search((html_report.TEMPLATES / "explore.js").read_text(encoding="utf-8")).group(0)
+    page = browser.new_page()
+    page.set_content("<p>turns</p>")
+    page.evaluate(f"() => {{ window.turn = function (src, h, w, ch, st) {{ {source}\n"
+                  "return Array.from(resampled(Uint8Array.from(src), h, w, ch, st)); }; }")
+    h, w = 16, 20
+    yy, xx = np.mgrid[0:h, 0:w]
+    blob = np.exp(-((yy - 5.0) ** 2 + (xx - 13.0) ** 2) / 8.0)
+    small = np.round(255 * np.stack([blob, blob[:, ::-1]], -1)).astype(np.uint8)
+    moved = 0
+    for spec in ("rotate:step=60", "scale:min=0.5,max=2,steps=3"):
+        sym = parse_symmetry(spec)
+        sym.check_input((2, h, w))
+        want = _moved_by_symmetry(spec, small).astype(float)
+        values = sym.elements[:, 0].tolist()
+        for e, st in enumerate(element_steps(sym.spec, sym.elements.tolist(), (h, w), (h, w))):
+            if not st or st[0][0] != "r":
+                continue
+            got = np.array(page.evaluate("([s, h, w, st]) => window.turn(s, h, w, 2, st)",
+                                         [small.reshape(-1).tolist(), h, w, st[0]]), float).reshape(h, w, 2)
+            err = np.abs(got - want[e]).mean()
+            opposite = want[values.index(-values[e])]
+            for other in (small.astype(float), opposite):
+                assert err < 0.35 * np.abs(other - want[e]).mean(), (spec, sym.labels[e], err)
+            moved += 1
+    assert moved == 6 + 2  # ±60°, ±120° and, on this non-square picture, ±90°; x0.5 and x2
+    page.close()
+
+
 def test_steps_only_for_whole_thumbnail_pixels():
     from eqaudit.report.moves import element_steps
 
