@@ -243,30 +243,43 @@ def _moved_by_symmetry(spec: str, small: np.ndarray) -> np.ndarray:
 
 
 def test_moved_thumbnails_equal_the_symmetry_applied(browser, built):  # noqa: F811
-    """Exact actions: the view's thumbnail at each element is x_small moved in the page, pixel for pixel what
-    the symmetry's own code gives on x_small; the resampled rotation shows the untransformed input and says so."""
+    """The view's thumbnail at each element is x_small moved in the page: for exact actions pixel for pixel what
+    the symmetry's own code gives on x_small; rotate's quarter turns are np.rot90 of x_small (counter-clockwise
+    as displayed), and its 45-degree turns, resampled by the browser, are close to eqaudit's rotate of x_small."""
+    from eqaudit.symmetries import parse_symmetry
+
     context, page, problems = _open(browser, built)
     k = _not_worst(built)
     assert page.evaluate(f"window.eqauditShowSample({k})") is True
     small = built["orbits"]["x_small"][k]
-    checked = 0
+    checked = resampled = 0
     for gi, g in enumerate(built["table"]["groups"]):
         fig = page.locator(f"#sample-view figure.sv-group[data-group='{gi}']")
         thumbs = fig.locator("img.moved-thumb")
-        if g["moves"] is None:
-            assert g["spec"].startswith("rotate") and thumbs.count() == 0
-            assert "resamples the input" in fig.inner_text()
-            continue
         want = _moved_by_symmetry(g["spec"], small)
         shown = thumbs.evaluate_all("els => els.map(e => [Number(e.dataset.element), e.src])")
         assert sorted(e for e, _ in shown) == list(range(len(g["labels"])))  # small orbits: every element
         for e, uri in shown:
             px = _png_pixels(uri)
             assert px.shape[:2] == small.shape[:2]
-            assert np.array_equal(px[..., 0], want[e, ..., 0]), (g["spec"], g["labels"][e])
+            if g["spec"].startswith("rotate"):
+                angles = parse_symmetry(g["spec"]).elements[:, 0].tolist()
+                angle = angles[e]
+                if angle % 90 == 0:  # a known answer: numpy's quarter turns are counter-clockwise as displayed
+                    assert np.array_equal(px[..., 0], np.rot90(small[..., 0], int(angle // 90))), g["labels"][e]
+                else:  # resampled in the page: near eqaudit's rotate, far from the unturned and the opposite turn
+                    mirror = angles.index(-angle)
+                    err = np.abs(px[..., 0].astype(float) - want[e, ..., 0]).mean()
+                    for other in (small[..., 0], want[mirror, ..., 0]):
+                        assert err < 0.35 * np.abs(other.astype(float) - want[e, ..., 0]).mean(), (g["labels"][e], err)
+                    resampled += 1
+            else:
+                assert np.array_equal(px[..., 0], want[e, ..., 0]), (g["spec"], g["labels"][e])
             checked += 1
         assert not np.array_equal(want[1], want[0])  # the check can tell moved from unmoved
-    assert checked == 4 + 9  # rot90 and translate:max=1
+        if g["spec"].startswith("rotate"):
+            assert "resampled in this page" in fig.inner_text()
+    assert checked == 8 + 4 + 9 and resampled == 4  # rotate:step=45, rot90 and translate:max=1
     assert not problems, problems
     context.close()
 
@@ -302,6 +315,44 @@ def test_page_steps_equal_the_symmetries(browser):  # noqa: F811
     page.close()
 
 
+RESAMPLED_FUNCTION = re.compile(r"^  function resampled\(.*?^  }$", re.S | re.M)
+
+
+def test_page_turns_and_zooms_are_close_to_the_symmetries(browser):  # noqa: F811
+    """The page's resampled step (a canvas transform, two channels: every channel moved) on an off-centre smooth
+    picture is close to eqaudit's own rotate and scale, and far from the unmoved picture and the opposite move."""
+    from eqaudit.report.moves import element_steps
+    from eqaudit.symmetries import parse_symmetry
+
+    source = RESAMPLED_FUNCTION.search((html_report.TEMPLATES / "explore.js").read_text(encoding="utf-8")).group(0)
+    page = browser.new_page()
+    page.set_content("<p>turns</p>")
+    page.evaluate(f"() => {{ window.turn = function (src, h, w, ch, st) {{ {source}\n"
+                  "return Array.from(resampled(Uint8Array.from(src), h, w, ch, st)); }; }")
+    h, w = 16, 20
+    yy, xx = np.mgrid[0:h, 0:w]
+    blob = np.exp(-((yy - 5.0) ** 2 + (xx - 13.0) ** 2) / 8.0)
+    small = np.round(255 * np.stack([blob, blob[:, ::-1]], -1)).astype(np.uint8)
+    moved = 0
+    for spec in ("rotate:step=60", "scale:min=0.5,max=2,steps=3"):
+        sym = parse_symmetry(spec)
+        sym.check_input((2, h, w))
+        want = _moved_by_symmetry(spec, small).astype(float)
+        values = sym.elements[:, 0].tolist()
+        for e, st in enumerate(element_steps(sym.spec, sym.elements.tolist(), (h, w), (h, w))):
+            if not st or st[0][0] != "r":
+                continue
+            got = np.array(page.evaluate("([s, h, w, st]) => window.turn(s, h, w, 2, st)",
+                                         [small.reshape(-1).tolist(), h, w, st[0]]), float).reshape(h, w, 2)
+            err = np.abs(got - want[e]).mean()
+            opposite = want[values.index(-values[e])]
+            for other in (small.astype(float), opposite):
+                assert err < 0.35 * np.abs(other - want[e]).mean(), (spec, sym.labels[e], err)
+            moved += 1
+    assert moved == 6 + 2  # ±60°, ±120° and, on this non-square picture, ±90°; x0.5 and x2
+    page.close()
+
+
 def test_steps_only_for_whole_thumbnail_pixels():
     from eqaudit.report.moves import element_steps
 
@@ -309,7 +360,12 @@ def test_steps_only_for_whole_thumbnail_pixels():
     assert element_steps("translate:max=2", shifts, (28, 28), (14, 14)) == [
         [["s", 0, 0, True]], None, [["s", 1, -1, True]]]  # 1 px of the input is half a thumbnail pixel
     assert element_steps("translate:max=2,mode=zero", shifts, (8, 8), (8, 8))[1] == [["s", 1, 0, False]]
-    assert element_steps("rotate:step=90", [[0.0], [90.0]], (8, 8), (8, 8)) is None  # resampled: not moved
+    assert element_steps("rotate:step=45", [[0.0], [90.0], [-45.0]], (8, 8), (8, 8)) == [
+        [["d", 0, 0, "h"]], [["d", 1, 0, "h"]], [["r", -45.0, 1.0]]]  # quarter turns exact, the others resampled
+    assert element_steps("rotate:step=90", [[90.0], [180.0]], (6, 8), (6, 8)) == [[["r", 90.0, 1.0]], [["d", 2, 0, "h"]]]
+    assert element_steps("scale:min=0.5,max=2,steps=3", [[-1.0], [0.0], [1.0]], (8, 8), (8, 8)) == [
+        [["r", 0.0, 0.5]], [], [["r", 0.0, 2.0]]]
+    assert element_steps("scale", [[1.0]], (1, 16), (1, 16)) == [None]  # a time stretch of a signal: no picture
     assert element_steps("rot90*permute", [[1.0, 1.0]], (8, 8), (8, 8)) is None  # a factor it does not know
     assert element_steps("d4*swap", [[1.0, 1.0, 1.0]], (8, 8), (8, 8)) == [[["d", 1, 1, "h"]]]  # swap: the mean stays
     assert element_steps("rot90*translate", [[1.0, 2.0, 0.0]], (8, 8), (8, 8)) == [[["s", 2, 0, True], ["d", 1, 0, "h"]]]

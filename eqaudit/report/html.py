@@ -368,11 +368,11 @@ class _Builder:
 
     def _thumbnail_moves(self, s: SymmetryResult, small_hw) -> list | None:
         """Per element the pixel steps that move the explorer's thumbnail as ``s`` moves the input
-        (eqaudit.report.moves); None for resampled actions and inputs other than images."""
+        (eqaudit.report.moves, approximate for resampled ones); None for inputs other than images."""
         from .moves import element_steps
 
         full = self.result.data.sample_shape or (self.result.models[0].input_shape if self.result.models else [])
-        if small_hw is None or not s.exact or s.domain != "image" or len(full) < 2 or len(s.elements) > MAX_MOVED_ELEMENTS:
+        if small_hw is None or s.domain != "image" or len(full) < 2 or len(s.elements) > MAX_MOVED_ELEMENTS:
             return None
         return element_steps(s.spec, s.elements, (int(full[-2]), int(full[-1])), (int(small_hw[0]), int(small_hw[1])))
 

@@ -256,9 +256,35 @@
     }
     return out;
   }
+  /* ["r", angle, factor]: turn by angle degrees (counter-clockwise as displayed) and zoom by factor about the
+     centre, zeros outside, as eqaudit's rotate and scale; drawn by the browser (bilinear): approximate */
+  function resampled(src, hgt, wid, ch, st) {
+    var out = new Uint8Array(src.length), a = document.createElement("canvas"), b = document.createElement("canvas");
+    a.width = b.width = wid; a.height = b.height = hgt;
+    var ca = a.getContext("2d"), cb = b.getContext("2d", {willReadFrequently: true}), img = ca.createImageData(wid, hgt);
+    for (var g = 0; g < ch; g += 3) {  // up to three channels per pass, as red, green and blue
+      for (var p = 0; p < hgt * wid; p++) {
+        for (var c = 0; c < 3; c++) img.data[4 * p + c] = src[p * ch + Math.min(g + c, ch - 1)];
+        img.data[4 * p + 3] = 255;
+      }
+      ca.putImageData(img, 0, 0);
+      cb.setTransform(1, 0, 0, 1, 0, 0);
+      cb.fillStyle = "#000";
+      cb.fillRect(0, 0, wid, hgt);
+      // output(p) = input(R(angle) p / factor) in y-down pixels: the canvas turns by -angle
+      cb.translate(wid / 2, hgt / 2);
+      cb.rotate(-st[1] * Math.PI / 180);
+      cb.scale(st[2], st[2]);
+      cb.translate(-wid / 2, -hgt / 2);
+      cb.drawImage(a, 0, 0);
+      var d = cb.getImageData(0, 0, wid, hgt).data;
+      for (var q = 0; q < hgt * wid; q++) for (var c2 = 0; c2 < 3 && g + c2 < ch; c2++) out[q * ch + g + c2] = d[4 * q + c2];
+    }
+    return out;
+  }
   function moved(i, steps) {
     var sh = D.small.shape, x = smallOf(i);
-    steps.forEach(function (st) { x = step(x, sh[0], sh[1], sh[2], st); });
+    steps.forEach(function (st) { x = (st[0] === "r" ? resampled : step)(x, sh[0], sh[1], sh[2], st); });
     return x;
   }
   /* the elements whose inputs the view shows: all of a small orbit, else the identity, the sample's worst
@@ -356,6 +382,10 @@
       fig.appendChild(h("figcaption", {}, g.labels[e] + predsAt(traces, e)));
       box.appendChild(fig);
     });
+    if (g.moves.some(function (m) { return m && m.some(function (st) { return st[0] === "r"; }); })) {
+      box.appendChild(h("p", {class: "muted"}, "Turns and zooms that are not pixel permutations are resampled in this page " +
+                        "from the small thumbnail (approximate)."));
+    }
     if (g.moves.some(function (m) { return !m; })) {
       box.appendChild(h("p", {class: "muted"}, "Shifts that are not whole pixels of this small thumbnail are not shown."));
     }
