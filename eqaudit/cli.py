@@ -252,6 +252,8 @@ def scan(
         if distributed.env_rank() == 0:
             _junit_error(settings.junit_xml if settings is not None else flags["junit_xml"], exc)
         _fail(exc)
+    if ranks is not None:
+        distributed.leave()  # every collective is done
     if worker:
         raise typer.Exit(EXIT_PASS)  # rank 0 reports the verdict
     lines = _write_reports(Outcome(result, folder, comparison, **_ci_targets(settings.junit_xml)), settings.format, quiet=quiet)

@@ -210,6 +210,19 @@ def ranks() -> Ranks | None:
     return _RANKS
 
 
+def leave() -> None:
+    """Leave the process group once this rank's audit is done (called on success): a gloo group torn
+    down during interpreter shutdown can abort a finished rank (std::terminate, exit -6) and so fail
+    the launch."""
+    import torch.distributed as dist
+
+    try:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - leaving is best effort; the audit's outcome is already decided
+        pass
+
+
 def rank_device(spec: str, r: Ranks | None):
     """The device this rank runs the model on: ``--device`` ``spec`` resolved by
     eqaudit.models.select_device with this rank's LOCAL_RANK (``auto`` and ``cuda`` become
